@@ -1,0 +1,64 @@
+"""The method interface: how the pipeline trains and scores a VAD method.
+
+A method declares what it reads (``input_kind``), which supervision it needs, its training
+stages in order (possibly none), and the paper protocol of its scores (normalisation,
+smoothing, frames it leaves unscored). The pipeline runs one Snakemake job per stage, each
+writing a checkpoint, then one scoring job per test video. Networks live in their own
+modules as pure ``nn.Module``s; a ``Method`` is the thin glue around them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipelines.metrics import Protocol
+
+
+@dataclass
+class VideoScore:
+    """Per-frame anomaly scores of one video (higher = more abnormal)."""
+
+    scores: np.ndarray  # float32, one per frame
+    scored: np.ndarray  # bool, False where the method gives no score (e.g. the first frames of a clip)
+
+    def __post_init__(self):
+        if self.scores.shape != self.scored.shape:
+            raise ValueError(f"scores {self.scores.shape} and mask {self.scored.shape} differ in shape")
+
+
+@dataclass
+class TrainInputs:
+    """What a training stage reads: one input file per training video, and their video labels."""
+
+    files: list[Path]
+    video_labels: dict[str, int]
+
+
+class Method(ABC):
+    """A method as the pipeline sees it. Subclasses register with ``models.register``."""
+
+    name: ClassVar[str]
+    input_kind: ClassVar[str] = "frames"  # "frames" | "features" | "poses"
+    supervision: ClassVar[str] = "one_class"  # "one_class" (train split) | "weak" (weak_train split)
+    stages: ClassVar[tuple[str, ...]] = ()
+    uses_gpu: ClassVar[bool] = False
+
+    def __init__(self, params: dict[str, Any], seed: int = 0):
+        self.params = params
+        self.seed = seed
+
+    def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
+        """Run one training stage, resuming from ``previous`` (the stage before), writing ``checkpoint_out``."""
+        raise NotImplementedError(f"{self.name} has no training stages")
+
+    @abstractmethod
+    def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
+        """Score every frame of one video, streaming it (memory must not grow with its length)."""
+
+    @abstractmethod
+    def protocol(self, label_convention: str) -> Protocol:
+        """The post-processing and evaluation protocol of this method's paper numbers."""

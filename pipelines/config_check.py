@@ -1,0 +1,78 @@
+"""Validate the configuration before the DAG is built, with one message that names the key.
+
+JSON-schema validation (``workflow/schemas/config.schema.yaml``) fills defaults and rejects
+misspelled or unknown keys; then every enabled dataset must have a rule file and an adapter,
+and its raw paths must exist.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from pipelines.datasets import DatasetError, adapter_names, get_adapter
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the offending key."""
+
+
+def _extend_with_defaults(validator_class):
+    """A validator that fills each object's missing properties with their schema defaults."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _extend_with_defaults(jsonschema.Draft7Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unexpected = sorted(set(error.instance) - set(allowed))
+        key = _key(where + [unexpected[0]]) if unexpected else _key(where)
+        return f"config key '{key}' is not allowed here; allowed keys: {', '.join(allowed)}"
+    if error.validator == "required":
+        return f"config key '{_key(where)}': {error.message}"
+    return f"config key '{_key(where)}': {error.message}"
+
+
+def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
+    """Return ``config`` with defaults filled, or raise ConfigError naming the first bad key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_message(errors[0]))
+    for name, entry in config["datasets"].items():
+        if not entry.get("enabled"):
+            continue
+        rule_file = Path(rules_dir) / "datasets" / f"{name}.smk"
+        if name not in adapter_names() or not rule_file.is_file():
+            raise ConfigError(f"config key 'datasets.{name}': no rule file {rule_file} or adapter for this dataset")
+        adapter = get_adapter(name, entry)
+        try:
+            for split in adapter.splits():
+                adapter.videos(split)
+                missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
+                if missing:
+                    raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")
+        except DatasetError as err:
+            raise ConfigError(f"config key 'datasets.{name}': {err}") from err
+    if not any(entry.get("enabled") for entry in config["datasets"].values()):
+        raise ConfigError("config key 'datasets': no dataset is enabled")
+    return config

@@ -1,0 +1,130 @@
+"""The dataset adapter interface: raw data and label files in, canonical listings and labels out.
+
+An adapter knows one dataset's on-disk layout and label format. It lists the videos of each
+split (a video file or a frame folder each), names the label files a split depends on, and
+turns them into per-video frame labels (uint8, 1 = abnormal) for given frame counts. It never
+trims or pads: a count that differs is a ``LabelError`` naming the video and both counts.
+
+Canonical splits: ``train`` (normal videos for one-class training), ``test`` (frame labels),
+``weak_train`` (video-level labels) and ``weak_test`` (frame labels, weak protocol).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+SPLITS = ("train", "test", "weak_train", "weak_test")
+
+
+class DatasetError(ValueError):
+    """Raw data that is missing or laid out differently than the adapter expects."""
+
+
+class LabelError(ValueError):
+    """A label file that is missing, malformed, or disagrees with the frame counts."""
+
+
+@dataclass(frozen=True)
+class Video:
+    name: str  # unique within its split; used in file names
+    source: Path  # a video file or a folder of frame images
+
+
+class DatasetAdapter(ABC):
+    """One dataset's layout and label format. Subclasses register with ``@register``."""
+
+    name: ClassVar[str]
+    #: Which label file and which convention (what 1 means, where it comes from) the labels follow.
+    label_convention: ClassVar[str]
+    #: Frame rate to record for frame folders, which carry none.
+    folder_fps: ClassVar[float | None] = None
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    @abstractmethod
+    def splits(self) -> tuple[str, ...]:
+        """The canonical splits this dataset provides."""
+
+    @abstractmethod
+    def videos(self, split: str) -> list[Video]:
+        """Videos of a split, sorted by name."""
+
+    @abstractmethod
+    def label_files(self, split: str) -> list[Path]:
+        """The dataset's own files that the split's labels are read from."""
+
+    @abstractmethod
+    def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
+        """Frame labels (uint8, 1 = abnormal) per video, checked against ``n_frames``."""
+
+    def video_labels(self, split: str, frame_labels: dict[str, np.ndarray]) -> dict[str, int]:
+        """Video-level labels: 1 when any frame is abnormal. Weak splits may override."""
+        return {name: int(labels.any()) for name, labels in frame_labels.items()}
+
+    # Shared helpers for subclasses -------------------------------------------------------
+
+    def path(self, key: str) -> Path:
+        """A configured path, which must exist."""
+        value = self.config.get(key)
+        if value is None:
+            raise DatasetError(f"datasets.{self.name}.{key}: not set")
+        path = Path(value)
+        if not path.exists():
+            raise DatasetError(f"datasets.{self.name}.{key}: {path} does not exist")
+        return path
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits():
+            raise DatasetError(f"{self.name}: no split {split!r}; it has {', '.join(self.splits())}")
+
+
+def check_count(dataset: str, video: str, labels: np.ndarray, n_frames: int, source: Path | str) -> np.ndarray:
+    """Labels of one video as uint8 0/1, after checking their count against the frame count."""
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != n_frames:
+        raise LabelError(
+            f"{dataset}/{video}: {labels.shape[0]} labels in {source} but the video has {n_frames} frames"
+        )
+    return (labels != 0).astype(np.uint8)
+
+
+def split_concatenated(
+    dataset: str, labels: np.ndarray, n_frames: dict[str, int], source: Path
+) -> dict[str, np.ndarray]:
+    """Cut labels stored for all test videos end to end into per-video arrays (sorted video order)."""
+    labels = np.asarray(labels).reshape(-1)
+    total = sum(n_frames.values())
+    if labels.shape[0] != total:
+        raise LabelError(
+            f"{dataset}: {source} holds {labels.shape[0]} labels but the {len(n_frames)} videos "
+            f"({', '.join(sorted(n_frames))}) have {total} frames"
+        )
+    out, start = {}, 0
+    for name in sorted(n_frames):
+        out[name] = (labels[start : start + n_frames[name]] != 0).astype(np.uint8)
+        start += n_frames[name]
+    return out
+
+
+def sorted_children(folder: Path, *, dirs: bool = False, suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """Sub-folders or files with the given suffixes of ``folder``, sorted by name."""
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found")
+    if dirs:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """A label array from a .npy file (never unpickled), with a clear error when unreadable."""
+    if not Path(path).is_file():
+        raise LabelError(f"{path}: label file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise LabelError(f"{path}: not a readable .npy label array ({err})") from err

@@ -1,0 +1,72 @@
+"""ShanghaiTech Campus (Liu et al., CVPR 2018) with its one-class and weakly-supervised splits.
+
+Layout under ``root``: ``training/videos/SS_VVV.avi`` (training set, all normal) and
+``testing/frames/SS_VVVV/*.jpg`` (test set). Labels: ``test_frame_mask/SS_VVVV.npy``, one
+uint8 per frame, 1 = abnormal.
+
+Weak split (Zhong et al., CVPR 2019), when ``weak_lists`` names the folder holding
+``SH_Train.txt`` and ``SH_Test.txt``: ids with a 4-digit suffix come from the test set (frames,
+all anomalous, labelled by their masks); ids with a 3-digit suffix come from the training set
+(videos, normal).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.datasets import register
+from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_count, load_npy, sorted_children
+
+_WEAK_LISTS = {"weak_train": "SH_Train.txt", "weak_test": "SH_Test.txt"}
+_TEST_ID = re.compile(r"^\d\d_\d{4}$")
+
+
+@register
+class ShanghaiTech(DatasetAdapter):
+    name = "shanghaitech"
+    label_convention = "shanghaitech: test_frame_mask/<video>.npy per video, 1 = abnormal"
+    folder_fps = 24.0
+
+    def splits(self) -> tuple[str, ...]:
+        weak = ("weak_train", "weak_test") if self.config.get("weak_lists") else ()
+        return ("train", "test") + weak
+
+    def _source(self, video: str) -> Video:
+        root = self.path("root")
+        if _TEST_ID.match(video):
+            return Video(video, root / "testing" / "frames" / video)
+        return Video(video, root / "training" / "videos" / f"{video}.avi")
+
+    def _weak_ids(self, split: str) -> list[str]:
+        path = self.path("weak_lists") / _WEAK_LISTS[split]
+        if not path.is_file():
+            raise DatasetError(f"datasets.shanghaitech.weak_lists: {path} not found")
+        return sorted(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+    def videos(self, split: str) -> list[Video]:
+        self.check_split(split)
+        root = self.path("root")
+        if split == "train":
+            return [Video(p.stem, p) for p in sorted_children(root / "training" / "videos", suffixes=(".avi", ".mp4"))]
+        if split == "test":
+            return [Video(p.name, p) for p in sorted_children(root / "testing" / "frames", dirs=True)]
+        return [self._source(video) for video in self._weak_ids(split)]
+
+    def _mask(self, video: str) -> Path:
+        return self.path("labels") / f"{video}.npy"
+
+    def label_files(self, split: str) -> list[Path]:
+        return [self._mask(v.name) for v in self.videos(split) if _TEST_ID.match(v.name)] if split != "train" else []
+
+    def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
+        self.check_split(split)
+        out = {}
+        for name, n in n_frames.items():
+            if split == "train" or not _TEST_ID.match(name):
+                out[name] = np.zeros(n, np.uint8)
+            else:
+                mask = self._mask(name)
+                out[name] = check_count(self.name, name, load_npy(mask), n, mask)
+        return out

@@ -1,0 +1,92 @@
+"""UBnormal (Acsintoae et al., CVPR 2022): synthetic scenes, inverted per-frame test labels.
+
+Layout under ``root``: ``Scene*/<video>.mp4``. The ``labels`` folder holds, as STG-NF
+distributes them, ``<video>_tracks.txt`` files that for test videos are really ``.npy`` arrays
+(float64 per frame, **1 = normal**, inverted here to 1 = abnormal), the original
+``obj_id,start,end`` track text files for abnormal training/validation videos, and the
+``abnormal_{training,validation,test}_video_names.txt`` lists.
+
+Splits: ``test`` = videos with a .npy label file; ``train`` = normal videos that are neither
+test nor validation; ``weak_train`` = those plus the abnormal training videos (video label 1);
+``weak_test`` = test.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.datasets import register
+from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_count, load_npy
+
+_NPY_MAGIC = b"\x93NUMPY"
+_SUFFIX = "_tracks.txt"
+
+
+@register
+class UBnormal(DatasetAdapter):
+    name = "ubnormal"
+    label_convention = "ubnormal: <video>_tracks.txt .npy arrays, 1 = normal in the file, inverted to 1 = abnormal"
+
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test", "weak_train", "weak_test")
+
+    def _all_videos(self) -> dict[str, Path]:
+        root = self.path("root")
+        found = {p.stem: p for p in root.glob("Scene*/*.mp4")}
+        if not found:
+            raise DatasetError(f"datasets.ubnormal.root: no Scene*/*.mp4 videos under {root}")
+        return found
+
+    def _names_file(self, kind: str) -> set[str]:
+        path = self.path("labels") / f"abnormal_{kind}_video_names.txt"
+        if not path.is_file():
+            raise DatasetError(f"datasets.ubnormal.labels: {path} not found")
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+    def _test_names(self) -> set[str]:
+        names = set()
+        for path in self.path("labels").glob(f"*{_SUFFIX}"):
+            with open(path, "rb") as handle:
+                if handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+                    names.add(path.name[: -len(_SUFFIX)])
+        return names
+
+    def videos(self, split: str) -> list[Video]:
+        self.check_split(split)
+        available = self._all_videos()
+        test = self._test_names()
+        if split in ("test", "weak_test"):
+            chosen = test
+        else:
+            held_out = test | self._names_file("validation")
+            chosen = {n for n in available if n.startswith("normal_") and n not in held_out}
+            if split == "weak_train":
+                chosen |= self._names_file("training")
+        missing = sorted(chosen - set(available))
+        if missing:
+            raise DatasetError(f"datasets.ubnormal.root: {len(missing)} listed videos not found, e.g. {missing[0]}.mp4")
+        return [Video(name, available[name]) for name in sorted(chosen)]
+
+    def _label_file(self, video: str) -> Path:
+        return self.path("labels") / f"{video}{_SUFFIX}"
+
+    def label_files(self, split: str) -> list[Path]:
+        return [self._label_file(v.name) for v in self.videos(split)] if split in ("test", "weak_test") else []
+
+    def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
+        self.check_split(split)
+        if split in ("train", "weak_train"):
+            return {name: np.zeros(n, np.uint8) for name, n in n_frames.items()}
+        out = {}
+        for name, n in n_frames.items():
+            source = self._label_file(name)
+            normal = load_npy(source)
+            out[name] = check_count(self.name, name, 1 - np.asarray(normal).reshape(-1), n, source)
+        return out
+
+    def video_labels(self, split: str, frame_labels: dict[str, np.ndarray]) -> dict[str, int]:
+        if split == "weak_train":
+            abnormal = self._names_file("training")
+            return {name: int(name in abnormal) for name in frame_labels}
+        return super().video_labels(split, frame_labels)

@@ -1,0 +1,92 @@
+"""UCF-Crime (Sultani et al., CVPR 2018): untrimmed videos, official split lists, temporal annotation.
+
+Layout under ``root``: the paths of ``Anomaly_Train.txt`` / ``Anomaly_Test.txt`` (``lists``
+folder), e.g. ``Abuse/Abuse028_x264.mp4`` and ``Testing_Normal_Videos_Anomaly/...``. Labels:
+``Temporal_Anomaly_Annotation.txt`` (name, class, start1, end1, start2, end2; -1 = none),
+frames ``start..end`` inclusive abnormal, 0-based, as the RTFM/SSRL ground-truth recipe reads it.
+
+Splits: ``train`` = the normal training videos (one-class), ``test`` = the 290 test videos,
+``weak_train`` = all 1,610 training videos with video labels (class != Normal), ``weak_test`` = test.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.datasets import register
+from pipelines.datasets.base import DatasetAdapter, DatasetError, LabelError, Video
+
+_LISTS = {"train": "Anomaly_Train.txt", "weak_train": "Anomaly_Train.txt", "test": "Anomaly_Test.txt", "weak_test": "Anomaly_Test.txt"}
+
+
+def _is_normal(relative: str) -> bool:
+    return Path(relative).name.startswith("Normal_Videos")
+
+
+@register
+class UCFCrime(DatasetAdapter):
+    name = "ucf_crime"
+    label_convention = "ucf_crime: Temporal_Anomaly_Annotation.txt, [start, end] inclusive 0-based, 1 = abnormal"
+
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test", "weak_train", "weak_test")
+
+    def _listed(self, split: str) -> list[str]:
+        path = self.path("lists") / _LISTS[split]
+        if not path.is_file():
+            raise DatasetError(f"datasets.ucf_crime.lists: {path} not found")
+        entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [e for e in entries if _is_normal(e)] if split == "train" else entries
+
+    def videos(self, split: str) -> list[Video]:
+        self.check_split(split)
+        root = self.path("root")
+        return sorted((Video(Path(e).stem, root / e) for e in self._listed(split)), key=lambda v: v.name)
+
+    def label_files(self, split: str) -> list[Path]:
+        return [self.path("labels")] if split in ("test", "weak_test") else []
+
+    def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
+        self.check_split(split)
+        if split in ("train", "weak_train"):
+            # Weak training videos have video-level labels only; their frames are not labelled.
+            return {name: np.zeros(n, np.uint8) for name, n in n_frames.items()}
+        source = self.path("labels")
+        events = read_temporal_annotation(source)
+        out = {}
+        for name, n in n_frames.items():
+            if name not in events:
+                raise LabelError(f"{source}: no annotation line for test video {name}")
+            labels = np.zeros(n, np.uint8)
+            for start, end in events[name]:
+                if end >= n:
+                    raise LabelError(f"ucf_crime/{name}: event {start}..{end} in {source} ends past the video's {n} frames")
+                labels[start : end + 1] = 1
+            out[name] = labels
+        return out
+
+    def video_labels(self, split: str, frame_labels: dict[str, np.ndarray]) -> dict[str, int]:
+        if split == "weak_train":
+            return {Path(e).stem: int(not _is_normal(e)) for e in self._listed(split)}
+        return super().video_labels(split, frame_labels)
+
+
+def read_temporal_annotation(path: Path) -> dict[str, list[tuple[int, int]]]:
+    """Events per video from the official annotation text: {video: [(start, end), ...]}."""
+    if not path.is_file():
+        raise LabelError(f"{path}: label file not found")
+    events: dict[str, list[tuple[int, int]]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise LabelError(f"{path}:{number}: expected 6 fields (name class s1 e1 s2 e2), found {len(fields)}")
+        name, _, *bounds = fields
+        try:
+            s1, e1, s2, e2 = (int(b) for b in bounds)
+        except ValueError as err:
+            raise LabelError(f"{path}:{number}: frame bounds must be integers ({err})") from err
+        events[Path(name).stem] = [(s, e) for s, e in ((s1, e1), (s2, e2)) if s >= 0]
+    return events

@@ -1,0 +1,60 @@
+"""Evaluate one method on one dataset split: frame-level AUC (micro, macro) and AP, with protocol.
+
+Reads the split's canonical labels and the per-video score files, applies the method's paper
+protocol (normalisation, smoothing, unscored frames) and writes one JSON record: the numbers,
+the protocol that produced them, the pooled ROC curve, the config hash and the versions.
+
+Run by hand: ``python -m pipelines.evaluate METHOD DATASET SPLIT LABELS.h5 OUT.json SCORES.h5 ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from models import get_method
+from pipelines.atomic import write_text
+from pipelines.labels import read_labels
+from pipelines.metrics import VideoScores, evaluate
+from pipelines.provenance import versions
+from pipelines.score import read_scores
+
+
+def evaluate_split(method: str, params: dict, labels_file: Path, score_files: list[Path]) -> dict:
+    """Metrics of one method on one split; every labelled video must have exactly one score file."""
+    labels, _, attrs = read_labels(labels_file)
+    by_video = {Path(p).stem: p for p in score_files}
+    missing = sorted(set(labels) - set(by_video))
+    extra = sorted(set(by_video) - set(labels))
+    if missing or extra:
+        raise ValueError(f"{labels_file}: score files missing for {missing[:5]}, unlabelled scores for {extra[:5]}")
+    protocol = get_method(method, params).protocol(attrs["label_convention"])
+    videos = []
+    for name in sorted(labels):
+        result = read_scores(by_video[name])
+        videos.append(VideoScores(name, labels[name], result.scores, result.scored))
+    return evaluate(videos, protocol)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("method")
+    parser.add_argument("dataset")
+    parser.add_argument("split")
+    parser.add_argument("labels", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("scores", type=Path, nargs="+")
+    parser.add_argument("--params-json", default="{}")
+    parser.add_argument("--config-hash", default="")
+    args = parser.parse_args(argv)
+    result = evaluate_split(args.method, json.loads(args.params_json), args.labels, args.scores)
+    record = {"method": args.method, "dataset": args.dataset, "split": args.split, **result}
+    record |= {"config_hash": args.config_hash, "versions": versions()}
+    write_text(args.out, json.dumps(record, indent=1))
+    print(f"{args.method} on {args.dataset}/{args.split}: micro AUC {result['auc_micro']:.4f}, macro {result['auc_macro']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

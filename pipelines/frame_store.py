@@ -1,0 +1,127 @@
+"""HDF5 storage of decoded video frames, one file per video.
+
+Layout: dataset ``frames`` of shape (N, H, W, C), uint8, chunked one frame per chunk so
+that a clip of consecutive frames reads exactly the frames it needs, compressed with a
+fast Blosc codec (the choice and its measured cost are in ``bench/frames_bench.py``).
+Attributes hold the provenance: source path and sha256, ffmpeg version, extraction
+parameters, fps and original size.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+FRAMES = "frames"
+
+COMPRESSIONS = ("lz4", "lz4hc", "zstd", "gzip", "none")
+
+
+def compression_options(name: str) -> dict[str, Any]:
+    """h5py ``create_dataset`` keyword arguments for a named compression."""
+    blosc = hdf5plugin.Blosc
+    if name in ("lz4", "lz4hc", "zstd"):
+        level = 1 if name == "zstd" else 5
+        return dict(blosc(cname=name, clevel=level, shuffle=blosc.NOSHUFFLE))
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 1}
+    if name == "none":
+        return {}
+    raise ValueError(f"unknown frame compression {name!r}; expected one of {COMPRESSIONS}")
+
+
+class FrameWriter:
+    """Append frames to a new HDF5 file, growing the dataset as blocks arrive."""
+
+    def __init__(self, path: Path, height: int, width: int, channels: int, compression: str):
+        self._file = h5py.File(path, "w")
+        self._frames = self._file.create_dataset(
+            FRAMES,
+            shape=(0, height, width, channels),
+            maxshape=(None, height, width, channels),
+            dtype=np.uint8,
+            chunks=(1, height, width, channels),
+            **compression_options(compression),
+        )
+        self.n_frames = 0
+
+    def append(self, block: np.ndarray) -> None:
+        n = block.shape[0]
+        self._frames.resize(self.n_frames + n, axis=0)
+        self._frames[self.n_frames : self.n_frames + n] = block
+        self.n_frames += n
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self._frames.attrs[key] = _attr_value(value)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "FrameWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _attr_value(value: Any) -> Any:
+    """HDF5 attributes hold scalars, strings and arrays; anything nested is stored as JSON."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+class FrameReader:
+    """Random access to a frames file: ``len(reader)``, ``reader.clip(start, length)``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+            self._frames = self._file[FRAMES]
+        except (OSError, KeyError) as err:
+            raise ValueError(f"{self.path}: not a frames file ({err})") from err
+        self.attrs = {k: _decode_attr(v) for k, v in self._frames.attrs.items()}
+
+    def __len__(self) -> int:
+        return self._frames.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._frames.shape)
+
+    def clip(self, start: int, length: int) -> np.ndarray:
+        """Frames ``start`` .. ``start + length - 1`` as (length, H, W, C) uint8."""
+        if start < 0 or start + length > len(self):
+            raise IndexError(f"{self.path}: clip {start}..{start + length - 1} outside 0..{len(self) - 1}")
+        return self._frames[start : start + length]
+
+    def blocks(self, size: int = 64):
+        """Iterate over the video in blocks of ``size`` frames: memory stays bounded."""
+        for start in range(0, len(self), size):
+            yield start, self._frames[start : min(start + size, len(self))]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value

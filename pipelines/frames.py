@@ -1,0 +1,187 @@
+"""Decode one video (ffmpeg) or one frame folder (OpenCV) into a frames HDF5 file.
+
+Streaming: frames travel from ffmpeg's pipe to HDF5 in fixed-size blocks, so memory does
+not grow with the video's length. The output is written under a temporary name and
+renamed when complete. A video that ffmpeg reports as damaged, or that yields no frame,
+is an error naming the file; nothing is written for it.
+
+Run by hand: ``python -m pipelines.frames SOURCE OUT.h5 [--size H W] [--pixel-format gray]``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import ffmpeg
+import numpy as np
+
+from pipelines.atomic import atomic_path
+from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, probe
+from pipelines.frame_store import COMPRESSIONS, FrameWriter
+from pipelines.provenance import sha256_file, sha256_folder, versions
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+PIXEL_FORMATS = {"rgb24": 3, "gray": 1}
+
+
+@dataclass(frozen=True)
+class FrameParams:
+    """How frames are stored; part of every frames file's provenance."""
+
+    size: tuple[int, int] | None = None  # (height, width); None keeps the source size
+    pixel_format: str = "rgb24"
+    compression: str = "lz4"
+    block_frames: int = 64  # frames per write; bounds memory
+
+    def __post_init__(self):
+        if self.pixel_format not in PIXEL_FORMATS:
+            raise ValueError(f"pixel_format {self.pixel_format!r}: expected one of {sorted(PIXEL_FORMATS)}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression {self.compression!r}: expected one of {COMPRESSIONS}")
+
+
+def extract(source: str | Path, out: str | Path, params: FrameParams, fps: float | None = None) -> int:
+    """Decode ``source`` (a video file or a folder of images) into ``out``; return the frame count.
+
+    ``fps`` is recorded for frame folders (which carry none) and ignored for videos.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return _extract_folder(source, Path(out), params, fps)
+    return _extract_video(source, Path(out), params)
+
+
+def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
+    info = probe(source)
+    height, width = params.size or (info.height, info.width)
+    channels = PIXEL_FORMATS[params.pixel_format]
+    frame_bytes = height * width * channels
+    stream = ffmpeg.input(str(source))
+    if (height, width) != (info.height, info.width):
+        stream = stream.filter("scale", width, height, flags="bilinear")
+    process = (
+        stream.output("pipe:", format="rawvideo", pix_fmt=params.pixel_format, fps_mode="passthrough")
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-xerror")
+        .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+    )
+    errors: list[bytes] = []
+    drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    drain.start()
+    try:
+        with atomic_path(out) as tmp:
+            with FrameWriter(tmp, height, width, channels, params.compression) as writer:
+                while True:
+                    data = process.stdout.read(frame_bytes * params.block_frames)
+                    if len(data) % frame_bytes:
+                        raise VideoError(f"{source}: ffmpeg stopped inside a frame (truncated output)")
+                    if not data:
+                        break
+                    writer.append(np.frombuffer(data, np.uint8).reshape(-1, height, width, channels))
+                returncode = process.wait()
+                drain.join()
+                message = b"".join(errors).decode(errors="replace").strip()
+                if returncode != 0 or message:
+                    raise VideoError(f"{source}: ffmpeg could not decode the whole video: {_last_lines(message)}")
+                if writer.n_frames == 0:
+                    raise VideoError(f"{source}: the video has no frames")
+                writer.set_attrs(
+                    _provenance(source, "video", sha256_file(source), params, info.fps, (info.height, info.width))
+                    | {"ffmpeg_version": ffmpeg_version(), "codec": info.codec, "n_frames": writer.n_frames}
+                )
+                return writer.n_frames
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def _last_lines(message: str, n: int = 3) -> str:
+    lines = [line for line in message.splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) if lines else "no message from ffmpeg"
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders 2.jpg before 10.jpg."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a frame folder in natural order; an error when there are none."""
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    if not files:
+        raise VideoError(f"{folder}: frame folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _read_image(path: Path, pixel_format: str) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoError(f"{path}: not a readable image")
+    return image[..., None] if pixel_format == "gray" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | None) -> int:
+    files = list_images(folder)
+    first = _read_image(files[0], params.pixel_format)
+    original = first.shape[:2]
+    height, width = params.size or original
+    channels = PIXEL_FORMATS[params.pixel_format]
+    with atomic_path(out) as tmp:
+        with FrameWriter(tmp, height, width, channels, params.compression) as writer:
+            for start in range(0, len(files), params.block_frames):
+                block = []
+                for path in files[start : start + params.block_frames]:
+                    image = first if path == files[0] else _read_image(path, params.pixel_format)
+                    if image.shape[:2] != original:
+                        raise VideoError(f"{path}: size {image.shape[:2]} differs from the folder's {original}")
+                    if (height, width) != original:
+                        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).reshape(
+                            height, width, channels
+                        )
+                    block.append(image)
+                writer.append(np.stack(block))
+            writer.set_attrs(
+                _provenance(folder, "frame_folder", sha256_folder(folder, files), params, fps or 0.0, original)
+                | {"decoder": f"opencv {cv2.__version__}", "n_frames": writer.n_frames}
+            )
+            return writer.n_frames
+
+
+def _provenance(source: Path, kind: str, digest: str, params: FrameParams, fps: float, original) -> dict:
+    return {
+        "source": str(source),
+        "source_kind": kind,
+        "source_sha256": digest,
+        "params": asdict(params),
+        "fps": float(fps),
+        "original_size": list(original),
+        "versions": versions(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="video file or folder of frame images")
+    parser.add_argument("out", type=Path, help="frames HDF5 file to write")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="resize to this size")
+    parser.add_argument("--pixel-format", default="rgb24", choices=sorted(PIXEL_FORMATS))
+    parser.add_argument("--compression", default="lz4", choices=COMPRESSIONS)
+    parser.add_argument("--fps", type=float, help="frame rate to record for a frame folder")
+    args = parser.parse_args(argv)
+    params = FrameParams(tuple(args.size) if args.size else None, args.pixel_format, args.compression)
+    try:
+        n = extract(args.source, args.out, params, args.fps)
+    except VideoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {n} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Write a dataset split's canonical labels file from the dataset's own label files.
+
+The frame count of every video comes from its frames file, so a label file that disagrees
+with the decoded video stops here with the video named and both counts. Output (HDF5):
+``labels/<video>`` uint8 per frame (1 = abnormal) with a ``video_label`` attribute; file
+attributes record the dataset, split, label convention and the sha256 of each label file.
+
+Run by hand: ``python -m pipelines.labels DATASET SPLIT OUT.h5 FRAMES.h5 ... --config-json '{...}'``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipelines.atomic import atomic_path
+from pipelines.datasets import DatasetError, LabelError, get_adapter
+from pipelines.frame_store import FrameReader
+from pipelines.provenance import sha256_file, versions
+
+LABELS = "labels"
+
+
+def frame_counts(frames_files: list[Path]) -> dict[str, int]:
+    """Frame count per video, read from the frames files (named ``<video>.h5``)."""
+    counts = {}
+    for path in frames_files:
+        with FrameReader(path) as reader:
+            counts[Path(path).stem] = len(reader)
+    return counts
+
+
+def write_labels(dataset: str, split: str, config: dict, frames_files: list[Path], out: Path) -> dict[str, np.ndarray]:
+    """Build and write the canonical labels of one split; return them."""
+    adapter = get_adapter(dataset, config)
+    counts = frame_counts(frames_files)
+    labels = adapter.frame_labels(split, counts)
+    video_labels = adapter.video_labels(split, labels)
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            group = handle.create_group(LABELS)
+            for name in sorted(labels):
+                data = group.create_dataset(name, data=labels[name], dtype=np.uint8)
+                data.attrs["video_label"] = int(video_labels[name])
+            handle.attrs.update(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "label_convention": adapter.label_convention,
+                    "label_files": json.dumps({str(p): sha256_file(p) for p in adapter.label_files(split)}),
+                    "n_videos": len(labels),
+                    "n_frames": int(sum(v.size for v in labels.values())),
+                    "n_abnormal_frames": int(sum(int(v.sum()) for v in labels.values())),
+                    "versions": json.dumps(versions()),
+                }
+            )
+    return labels
+
+
+def read_labels(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int], dict]:
+    """(frame labels per video, video labels, file attributes) of a canonical labels file."""
+    with h5py.File(path, "r") as handle:
+        frames = {name: data[()] for name, data in handle[LABELS].items()}
+        videos = {name: int(data.attrs["video_label"]) for name, data in handle[LABELS].items()}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in handle.attrs.items()}
+    return frames, videos, attrs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset")
+    parser.add_argument("split")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("frames", type=Path, nargs="+", help="frames files of every video of the split")
+    parser.add_argument("--config-json", default="{}", help="the dataset's config entry as JSON")
+    args = parser.parse_args(argv)
+    try:
+        labels = write_labels(args.dataset, args.split, json.loads(args.config_json), args.frames, args.out)
+    except (DatasetError, LabelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    n = sum(v.size for v in labels.values())
+    print(f"{args.out}: {len(labels)} videos, {n} frames, {sum(int(v.sum()) for v in labels.values())} abnormal")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Frame-level evaluation for video anomaly detection.
+
+Frame-level ROC AUC and average precision, pooled over all test frames ("micro", the number
+most papers report, e.g. STG-NF: Hirschorn & Avidan, "Normalizing Flows for Human Pose Anomaly
+Detection", ICCV 2023) and averaged over videos ("macro"), together with the post-processing
+methods apply before scoring: per-video min-max normalisation (LGN-Net, STD), repeated Gaussian
+smoothing (STG-NF's six passes, sigma 1..6) and expansion of 16-frame snippet scores to frames
+(RTFM and other weakly supervised methods).
+
+Convention everywhere: label 1 = abnormal, and a higher score = more abnormal. A method whose
+native score is a normality converts it before calling in here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+NORMALISATIONS = ("none", "minmax_per_video")
+POOLINGS = ("micro", "macro")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a number was computed; every number written carries one (as a dict via ``as_dict()``).
+
+    ``normalisation``, ``smoothing_sigmas`` and ``skipped_start_frames`` are applied by
+    :func:`evaluate`; ``pooling``, ``label_convention`` and ``snippet_length`` record what the
+    caller did, so a reader can tell how the number came about.
+    """
+
+    pooling: str = "micro"
+    normalisation: str = "none"
+    smoothing_sigmas: tuple[float, ...] = ()
+    label_convention: str = ""
+    skipped_start_frames: int = 0
+    snippet_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"Protocol.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"Protocol.normalisation must be one of {NORMALISATIONS}, "
+                f"got {self.normalisation!r}"
+            )
+        # A list given here would make the frozen instance unhashable and its dict ambiguous.
+        sigmas = tuple(float(s) for s in self.smoothing_sigmas)
+        if any(not np.isfinite(s) or s <= 0 for s in sigmas):
+            raise ValueError(f"Protocol.smoothing_sigmas must all be positive, got {sigmas}")
+        object.__setattr__(self, "smoothing_sigmas", sigmas)
+        if self.skipped_start_frames < 0:
+            raise ValueError(
+                f"Protocol.skipped_start_frames must be >= 0, got {self.skipped_start_frames}"
+            )
+        if self.snippet_length is not None and self.snippet_length < 1:
+            raise ValueError(f"Protocol.snippet_length must be >= 1, got {self.snippet_length}")
+
+    def as_dict(self) -> dict:
+        """Plain JSON-serialisable dict of every field (sigmas as a list)."""
+        fields = dataclasses.asdict(self)
+        fields["smoothing_sigmas"] = list(self.smoothing_sigmas)
+        return fields
+
+
+def _as_1d_float(scores: np.ndarray, what: str) -> np.ndarray:
+    """A float64 copy, so no function here writes into its caller's array."""
+    array = np.array(scores, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {array.shape}")
+    return array
+
+
+def minmax_per_video(scores: np.ndarray) -> np.ndarray:
+    """Rescale one video's scores to [0, 1]; a constant video becomes all zeros rather than NaN.
+
+    This uses the test video's own minimum and maximum, so it is not causal.
+    """
+    array = _as_1d_float(scores, "scores")
+    if array.size == 0:
+        return array
+    low, high = array.min(), array.max()
+    if high == low:
+        return np.zeros_like(array)
+    return (array - low) / (high - low)
+
+
+def smooth(scores: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
+    """Apply ``gaussian_filter1d`` (reflect mode, truncate 4) once per sigma, in order.
+
+    Passes compose like one pass of sigma = sqrt(sum of squares) away from the borders, e.g.
+    STG-NF's (1, 2, 3, 4, 5, 6) acts like sqrt(91) ~ 9.5 frames. No sigmas returns a copy.
+    """
+    array = _as_1d_float(scores, "scores")
+    for sigma in sigmas:
+        if not sigma > 0:
+            raise ValueError(f"smoothing sigmas must be positive, got {tuple(sigmas)}")
+        array = gaussian_filter1d(array, float(sigma), mode="reflect")
+    return array
+
+
+def expand_snippets(
+    snippet_scores: np.ndarray, n_frames: int, snippet_length: int = 16
+) -> np.ndarray:
+    """Turn one video's snippet scores into frame scores, each repeated ``snippet_length`` times.
+
+    The last snippet may run past ``n_frames`` (feature extractors loop-pad the tail); the
+    result is cut to ``n_frames``. Too few snippets to cover the video, or a whole snippet
+    lying beyond its end, means the scores belong to a different frame count: ValueError.
+    """
+    snippets = _as_1d_float(snippet_scores, "snippet_scores")
+    if snippet_length < 1:
+        raise ValueError(f"snippet_length must be >= 1, got {snippet_length}")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    covered = snippets.size * snippet_length
+    if covered < n_frames:
+        raise ValueError(
+            f"{snippets.size} snippets of {snippet_length} frames cover {covered} frames, "
+            f"but the video has {n_frames} frames"
+        )
+    if covered - n_frames >= snippet_length:
+        raise ValueError(
+            f"{snippets.size} snippets of {snippet_length} frames cover {covered} frames, "
+            f"more than one snippet beyond the video's {n_frames} frames"
+        )
+    return np.repeat(snippets, snippet_length)[:n_frames]
+
+
+def postprocess(scores: np.ndarray, protocol: Protocol) -> np.ndarray:
+    """One video's scores after the protocol's normalisation, then its smoothing (float64)."""
+    array = _as_1d_float(scores, "scores")
+    if protocol.normalisation == "minmax_per_video":
+        array = minmax_per_video(array)
+    return smooth(array, protocol.smoothing_sigmas)
+
+
+@dataclass
+class VideoScores:
+    """One test video: frame labels (1 = abnormal), frame scores (higher = more abnormal) and
+    an optional boolean mask, False where the method gave the frame no score."""
+
+    name: str
+    labels: np.ndarray
+    scores: np.ndarray
+    scored: np.ndarray | None = None
+
+
+def _scored_frames(video: VideoScores, protocol: Protocol) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels and post-processed scores of the video's scored frames, and its unscored count."""
+    labels = np.asarray(video.labels).ravel()
+    scores = np.asarray(video.scores, dtype=np.float64).ravel()
+    if labels.size != scores.size:
+        raise ValueError(
+            f"video {video.name!r}: {labels.size} labels but {scores.size} scores"
+        )
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"video {video.name!r}: labels must be 0 (normal) or 1 (abnormal), "
+            f"found values {np.unique(labels).tolist()}"
+        )
+    if video.scored is None:
+        scored = np.ones(labels.size, dtype=bool)
+    else:
+        scored = np.asarray(video.scored).ravel()
+        if scored.dtype != bool:
+            raise ValueError(
+                f"video {video.name!r}: scored mask must be boolean, got {scored.dtype}"
+            )
+        if scored.size != labels.size:
+            raise ValueError(
+                f"video {video.name!r}: scored mask has {scored.size} entries "
+                f"for {labels.size} frames"
+            )
+        scored = scored.copy()
+    scored[: protocol.skipped_start_frames] = False
+    kept = scores[scored]
+    bad = ~np.isfinite(kept)
+    if bad.any():
+        frame = int(np.flatnonzero(scored)[np.argmax(bad)])
+        raise ValueError(
+            f"video {video.name!r}: {int(bad.sum())} scored frames have NaN or inf scores "
+            f"(first at frame {frame})"
+        )
+    return labels[scored].astype(np.int8), postprocess(kept, protocol), int((~scored).sum())
+
+
+def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
+    """Frame-level micro and macro ROC AUC and pooled average precision.
+
+    Unscored frames (``scored`` False, and the first ``protocol.skipped_start_frames`` of every
+    video) are excluded before anything else: they take no part in normalisation, are not fed
+    to smoothing (which runs over the scored frames in order) and are not counted in AUC or AP;
+    their scores may be anything, NaN included.
+
+    ``auc_micro``: ROC AUC over the pooled scored frames of all videos, each video post-processed
+    on its own first. ``auc_macro``: mean of per-video AUCs over the videos that have both
+    classes among their scored frames; NaN when none has, ``n_macro_skipped`` counts the others.
+    ``ap``: average precision over the pooled frames.
+
+    Raises ValueError, naming the video, for label/score length mismatch, labels other than
+    0/1, or NaN/inf among scored frames; and when the pooled labels hold one class only.
+    """
+    if not videos:
+        raise ValueError("no videos to evaluate")
+    names = [video.name for video in videos]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"videos listed more than once: {duplicates}")
+
+    all_labels, all_scores, per_video_auc = [], [], []
+    n_unscored = 0
+    for video in videos:
+        labels, scores, unscored = _scored_frames(video, protocol)
+        all_labels.append(labels)
+        all_scores.append(scores)
+        n_unscored += unscored
+        if np.unique(labels).size == 2:
+            per_video_auc.append(roc_auc_score(labels, scores))
+
+    pooled_labels = np.concatenate(all_labels)
+    pooled_scores = np.concatenate(all_scores)
+    classes = np.unique(pooled_labels)
+    if classes.size < 2:
+        raise ValueError(
+            f"micro AUC undefined: the {pooled_labels.size} scored frames of {len(videos)} videos "
+            f"have only label(s) {classes.tolist()}"
+        )
+    return {
+        "auc_micro": float(roc_auc_score(pooled_labels, pooled_scores)),
+        "auc_macro": float(np.mean(per_video_auc)) if per_video_auc else float("nan"),
+        "ap": float(average_precision_score(pooled_labels, pooled_scores)),
+        "n_videos": len(videos),
+        "n_frames": int(pooled_labels.size),
+        "n_frames_unscored": n_unscored,
+        "n_macro_videos": len(per_video_auc),
+        "n_macro_skipped": len(videos) - len(per_video_auc),
+        "protocol": protocol.as_dict(),
+        "roc": roc_points(pooled_labels, pooled_scores),
+    }
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray, n_points: int = 101) -> dict:
+    """The pooled ROC curve on a fixed false-positive-rate grid, small enough to store with a number."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    grid = np.linspace(0.0, 1.0, n_points)
+    return {"fpr": grid.round(4).tolist(), "tpr": np.interp(grid, fpr, tpr).round(4).tolist()}

@@ -1,0 +1,73 @@
+"""Score every frame of one video with a method and write the scores to HDF5.
+
+Output: ``scores`` (float32 per frame, higher = more abnormal) and ``scored`` (bool, False
+for frames the method leaves unscored), with the method, its parameters, the checkpoint's
+sha256 and the input's path in the attributes.
+
+Run by hand: ``python -m pipelines.score METHOD INPUT.h5 OUT.h5 [--checkpoint C] [--params-json J]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from models import get_method
+from models.base import VideoScore
+from pipelines.atomic import atomic_path
+from pipelines.provenance import sha256_file, versions
+
+
+def write_scores(out: Path, result: VideoScore, attrs: dict) -> None:
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("scores", data=result.scores.astype(np.float32))
+            handle.create_dataset("scored", data=result.scored.astype(bool))
+            handle.attrs.update({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in attrs.items()})
+
+
+def read_scores(path: Path) -> VideoScore:
+    with h5py.File(path, "r") as handle:
+        return VideoScore(handle["scores"][()], handle["scored"][()])
+
+
+def score(method_name: str, video: Path, out: Path, params: dict, seed: int, checkpoint: Path | None) -> VideoScore:
+    method = get_method(method_name, params, seed)
+    result = method.score_video(checkpoint, video)
+    if not np.isfinite(result.scores[result.scored]).all():
+        raise ValueError(f"{method_name} produced non-finite scores for {video}")
+    write_scores(
+        out,
+        result,
+        {
+            "method": method_name,
+            "params": params,
+            "seed": seed,
+            "input": str(video),
+            "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else "none",
+            "versions": versions(),
+        },
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("method")
+    parser.add_argument("input", type=Path, help="the video's frames (or features, poses) file")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--params-json", default="{}")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = score(args.method, args.input, args.out, json.loads(args.params_json), args.seed, args.checkpoint)
+    print(f"{args.out}: {int(result.scored.sum())} of {result.scores.size} frames scored")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Per-video score timelines with the abnormal frames shaded, for a few test videos.
+
+Scores are drawn as the method's paper protocol post-processes them, so the curve is the one
+the AUC was computed on. Videos with anomalies come first.
+
+Run by hand: ``python -m pipelines.timeline METHOD LABELS.h5 OUT.png SCORES.h5 ... [--videos 4]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models import get_method  # noqa: E402
+from pipelines.atomic import atomic_path  # noqa: E402
+from pipelines.labels import read_labels  # noqa: E402
+from pipelines.metrics import postprocess  # noqa: E402
+from pipelines.score import read_scores  # noqa: E402
+
+
+def plot_timelines(method: str, params: dict, labels_file: Path, score_files: list[Path], out: Path, n_videos: int) -> None:
+    labels, _, attrs = read_labels(labels_file)
+    protocol = get_method(method, params).protocol(attrs["label_convention"])
+    by_video = {Path(p).stem: p for p in score_files}
+    chosen = sorted(by_video, key=lambda v: (-int(labels[v].any()), v))[:n_videos]
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 1.8 * len(chosen)), squeeze=False)
+    for ax, video in zip(axes[:, 0], chosen):
+        result = read_scores(by_video[video])
+        frames = np.flatnonzero(result.scored)
+        ax.plot(frames, postprocess(result.scores[result.scored], protocol), linewidth=1)
+        abnormal = labels[video].astype(bool)
+        ax.fill_between(np.arange(abnormal.size), 0, 1, where=abnormal, color="red", alpha=0.2,
+                        transform=ax.get_xaxis_transform(), linewidth=0)
+        ax.set_ylabel(video, fontsize=8)
+        ax.set_xlim(0, abnormal.size - 1)
+    axes[-1, 0].set_xlabel("frame (red: abnormal)")
+    fig.suptitle(f"{method}: anomaly score over time", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("method")
+    parser.add_argument("labels", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("scores", type=Path, nargs="+")
+    parser.add_argument("--params-json", default="{}")
+    parser.add_argument("--videos", type=int, default=4)
+    args = parser.parse_args(argv)
+    plot_timelines(args.method, json.loads(args.params_json), args.labels, args.scores, args.out, args.videos)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

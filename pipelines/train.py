@@ -1,0 +1,37 @@
+"""Run one training stage of a method and write its checkpoint.
+
+Run by hand: ``python -m pipelines.train METHOD STAGE OUT.pt --labels LABELS.h5 INPUT.h5 ...
+[--previous PREV.pt] [--params-json J] [--seed S]``. ``--labels`` gives the video-level
+labels of a weak training split; one-class stages train on normal videos only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from models import TrainInputs, get_method
+from pipelines.labels import read_labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("method")
+    parser.add_argument("stage")
+    parser.add_argument("out", type=Path, help="checkpoint to write")
+    parser.add_argument("inputs", type=Path, nargs="+", help="one input file per training video")
+    parser.add_argument("--labels", type=Path, help="canonical labels file with the videos' labels")
+    parser.add_argument("--previous", type=Path, help="checkpoint of the previous stage")
+    parser.add_argument("--params-json", default="{}")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    video_labels = read_labels(args.labels)[1] if args.labels else {p.stem: 0 for p in args.inputs}
+    method = get_method(args.method, json.loads(args.params_json), args.seed)
+    method.train_stage(args.stage, TrainInputs(list(args.inputs), video_labels), args.previous, args.out)
+    print(f"{args.out}: {args.method} stage {args.stage} done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Frame-level metrics: hand-computed post-processing, and agreement with scikit-learn on the
+real ShanghaiTech and Avenue test labels."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from scipy.ndimage import gaussian_filter1d
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from pipelines.metrics import (
+    Protocol,
+    VideoScores,
+    evaluate,
+    expand_snippets,
+    minmax_per_video,
+    postprocess,
+    smooth,
+)
+
+GT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gt"
+needs_gt = pytest.mark.skipif(not GT.is_dir(), reason=f"ground-truth labels not found at {GT}")
+
+
+def informative_scores(labels: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """Labels plus unit Gaussian noise: better than chance, far from perfect."""
+    rng = np.random.default_rng(seed)
+    return [label + rng.normal(size=label.size) for label in labels]
+
+
+def sklearn_reference(labels: list[np.ndarray], scores: list[np.ndarray]) -> dict:
+    pooled_labels, pooled_scores = np.concatenate(labels), np.concatenate(scores)
+    two_class = [(l, s) for l, s in zip(labels, scores) if np.unique(l).size == 2]
+    return {
+        "auc_micro": roc_auc_score(pooled_labels, pooled_scores),
+        "auc_macro": np.mean([roc_auc_score(l, s) for l, s in two_class]),
+        "ap": average_precision_score(pooled_labels, pooled_scores),
+        "n_macro_skipped": len(labels) - len(two_class),
+    }
+
+
+def assert_matches_sklearn(names, labels, scores, protocol=Protocol()) -> dict:
+    result = evaluate(
+        [VideoScores(n, l, s) for n, l, s in zip(names, labels, scores)], protocol
+    )
+    expected = sklearn_reference(labels, scores)
+    assert result["auc_micro"] == pytest.approx(expected["auc_micro"], abs=1e-12)
+    assert result["auc_macro"] == pytest.approx(expected["auc_macro"], abs=1e-12)
+    assert result["ap"] == pytest.approx(expected["ap"], abs=1e-12)
+    assert result["n_macro_skipped"] == expected["n_macro_skipped"]
+    assert result["n_macro_videos"] + result["n_macro_skipped"] == len(names)
+    assert result["n_frames"] == sum(l.size for l in labels)
+    assert result["n_frames_unscored"] == 0
+    return result
+
+
+# --- ShanghaiTech -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shanghaitech() -> tuple[list[str], list[np.ndarray]]:
+    paths = sorted((GT / "shanghaitech" / "test_frame_mask").glob("*.npy"))
+    return [p.stem for p in paths], [np.load(p) for p in paths]
+
+
+@needs_gt
+def test_shanghaitech_masks_add_up_to_the_pooled_label_file(shanghaitech):
+    names, labels = shanghaitech
+    pooled = np.concatenate(labels)
+    assert len(names) == 107
+    assert pooled.size == 40_791
+    assert int(pooled.sum()) == 17_326
+    reference = np.load(GT / "shanghaitech" / "frame_labels_shanghai.npy").ravel()
+    np.testing.assert_array_equal(pooled, reference)
+
+
+@needs_gt
+def test_shanghaitech_evaluate_agrees_with_sklearn(shanghaitech):
+    names, labels = shanghaitech
+    result = assert_matches_sklearn(names, labels, informative_scores(labels, seed=0))
+    one_class = sum(np.unique(l).size < 2 for l in labels)
+    assert one_class == 1
+    assert result["n_macro_skipped"] == one_class
+    assert result["n_videos"] == 107
+    assert 0.6 < result["auc_micro"] < 0.9
+
+
+@needs_gt
+def test_shanghaitech_postprocessing_is_per_video_before_pooling(shanghaitech):
+    names, labels = shanghaitech
+    scores = informative_scores(labels, seed=1)
+    sigmas = (1, 2, 3, 4, 5, 6)
+    protocol = Protocol(normalisation="minmax_per_video", smoothing_sigmas=sigmas)
+
+    processed = []
+    for video in scores:
+        x = (video - video.min()) / (video.max() - video.min())
+        for sigma in sigmas:
+            x = gaussian_filter1d(x, sigma, mode="reflect")
+        processed.append(x)
+    result = evaluate([VideoScores(n, l, s) for n, l, s in zip(names, labels, scores)], protocol)
+    expected = sklearn_reference(labels, processed)
+    assert result["auc_micro"] == pytest.approx(expected["auc_micro"], abs=1e-12)
+    assert result["auc_macro"] == pytest.approx(expected["auc_macro"], abs=1e-12)
+    # Smoothing label-correlated noise helps; pooling the raw scores would give another number.
+    raw = sklearn_reference(labels, scores)
+    assert result["auc_micro"] > raw["auc_micro"] + 0.05
+
+
+# --- Avenue -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def avenue() -> tuple[list[str], list[np.ndarray]]:
+    """Frame labels from the pixel masks: a frame is abnormal if any pixel is set."""
+    paths = sorted(
+        (GT / "avenue" / "testing_label_mask").glob("*_label.mat"),
+        key=lambda p: int(p.name.split("_")[0]),
+    )
+    labels = []
+    for path in paths:
+        masks = scipy.io.loadmat(path)["volLabel"].ravel()
+        labels.append(np.array([mask.any() for mask in masks], dtype=np.int8))
+    return [p.name.split("_")[0] for p in paths], labels
+
+
+@needs_gt
+def test_avenue_masks_counts_and_sklearn_agreement(avenue):
+    names, labels = avenue
+    pooled = np.concatenate(labels)
+    assert len(names) == 21
+    assert pooled.size == 15_324
+    assert int(pooled.sum()) == 3_712
+    result = assert_matches_sklearn(names, labels, informative_scores(labels, seed=2))
+    assert result["n_macro_skipped"] == sum(np.unique(l).size < 2 for l in labels)
+
+
+@needs_gt
+def test_avenue_pooled_file_follows_another_convention(avenue):
+    _, labels = avenue
+    other = np.load(GT / "avenue" / "frame_labels_avenue.npy").ravel()
+    assert other.size == sum(l.size for l in labels)
+    assert int(other.sum()) == 3_867
+    bounds = np.cumsum([0] + [l.size for l in labels])
+    differing = sum(
+        not np.array_equal(label, other[start:end])
+        for label, start, end in zip(labels, bounds[:-1], bounds[1:])
+    )
+    assert differing == 15
+
+
+# --- Post-processing, by hand -------------------------------------------------------------
+
+
+def test_minmax_per_video_by_hand():
+    rescaled = minmax_per_video(np.array([2.0, 4.0, 6.0, 3.0]))
+    np.testing.assert_array_equal(rescaled, [0, 0.5, 1, 0.25])
+    constant = minmax_per_video(np.full(5, 7.0))
+    np.testing.assert_array_equal(constant, np.zeros(5))
+    assert constant.dtype == np.float64
+
+
+def test_smooth_passes_compose_like_one_wider_gaussian():
+    delta = np.zeros(301)
+    delta[150] = 1.0
+    np.testing.assert_allclose(
+        smooth(delta, (1, 2)), gaussian_filter1d(delta, np.sqrt(5)), atol=2e-5
+    )
+    six_passes = smooth(delta, (1, 2, 3, 4, 5, 6))
+    np.testing.assert_allclose(six_passes, gaussian_filter1d(delta, np.sqrt(91)), atol=2e-5)
+    assert six_passes.sum() == pytest.approx(1.0)
+    # Peak of a Gaussian with sigma sqrt(91): 1 / sqrt(2 pi 91).
+    assert six_passes[150] == pytest.approx(1 / np.sqrt(2 * np.pi * 91), rel=1e-3)
+
+
+def test_smooth_reflects_at_borders_and_copies_without_sigmas():
+    np.testing.assert_allclose(smooth(np.ones(10), (3.0,)), np.ones(10))
+    ramp = np.arange(5.0)
+    unchanged = smooth(ramp, ())
+    np.testing.assert_array_equal(unchanged, ramp)
+    unchanged[0] = 99.0
+    assert ramp[0] == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        smooth(ramp, (1.0, 0.0))
+
+
+def test_postprocess_normalises_then_smooths():
+    scores = np.array([10.0, 20.0, 30.0, 20.0, 10.0])
+    protocol = Protocol(normalisation="minmax_per_video", smoothing_sigmas=(1.0,))
+    expected = gaussian_filter1d(np.array([0.0, 0.5, 1.0, 0.5, 0.0]), 1.0, mode="reflect")
+    np.testing.assert_allclose(postprocess(scores, protocol), expected)
+    np.testing.assert_array_equal(postprocess(scores, Protocol()), scores)
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "expected"),
+    [
+        (15, [1.0] * 15),
+        (16, [1.0] * 16),
+        (17, [1.0] * 16 + [2.0]),
+        (33, [1.0] * 16 + [2.0] * 16 + [3.0]),
+    ],
+)
+def test_expand_snippets_by_hand(n_frames, expected):
+    snippets = np.array([1.0, 2.0, 3.0])[: -(-n_frames // 16)]
+    np.testing.assert_array_equal(expand_snippets(snippets, n_frames), expected)
+
+
+def test_expand_snippets_never_pads_or_guesses():
+    too_few = r"1 snippets of 16 frames cover 16 frames, but the video has 17"
+    with pytest.raises(ValueError, match=too_few):
+        expand_snippets(np.array([0.5]), 17)
+    too_many = r"2 snippets of 16 frames cover 32 frames, more than one snippet beyond the video's 16"
+    with pytest.raises(ValueError, match=too_many):
+        expand_snippets(np.array([0.5, 0.7]), 16)
+
+
+# --- evaluate: masks and errors -----------------------------------------------------------
+
+
+def test_unscored_frames_are_excluded_everywhere():
+    labels = np.array([1, 1, 0, 0, 1, 0, 1, 0])
+    scores = np.array([np.nan, -50.0, 0.1, 0.2, 0.9, 0.3, 0.8, 1e6])
+    scored = np.array([False, False, True, True, True, True, True, False])
+    protocol = Protocol(normalisation="minmax_per_video", smoothing_sigmas=(0.5,))
+    result = evaluate([VideoScores("v", labels, scores, scored)], protocol)
+    assert result["auc_micro"] == 1.0
+    assert result["n_frames"] == 5
+    assert result["n_frames_unscored"] == 3
+    # The unscored extremes would have squashed the min-max of the scored frames.
+    assert result["ap"] == average_precision_score(
+        labels[scored], postprocess(scores[scored], protocol)
+    )
+
+    skip_start = Protocol(skipped_start_frames=2)
+    unmasked = evaluate([VideoScores("v", labels[:7], scores[:7])], skip_start)
+    assert unmasked["auc_micro"] == 1.0
+    assert unmasked["n_frames_unscored"] == 2
+    assert unmasked["protocol"]["skipped_start_frames"] == 2
+
+
+def test_macro_is_nan_when_no_video_has_both_classes():
+    videos = [
+        VideoScores("all_normal", np.zeros(4), np.array([0.1, 0.2, 0.3, 0.4])),
+        VideoScores("all_abnormal", np.ones(3), np.array([0.5, 0.6, 0.7])),
+    ]
+    result = evaluate(videos, Protocol())
+    assert result["auc_micro"] == 1.0
+    assert np.isnan(result["auc_macro"])
+    assert result["n_macro_videos"] == 0
+    assert result["n_macro_skipped"] == 2
+
+
+@pytest.mark.parametrize(
+    ("video", "message"),
+    [
+        (
+            VideoScores("Test017", np.zeros(5), np.zeros(4)),
+            r"video 'Test017': 5 labels but 4 scores",
+        ),
+        (
+            VideoScores("Test018", np.array([0, 1, 0]), np.array([0.1, np.nan, 0.3])),
+            r"video 'Test018': 1 scored frames have NaN or inf scores \(first at frame 1\)",
+        ),
+        (
+            VideoScores("Test019", np.array([0, 1, 0]), np.array([0.1, 0.2, np.inf])),
+            r"video 'Test019': 1 scored frames have NaN or inf scores \(first at frame 2\)",
+        ),
+        (
+            VideoScores("Test020", np.array([0, 2, 0]), np.zeros(3)),
+            r"video 'Test020': labels must be 0 \(normal\) or 1 \(abnormal\), found values \[0, 2\]",
+        ),
+        (
+            VideoScores("Test021", np.array([0, 1]), np.zeros(2), np.array([True])),
+            r"video 'Test021': scored mask has 1 entries for 2 frames",
+        ),
+    ],
+)
+def test_evaluate_rejects_bad_videos_by_name(video, message):
+    good = VideoScores("good", np.array([0, 1]), np.array([0.1, 0.9]))
+    with pytest.raises(ValueError, match=message):
+        evaluate([good, video], Protocol())
+
+
+def test_evaluate_rejects_one_class_pools_and_bad_lists():
+    normal_only = [
+        VideoScores("a", np.zeros(3), np.arange(3.0)),
+        VideoScores("b", np.zeros(2), np.arange(2.0)),
+    ]
+    one_class = r"micro AUC undefined: the 5 scored frames of 2 videos have only label\(s\) \[0\]"
+    with pytest.raises(ValueError, match=one_class):
+        evaluate(normal_only, Protocol())
+    with pytest.raises(ValueError, match="no videos"):
+        evaluate([], Protocol())
+    twice = VideoScores("a", np.array([0, 1]), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"videos listed more than once: \['a'\]"):
+        evaluate([twice, twice], Protocol())
+
+
+def test_protocol_is_recorded_and_validated():
+    protocol = Protocol(
+        normalisation="minmax_per_video",
+        smoothing_sigmas=[1, 2],
+        label_convention="avenue: testing_label_mask, any pixel, 1 = abnormal",
+        snippet_length=16,
+    )
+    assert protocol.smoothing_sigmas == (1.0, 2.0)
+    recorded = json.loads(json.dumps(protocol.as_dict()))
+    assert recorded == {
+        "pooling": "micro",
+        "normalisation": "minmax_per_video",
+        "smoothing_sigmas": [1.0, 2.0],
+        "label_convention": "avenue: testing_label_mask, any pixel, 1 = abnormal",
+        "skipped_start_frames": 0,
+        "snippet_length": 16,
+    }
+    with pytest.raises(ValueError, match="normalisation must be one of"):
+        Protocol(normalisation="zscore")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        Protocol(pooling="weighted")
+    with pytest.raises(ValueError, match="smoothing_sigmas must all be positive"):
+        Protocol(smoothing_sigmas=(1.0, -2.0))

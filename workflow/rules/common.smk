@@ -1,0 +1,239 @@
+"""Helpers shared by the rules: config validation, dataset and method look-ups, path builders."""
+import functools
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(workflow.basedir).parent
+sys.path.insert(0, str(REPO))
+# Jobs (local, Slurm or in a conda env) import the pipeline's steps from the checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+from snakemake.exceptions import WorkflowError
+
+from models import get_method_class
+from pipelines.config_check import ConfigError, validate
+from pipelines.datasets import get_adapter
+from pipelines.provenance import config_hash
+
+try:
+    validate(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO / "workflow" / "rules")
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+ONE_CLASS_SPLITS = {"one_class": ("train", "test"), "weak": ("weak_train", "weak_test")}
+
+
+wildcard_constraints:
+    dataset=r"[a-z0-9_]+",
+    method=r"[a-z0-9_]+",
+    split=r"train|test|weak_train|weak_test",
+    video=r"[^/]+",
+    stage=r"[a-z0-9_]+",
+
+
+def dataset_rule_files():
+    return sorted(str(p.relative_to(Path(workflow.basedir))) for p in (REPO / "workflow" / "rules" / "datasets").glob("*.smk"))
+
+
+def enabled_datasets():
+    return sorted(name for name, entry in config["datasets"].items() if entry.get("enabled"))
+
+
+def enabled_methods():
+    return sorted(name for name, entry in config["methods"].items() if entry.get("enabled"))
+
+
+@functools.cache
+def adapter(dataset):
+    return get_adapter(dataset, config["datasets"][dataset])
+
+
+@functools.cache
+def videos(dataset, split):
+    return {video.name: video for video in adapter(dataset).videos(split)}
+
+
+def dataset_json(dataset):
+    """A dataset's config entry as JSON, for the steps that read its label files."""
+    return json.dumps(config["datasets"][dataset], sort_keys=True)
+
+
+def method_json(wildcards):
+    """The method's config entry as JSON, for the steps that build it."""
+    entry = config["methods"][wildcards.method]
+    return json.dumps({k: v for k, v in entry.items() if k != "enabled"}, sort_keys=True)
+
+
+def frames_config(dataset):
+    """The frames section with the dataset's own overrides applied."""
+    merged = dict(config["frames"])
+    merged.update(config["datasets"][dataset].get("frames", {}))
+    return merged
+
+
+# Frames -----------------------------------------------------------------------------------
+
+
+def frames_home(dataset, split, video):
+    """The split whose frames folder holds a video: weak splits reuse one-class extractions."""
+    if split.startswith("weak_"):
+        source = videos(dataset, split)[video].source
+        for one_class in ("train", "test"):
+            if one_class in adapter(dataset).splits():
+                found = videos(dataset, one_class).get(video)
+                if found is not None and found.source == source:
+                    return one_class
+    return split
+
+
+def frames_file(dataset, split, video):
+    return f"results/frames/{dataset}/{frames_home(dataset, split, video)}/{video}.h5"
+
+
+def split_frames(dataset, split):
+    return [frames_file(dataset, split, video) for video in videos(dataset, split)]
+
+
+def frame_source(wildcards):
+    return str(videos(wildcards.dataset, wildcards.split)[wildcards.video].source)
+
+
+def frame_args(wildcards):
+    cfg = frames_config(wildcards.dataset)
+    size = f"--size {cfg['size'][0]} {cfg['size'][1]} " if cfg["size"] else ""
+    fps = adapter(wildcards.dataset).folder_fps
+    return f"{size}--pixel-format {cfg['pixel_format']} --compression {cfg['compression']}" + (
+        f" --fps {fps}" if fps else ""
+    )
+
+
+# Labels (one rule per dataset, in rules/datasets/) ---------------------------------------
+
+LABELS_COMMAND = (
+    "python -m pipelines.labels {params.name} {wildcards.split} {output:q} {input.frames:q}"
+    " --config-json {params.dataset:q} > {log:q} 2>&1"
+)
+
+
+def labels_inputs(dataset):
+    """Input function of a dataset's labels rule: the split's frames files and its label files."""
+
+    def inputs(wildcards):
+        return {
+            "frames": split_frames(dataset, wildcards.split),
+            "label_files": [str(p) for p in adapter(dataset).label_files(wildcards.split)],
+        }
+
+    return inputs
+
+
+# The synthetic dataset's generator parameters (everything in its entry but what the DAG uses).
+
+SYNTHETIC_ROOT = config["datasets"].get("synthetic", {}).get("root", "results/raw/synthetic")
+
+
+def synthetic_json():
+    entry = config["datasets"].get("synthetic", {})
+    return json.dumps({k: v for k, v in entry.items() if k not in ("enabled", "frames", "root")}, sort_keys=True)
+
+
+# Methods ----------------------------------------------------------------------------------
+
+
+def method_splits(method):
+    """(training split, evaluation split) of a method, from its supervision."""
+    return ONE_CLASS_SPLITS[get_method_class(method).supervision]
+
+
+def runs():
+    """(method, dataset, evaluation split) of every enabled method on every dataset that fits it."""
+    found = []
+    for method in enabled_methods():
+        train_split, test_split = method_splits(method)
+        for dataset in enabled_datasets():
+            if {train_split, test_split} <= set(adapter(dataset).splits()):
+                found.append((method, dataset, test_split))
+    return found
+
+
+def method_input(method, dataset, split, video):
+    """The file a method reads for one video."""
+    kind = get_method_class(method).input_kind
+    if kind == "frames":
+        return frames_file(dataset, split, video)
+    raise WorkflowError(f"method {method}: input kind {kind!r} has no rule yet")
+
+
+def stage_checkpoint(method, dataset, stage):
+    return f"results/models/{method}/{dataset}/{stage}.pt"
+
+
+def final_checkpoint(wildcards):
+    stages = get_method_class(wildcards.method).stages
+    return [stage_checkpoint(wildcards.method, wildcards.dataset, stages[-1])] if stages else []
+
+
+def previous_checkpoint(wildcards):
+    stages = get_method_class(wildcards.method).stages
+    index = stages.index(wildcards.stage)
+    return [stage_checkpoint(wildcards.method, wildcards.dataset, stages[index - 1])] if index else []
+
+
+def train_inputs(wildcards):
+    split = method_splits(wildcards.method)[0]
+    return [method_input(wildcards.method, wildcards.dataset, split, v) for v in videos(wildcards.dataset, split)]
+
+
+def train_labels(wildcards):
+    split = method_splits(wildcards.method)[0]
+    return [f"results/labels/{wildcards.dataset}/{split}.h5"] if split.startswith("weak_") else []
+
+
+def score_input(wildcards):
+    return method_input(wildcards.method, wildcards.dataset, wildcards.split, wildcards.video)
+
+
+def split_scores(wildcards):
+    return [
+        f"results/scores/{wildcards.method}/{wildcards.dataset}/{wildcards.split}/{video}.h5"
+        for video in videos(wildcards.dataset, wildcards.split)
+    ]
+
+
+def run_hash(wildcards):
+    """Hash of every config value that can change a row of the table."""
+    return config_hash(
+        {
+            "seed": config["seed"],
+            "dataset": config["datasets"][wildcards.dataset],
+            "frames": frames_config(wildcards.dataset),
+            "method": config["methods"][wildcards.method],
+        }
+    )
+
+
+def method_resources(wildcards):
+    """GPU count of a method's jobs; the profile maps it to a partition or gres."""
+    return 1 if get_method_class(wildcards.method).uses_gpu else 0
+
+
+def optional_path(flag, paths):
+    """``flag 'path'`` (shell-quoted) when an optional input is present, else nothing."""
+    return f"{flag} {shlex.quote(str(paths[0]))}" if paths else ""
+
+
+# Targets ----------------------------------------------------------------------------------
+
+
+def eval_files():
+    return [f"results/eval/{m}/{d}/{s}.json" for m, d, s in runs()]
+
+
+def all_targets():
+    if not runs():
+        raise WorkflowError("no enabled method fits any enabled dataset: nothing to run")
+    timelines = [f"results/report/timelines/{d}_{s}_{m}.png" for m, d, s in runs()]
+    return ["results/report/auc_table.csv"] + timelines

@@ -1,0 +1,14 @@
+rule extract_frames:
+    """Decode one video or frame folder into a frames HDF5 file."""
+    input:
+        source=frame_source,
+    output:
+        "results/frames/{dataset}/{split}/{video}.h5",
+    params:
+        args=frame_args,
+    log:
+        "logs/extract_frames/{dataset}/{split}/{video}.log",
+    conda:
+        "../../envs/frames.yaml"
+    shell:
+        "python -m pipelines.frames {input.source:q} {output:q} {params.args} > {log:q} 2>&1"

@@ -1,0 +1,44 @@
+rule train_stage:
+    """Run one training stage of a method on a dataset's training split."""
+    input:
+        inputs=train_inputs,
+        labels=train_labels,
+        previous=previous_checkpoint,
+    output:
+        "results/models/{method}/{dataset}/{stage}.pt",
+    params:
+        method=method_json,
+        previous=lambda wildcards, input: optional_path("--previous", input.previous),
+        labels=lambda wildcards, input: optional_path("--labels", input.labels),
+        seed=config["seed"],
+    resources:
+        gpu=method_resources,
+    log:
+        "logs/train_stage/{method}/{dataset}/{stage}.log",
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m pipelines.train {wildcards.method} {wildcards.stage} {output:q} {input.inputs:q}"
+        " {params.previous} {params.labels} --params-json {params.method:q} --seed {params.seed} > {log:q} 2>&1"
+
+
+rule score_video:
+    """Score every frame of one test video."""
+    input:
+        video=score_input,
+        checkpoint=final_checkpoint,
+    output:
+        "results/scores/{method}/{dataset}/{split}/{video}.h5",
+    params:
+        method=method_json,
+        checkpoint=lambda wildcards, input: optional_path("--checkpoint", input.checkpoint),
+        seed=config["seed"],
+    resources:
+        gpu=method_resources,
+    log:
+        "logs/score_video/{method}/{dataset}/{split}/{video}.log",
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.checkpoint}"
+        " --params-json {params.method:q} --seed {params.seed} > {log:q} 2>&1"

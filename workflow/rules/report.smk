@@ -1,0 +1,61 @@
+rule evaluate:
+    """Frame-level AUC (micro, macro) and AP of one method on one dataset split, with its protocol."""
+    input:
+        labels="results/labels/{dataset}/{split}.h5",
+        scores=split_scores,
+    output:
+        "results/eval/{method}/{dataset}/{split}.json",
+    params:
+        method=method_json,
+        config_hash=run_hash,
+    log:
+        "logs/evaluate/{method}/{dataset}/{split}.log",
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m pipelines.evaluate {wildcards.method} {wildcards.dataset} {wildcards.split} {input.labels:q}"
+        " {output:q} {input.scores:q} --params-json {params.method:q} --config-hash {params.config_hash} > {log:q} 2>&1"
+
+
+rule plot_timelines:
+    """Score timelines of a few test videos with their abnormal frames shaded."""
+    input:
+        labels="results/labels/{dataset}/{split}.h5",
+        scores=split_scores,
+    output:
+        report(
+            "results/report/timelines/{dataset}_{split}_{method}.png",
+            category="Timelines",
+            caption="report/timeline.rst",
+        ),
+    params:
+        method=method_json,
+        videos=config["report"]["timeline_videos"],
+    log:
+        "logs/plot_timelines/{dataset}_{split}_{method}.log",
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m pipelines.timeline {wildcards.method} {input.labels:q} {output:q} {input.scores:q}"
+        " --params-json {params.method:q} --videos {params.videos} > {log:q} 2>&1"
+
+
+rule report_tables:
+    """The AUC table (CSV, Markdown, HTML) beside the papers' numbers, and a ROC plot per dataset."""
+    input:
+        papers=workflow.source_path("../resources/paper_results.csv"),
+        evals=eval_files(),
+    output:
+        table=report("results/report/auc_table.csv", category="Tables", caption="report/table.rst"),
+        markdown="results/report/auc_table.md",
+        html=report("results/report/auc_table.html", category="Tables", caption="report/table.rst"),
+        roc=[
+            report(f"results/report/roc_{d}.png", category="ROC curves", caption="report/roc.rst")
+            for d in sorted({d for _, d, _ in runs()})
+        ],
+    log:
+        "logs/report_tables/report.log",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pipelines.report results/report {input.papers:q} {input.evals:q} > {log:q} 2>&1 && cat {log:q}"
