@@ -1,7 +1,8 @@
 """Validate the configuration before the DAG is built, with one message that names the key.
 
-JSON-schema validation (``workflow/schemas/config.schema.yaml``) fills defaults and rejects
-misspelled or unknown keys; then every enabled dataset must have a rule file and an adapter,
+JSON-schema validation (``workflow/schemas/config.schema.yaml``, with each method's keys in
+``workflow/schemas/methods/<method>.schema.yaml``) fills defaults and rejects misspelled or
+unknown keys; then every enabled dataset must have a rule file and an adapter,
 and its raw paths must exist.
 """
 from __future__ import annotations
@@ -42,6 +43,11 @@ def _key(path) -> str:
 
 def _message(error: jsonschema.ValidationError) -> str:
     where = list(error.absolute_path)
+    if error.validator == "additionalProperties" and where in (["datasets"], ["methods"]):
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        kind = where[0].removesuffix("s")
+        return f"config key '{where[0]}.{unknown[0]}': unknown {kind}; known {where[0]}: {known}"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unexpected = sorted(set(error.instance) - set(allowed))
@@ -52,9 +58,18 @@ def _message(error: jsonschema.ValidationError) -> str:
     return f"config key '{_key(where)}': {error.message}"
 
 
+def load_schema(schema_path: Path) -> dict:
+    """The config schema with every method's schema file placed under ``methods``."""
+    schema = yaml.safe_load(schema_path.read_text())
+    methods = schema["properties"]["methods"]["properties"]
+    for path in sorted((schema_path.parent / "methods").glob("*.schema.yaml")):
+        methods[path.name.removesuffix(".schema.yaml")] = yaml.safe_load(path.read_text())
+    return schema
+
+
 def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
     """Return ``config`` with defaults filled, or raise ConfigError naming the first bad key."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(Path(schema_path))
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_message(errors[0]))
@@ -69,10 +84,13 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
             for split in adapter.splits():
                 adapter.videos(split)
                 missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
-                if missing:
+                if missing and not adapter.generated_by_workflow:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")
         except DatasetError as err:
-            raise ConfigError(f"config key 'datasets.{name}': {err}") from err
+            key, _, problem = str(err).partition(": ")
+            if not key.startswith(f"datasets.{name}"):
+                key, problem = f"datasets.{name}", str(err)
+            raise ConfigError(f"config key '{key}': {problem}") from err
     if not any(entry.get("enabled") for entry in config["datasets"].values()):
         raise ConfigError("config key 'datasets': no dataset is enabled")
     return config

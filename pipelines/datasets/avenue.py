@@ -73,8 +73,9 @@ class Avenue(DatasetAdapter):
         self.check_split(split)
         if split == "train":
             return {name: np.zeros(n, np.uint8) for name, n in n_frames.items()}
+        convention = self.convention
         labels = self.path("labels")
-        if self.convention == "liu2018":
+        if convention == "liu2018":
             return split_concatenated(self.name, load_npy(labels), n_frames, labels)
         return {
             name: check_count(self.name, name, read_mask_labels(self._mask_file(labels, name)), n, labels)

@@ -42,6 +42,8 @@ class DatasetAdapter(ABC):
     label_convention: ClassVar[str]
     #: Frame rate to record for frame folders, which carry none.
     folder_fps: ClassVar[float | None] = None
+    #: True when the workflow itself renders the raw data (nothing to find on disk beforehand).
+    generated_by_workflow: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any]):
         self.config = config

@@ -30,6 +30,7 @@ def params_from_config(config: dict) -> SyntheticParams:
 class Synthetic(DatasetAdapter):
     name = "synthetic"
     label_convention = "synthetic: generator frame labels, 1 = anomalous actor visible"
+    generated_by_workflow = True
 
     @property
     def root(self) -> Path:

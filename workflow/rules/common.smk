@@ -159,12 +159,17 @@ def runs():
     return found
 
 
+# Per-video input file of each input kind ("frames", and what the feature and pose rule files
+# add): a function (method, dataset, split, video) -> path.
+INPUT_FILES = {"frames": lambda method, dataset, split, video: frames_file(dataset, split, video)}
+
+
 def method_input(method, dataset, split, video):
     """The file a method reads for one video."""
     kind = get_method_class(method).input_kind
-    if kind == "frames":
-        return frames_file(dataset, split, video)
-    raise WorkflowError(f"method {method}: input kind {kind!r} has no rule yet")
+    if kind not in INPUT_FILES:
+        raise WorkflowError(f"method {method}: no rule file provides its input kind {kind!r}")
+    return INPUT_FILES[kind](method, dataset, split, video)
 
 
 def stage_checkpoint(method, dataset, stage):

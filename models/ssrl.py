@@ -1,0 +1,214 @@
+"""SSRL: Scale-aware Spatio-temporal Relation Learning for video anomaly detection.
+
+Li, Cai, Zeng, Zhao, ECCV 2022. Per patch scale, RTFM's ``Aggregate`` relates the patches of each
+snippet along their row-major sequence (PSR); the result is folded back to its grid, compressed by
+a 3x3 convolution and a linear layer to one vector per snippet, and added to all 10 clip crops
+before RTFM's temporal ``Aggregate``. Scales are added one per training stage; stage 1 is RTFM.
+Unlike the released code, a stage really starts from the previous stage's weights
+(``load_previous_stage``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.rtfm import DROPOUT, Aggregate, ScoreHead, xavier_init
+
+CLIP_CROPS = 10
+PATCH_GRIDS: tuple[tuple[int, int], ...] = ((2, 3), (3, 5), (4, 7))
+TEMPORAL_UNIT = "temporal_relation"
+CLASSIFIER_UNIT = "classifier"
+
+
+def patch_unit(index: int) -> str:
+    """Name of the module holding the branch of the ``index``-th scale of ``PATCH_GRIDS``."""
+    return f"patch_branches.{index}"
+
+
+@dataclass(frozen=True)
+class SSRLStage:
+    """One stage of the schedule: its active grids, what it trains, what it loads and freezes."""
+
+    number: int
+    grids: tuple[tuple[int, int], ...]
+    trainable: tuple[str, ...]
+    frozen: tuple[str, ...]
+    loads_stage: int | None
+
+
+SSRL_STAGES: tuple[SSRLStage, ...] = (
+    SSRLStage(1, (), (TEMPORAL_UNIT, CLASSIFIER_UNIT), (), None),
+    SSRLStage(2, PATCH_GRIDS[:1], (patch_unit(0),), (TEMPORAL_UNIT, CLASSIFIER_UNIT), 1),
+    SSRLStage(3, PATCH_GRIDS[:2], (patch_unit(1),), (TEMPORAL_UNIT, CLASSIFIER_UNIT, patch_unit(0)), 2),
+    SSRLStage(4, PATCH_GRIDS, (patch_unit(2),), (TEMPORAL_UNIT, CLASSIFIER_UNIT, patch_unit(0), patch_unit(1)), 3),
+)
+
+
+@dataclass(frozen=True)
+class SSRLTrainConfig:
+    """Optimisation settings of the reference scripts, identical for every stage.
+
+    ``batch_per_class`` is the global batch (8 GPUs x 4 in the reference); with one process the
+    BatchNorm statistics see the whole batch instead of 8 videos per GPU.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 5e-3
+    max_iterations: int = 150_000
+    eval_every: int = 5
+    eval_after: int = 50
+    seed: int = 10
+    batch_per_class: int = 32
+    segments: int = 32
+    top_k: int = 3
+
+
+def make_optimizer(model: nn.Module, config: SSRLTrainConfig = SSRLTrainConfig()) -> torch.optim.Adam:
+    """Adam over the trainable parameters (frozen ones would receive no gradient anyway)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class PatchBranch(nn.Module):
+    """One scale: PSR over the row-major patches of each snippet, then compression to one vector."""
+
+    def __init__(self, grid: tuple[int, int], features: int = 2048):
+        super().__init__()
+        rows, cols = grid
+        self.grid = grid
+        padding = 1 if grid == (2, 3) else 0
+        self.relation = Aggregate(features)
+        self.to_clip = nn.Sequential(
+            nn.Conv2d(features, features // 2, kernel_size=3, padding=padding),
+            nn.ReLU(),
+            nn.BatchNorm2d(features // 2),
+        )
+        flat = (features // 2) * (rows + 2 * padding - 2) * (cols + 2 * padding - 2)
+        self.projection = nn.Linear(flat, features)
+        # The reference drops out only the finest (4x7) branch's output.
+        self.output_dropout = nn.Dropout(DROPOUT) if grid == (4, 7) else nn.Identity()
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """patches (B, P, T, F), row-major within each snippet -> one vector per snippet (B, T, F)."""
+        batch, n_patches, steps, feats = patches.shape
+        sequences = patches.transpose(1, 2).reshape(batch * steps, n_patches, feats)
+        related = self.relation(sequences)
+        maps = related.transpose(1, 2).reshape(batch * steps, feats, *self.grid)
+        compressed = self.to_clip(maps).reshape(batch, steps, -1)
+        return self.output_dropout(torch.relu(self.projection(compressed)))
+
+
+@dataclass
+class SSRLOutput:
+    """Per-crop temporal features (B, 10, T, F); crop-averaged scores and magnitudes (B, T)."""
+
+    features: torch.Tensor
+    scores: torch.Tensor
+    magnitudes: torch.Tensor
+
+
+class SSRLNetwork(nn.Module):
+    """The SSRL network of one stage (stage 1 = RTFM).
+
+    Input (B, 10 + sum P, T, F): the 10 clip crops, then the patches of each active scale in the
+    order of ``PATCH_GRIDS``. Every scale's vector is added to all 10 crops; the temporal relation
+    module and the classifier run per crop, and scores and feature magnitudes are averaged over crops.
+    """
+
+    def __init__(self, stage: int = 1, features: int = 2048):
+        super().__init__()
+        if not 1 <= stage <= len(SSRL_STAGES):
+            raise ValueError(f"SSRL has stages 1..{len(SSRL_STAGES)}, got {stage}")
+        self.stage = SSRL_STAGES[stage - 1]
+        self.patch_branches = nn.ModuleList(PatchBranch(grid, features) for grid in self.stage.grids)
+        self.temporal_relation = Aggregate(features)
+        self.dropout = nn.Dropout(DROPOUT)
+        self.classifier = ScoreHead(features)
+        self.apply(xavier_init)
+
+    @property
+    def input_channels(self) -> int:
+        return CLIP_CROPS + sum(branch.n_patches for branch in self.patch_branches)
+
+    def forward(self, x: torch.Tensor) -> SSRLOutput:
+        if x.shape[1] != self.input_channels:
+            raise ValueError(f"stage {self.stage.number} expects {self.input_channels} crops+patches, got {x.shape[1]}")
+        batch, _, steps, feats = x.shape
+        clip = x[:, :CLIP_CROPS]
+        patch_groups = torch.split(x[:, CLIP_CROPS:], [b.n_patches for b in self.patch_branches], dim=1)
+        for branch, patches in zip(self.patch_branches, patch_groups):
+            clip = clip + branch(patches).unsqueeze(1)
+        related = self.temporal_relation(clip.reshape(batch * CLIP_CROPS, steps, feats))
+        # Dropout before both the classifier and the magnitudes: these are RTFM's "features".
+        features = self.dropout(related).reshape(batch, CLIP_CROPS, steps, feats)
+        scores = self.classifier(features).mean(dim=1)
+        magnitudes = torch.linalg.vector_norm(features, dim=-1).mean(dim=1)
+        return SSRLOutput(features, scores, magnitudes)
+
+
+def _unit_of(key: str) -> str:
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "patch_branches" else parts[0]
+
+
+@dataclass(frozen=True)
+class StageLoadReport:
+    """Which state-dict entries and which units a stage took over from its predecessor."""
+
+    loaded_keys: tuple[str, ...]
+    loaded_units: tuple[str, ...]
+    fresh_units: tuple[str, ...]
+    frozen_parameters: tuple[str, ...]
+
+
+def load_previous_stage(
+    model: SSRLNetwork, state_dict: Mapping[str, torch.Tensor], freeze: bool = True
+) -> StageLoadReport:
+    """Load a previous stage's weights into the units ``model`` shares with it, then freeze them.
+
+    Strict on the shared subset: every entry of ``state_dict`` must exist in ``model`` with the same
+    shape, and each unit (temporal relation, classifier, one patch branch) is loaded whole or not
+    at all. With ``freeze`` every loaded parameter stops requiring gradients.
+    """
+    own = model.state_dict()
+    unknown = [k for k in state_dict if k not in own]
+    if unknown:
+        raise KeyError(f"previous-stage entries missing from stage {model.stage.number}: {unknown[:5]}")
+    mismatched = [k for k in state_dict if state_dict[k].shape != own[k].shape]
+    if mismatched:
+        raise ValueError(f"shape mismatch for {mismatched[:5]}")
+    units = sorted({_unit_of(k) for k in state_dict})
+    partial = [u for u in units if any(_unit_of(k) == u and k not in state_dict for k in own)]
+    if partial:
+        raise ValueError(f"previous-stage weights cover only part of {partial}")
+    own.update(state_dict)
+    model.load_state_dict(own, strict=True)
+    frozen = []
+    if freeze:
+        for name, param in model.named_parameters():
+            if name in state_dict:
+                param.requires_grad_(False)
+                frozen.append(name)
+    fresh = sorted({_unit_of(k) for k in own} - set(units))
+    return StageLoadReport(tuple(state_dict), tuple(units), tuple(fresh), tuple(frozen))
+
+
+def staged_train_mode(model: SSRLNetwork) -> SSRLNetwork:
+    """Training mode with the BatchNorm of frozen units on running statistics.
+
+    The temporal relation module and frozen patch branches go to eval mode; the classifier stays in
+    training mode because its dropout must remain active (it has no BatchNorm).
+    """
+    model.train()
+    units = [model.temporal_relation, *model.patch_branches]
+    for unit in units:
+        if not any(p.requires_grad for p in unit.parameters()):
+            unit.eval()
+    return model

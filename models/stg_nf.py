@@ -1,0 +1,325 @@
+"""STG-NF: a spatio-temporal graph normalizing flow over human pose segments.
+
+Implements the flow of Hirschorn & Avidan, "Normalizing Flows for Human Pose Anomaly Detection"
+(ICCV 2023), which is also the guidance network of GENet (Yang et al., ACM MM 2024). A segment
+(x, y of 18 OpenPose joints over T frames) is mapped by K Glow-style steps (ActNorm, channel
+reversal, affine coupling whose scale and shift come from an ST-GCN unit) to a latent z with a
+Gaussian prior N(R, 1) for normal poses. The loss and the anomaly score are the negative
+log-likelihood in bits per dimension.
+
+Parameter and buffer names follow the released STG-NF checkpoints so that their ``state_dict``
+loads with ``strict=True``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NUM_JOINTS = 18
+POSE_CHANNELS = 2  # x and y; the confidence channel is not modelled
+
+# OpenPose-18 bones (ST-GCN's "openpose" layout), joint order as in pipelines.poses.segments.
+SKELETON_EDGES = (
+    (4, 3), (3, 2), (7, 6), (6, 5), (13, 12), (12, 11), (10, 9), (9, 8), (11, 5),
+    (8, 2), (5, 1), (2, 1), (0, 1), (15, 0), (14, 0), (17, 15), (16, 14),
+)
+
+# The coupling scale is sigmoid(h + 2) + eps: near 0.88 at h = 0, and never exactly 0.
+_SCALE_OFFSET = 2.0
+_SCALE_EPS = 1e-6
+_ACTNORM_EPS = 1e-6
+_PRIOR_VARIANCE_EPS = 1e-6
+
+
+def skeleton_adjacency(max_hop: int = 8) -> torch.Tensor:
+    """(V, V) uniform-strategy adjacency: joints within ``max_hop`` bones are linked, columns sum to 1.
+
+    The OpenPose-18 skeleton has diameter 8 (right ankle to left ankle through the shoulders),
+    so the released ``max_hop = 8`` links every pair and every entry is 1/18.
+    """
+    step = torch.eye(NUM_JOINTS, dtype=torch.float64)
+    for i, j in SKELETON_EDGES:
+        step[i, j] = step[j, i] = 1.0
+    reach = torch.eye(NUM_JOINTS, dtype=torch.float64)
+    for _ in range(max_hop):
+        reach = ((reach @ step) > 0).double()
+    return (reach / reach.sum(dim=0, keepdim=True)).float()
+
+
+class ActNorm(nn.Module):
+    """Per-channel affine normalisation, y = (x + bias) * exp(logs), with data-dependent init.
+
+    The first forward pass in training mode sets bias and logs so that the batch comes out with
+    zero mean and unit (population) standard deviation per channel. Loading a state dict counts
+    as initialisation.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.initialized = False
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "bias" in state_dict and prefix + "logs" in state_dict:
+            self.initialized = True
+
+    @torch.no_grad()
+    def _initialize(self, x: torch.Tensor) -> None:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = (x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True).sqrt()
+        self.bias.copy_(-mean)
+        self.logs.copy_(torch.log(1.0 / (std + _ACTNORM_EPS)))
+        self.initialized = True
+
+    def _require_initialized(self) -> None:
+        if not self.initialized:
+            raise RuntimeError(
+                "ActNorm is not initialised: run one forward pass in training mode on real data "
+                "or load a checkpoint before evaluating or inverting the flow"
+            )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return y and the log-determinant (a scalar shared by every sample)."""
+        if not self.initialized and self.training:
+            self._initialize(x)
+        self._require_initialized()
+        num_positions = x.shape[2] * x.shape[3]
+        return (x + self.bias) * torch.exp(self.logs), self.logs.sum() * num_positions
+
+    def reverse(self, y: torch.Tensor) -> torch.Tensor:
+        self._require_initialized()
+        return y * torch.exp(-self.logs) - self.bias
+
+
+class GraphConv(nn.Module):
+    """1x1 channel mix followed by aggregation over joints with a fixed adjacency (one partition)."""
+
+    def __init__(self, in_channels: int, out_channels: int, adjacency: torch.Tensor):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.register_buffer("adjacency", adjacency.clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nctv,vw->nctw", self.conv(x), self.adjacency)
+
+
+class STGCNUnit(nn.Module):
+    """ST-GCN unit (Yan et al., AAAI 2018): graph conv, BN-ReLU-temporal conv-BN, residual, ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        temporal_kernel: int,
+        adjacency: torch.Tensor,
+        residual: bool,
+    ):
+        super().__init__()
+        self.gcn = GraphConv(in_channels, out_channels, adjacency)
+        self.tcn = nn.Sequential(
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.Conv2d(
+                out_channels,
+                out_channels,
+                kernel_size=(temporal_kernel, 1),
+                padding=((temporal_kernel - 1) // 2, 0),
+            ),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.residual = (
+            nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1), nn.BatchNorm2d(out_channels))
+            if residual
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.tcn(self.gcn(x))
+        if self.residual is not None:
+            h = h + self.residual(x)
+        return F.relu(h)
+
+
+class FlowStep(nn.Module):
+    """One step: ActNorm, channel reversal (x <-> y), affine coupling conditioned by an ST-GCN unit."""
+
+    def __init__(self, temporal_kernel: int, adjacency: torch.Tensor, first: bool):
+        super().__init__()
+        half = POSE_CHANNELS // 2
+        self.actnorm = ActNorm(POSE_CHANNELS)
+        # A one-element list so the parameter names read "block.0.*", as in the released weights;
+        # the first step of the flow has no residual branch.
+        self.block = nn.ModuleList(
+            [STGCNUnit(half, POSE_CHANNELS, temporal_kernel, adjacency, residual=not first)]
+        )
+
+    def _shift_and_scale(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.block[0](z1)
+        shift, raw_scale = h[:, 0::2], h[:, 1::2]
+        return shift, torch.sigmoid(raw_scale + _SCALE_OFFSET) + _SCALE_EPS
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return z and the per-sample log-determinant."""
+        z, logdet = self.actnorm(x)
+        z = z.flip(1)
+        z1, z2 = z.chunk(2, dim=1)
+        shift, scale = self._shift_and_scale(z1)
+        z2 = (z2 + shift) * scale
+        logdet = logdet + torch.log(scale).sum(dim=(1, 2, 3))
+        return torch.cat((z1, z2), dim=1), logdet
+
+    def reverse(self, z: torch.Tensor) -> torch.Tensor:
+        z1, z2 = z.chunk(2, dim=1)
+        shift, scale = self._shift_and_scale(z1)
+        z2 = z2 / scale - shift
+        return self.actnorm.reverse(torch.cat((z1, z2), dim=1).flip(1))
+
+
+class FlowNet(nn.Module):
+    """K flow steps applied in sequence (a single level: no squeeze, no split)."""
+
+    def __init__(self, num_steps: int, temporal_kernel: int, adjacency: torch.Tensor):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            FlowStep(temporal_kernel, adjacency, first=(k == 0)) for k in range(num_steps)
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return z and the per-sample log-determinant of dz/dx."""
+        logdet = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, step_logdet = layer(x)
+            logdet = logdet + step_logdet
+        return x, logdet
+
+    def reverse(self, z: torch.Tensor) -> torch.Tensor:
+        for layer in reversed(self.layers):
+            z = layer.reverse(z)
+        return z
+
+
+class STGNF(nn.Module):
+    """The STG-NF flow with its Gaussian prior; ``forward`` gives the latent and the NLL in bits/dim.
+
+    Labels select the prior mean: +1 (normal) N(R, 1), -1 (abnormal, supervised setting) N(-R, 1),
+    0 (unlabelled) N(0, 1). Without labels every sample counts as normal, as in unsupervised
+    training and in testing.
+    """
+
+    def __init__(
+        self,
+        seg_len: int = 24,
+        num_steps: int = 8,
+        prior_mean: float = 3.0,
+        max_hop: int = 8,
+        temporal_kernel: int | None = None,
+    ):
+        super().__init__()
+        if temporal_kernel is None:
+            temporal_kernel = seg_len // 2 + 1
+        if temporal_kernel % 2 == 0:
+            raise ValueError(
+                f"temporal kernel must be odd for 'same' padding; got {temporal_kernel} "
+                f"(seg_len {seg_len}); pass an odd temporal_kernel"
+            )
+        self.seg_len = seg_len
+        self.temporal_kernel = temporal_kernel
+        self.flow = FlowNet(num_steps, temporal_kernel, skeleton_adjacency(max_hop))
+        # Each prior buffer stacks (mean, log std) along channels, the released checkpoints' layout.
+        shape = (POSE_CHANNELS, seg_len, NUM_JOINTS)
+        log_std = torch.zeros(shape)
+        self.register_buffer("prior_h", torch.zeros(1, 2 * POSE_CHANNELS, seg_len, NUM_JOINTS))
+        self.register_buffer("prior_h_normal", torch.cat((torch.full(shape, prior_mean), log_std)))
+        self.register_buffer("prior_h_abnormal", torch.cat((torch.full(shape, -prior_mean), log_std)))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "STGNF":
+        """Build the model a released checkpoint describes (its ``args``) and load its weights strictly.
+
+        Returns the model in eval mode. Raises ValueError for settings this implementation does not
+        cover (several flow levels, hidden ST-GCN layers, learned permutations, edge importance).
+        """
+        args = checkpoint["args"]
+        settings = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        unsupported = {
+            "L": settings.get("L", 1) != 1,
+            "hidden_dim": settings.get("hidden_dim", 0) != 0,
+            "strategy": settings.get("strategy", "uniform") != "uniform",
+            "flow_permutation": settings.get("flow_permutation") in ("invconv", "shuffle"),
+            "edge_importance": bool(settings.get("edge_importance", False)),
+            "model_confidence": bool(settings.get("model_confidence", False)),
+        }
+        bad = {key: settings.get(key) for key, is_bad in unsupported.items() if is_bad}
+        if bad:
+            raise ValueError(f"checkpoint settings not supported by this STG-NF implementation: {bad}")
+        model = cls(
+            seg_len=int(settings["seg_len"]),
+            num_steps=int(settings["K"]),
+            prior_mean=float(settings["R"]),
+            max_hop=int(settings["max_hop"]),
+            temporal_kernel=settings.get("temporal_kernel"),
+        )
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+        return model.eval()
+
+    def _prior(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = labels.reshape(-1, 1, 1, 1)
+        h = torch.where(
+            labels == 1,
+            self.prior_h_normal.unsqueeze(0),
+            torch.where(labels == -1, self.prior_h_abnormal.unsqueeze(0), self.prior_h),
+        )
+        return h.chunk(2, dim=1)
+
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (N, 2, T, 18) normalised poses -> (z of the same shape, NLL in bits/dim of shape (N,))."""
+        if labels is None:
+            labels = torch.ones(x.shape[0], device=x.device)
+        z, logdet = self.flow(x)
+        mean, log_std = self._prior(labels.to(x.device))
+        log_density = -0.5 * (
+            2.0 * log_std
+            + (z - mean) ** 2 / (torch.exp(2.0 * log_std) + _PRIOR_VARIANCE_EPS)
+            + math.log(2.0 * math.pi)
+        )
+        log_likelihood = logdet + log_density.sum(dim=(1, 2, 3))
+        dims = x.shape[1] * x.shape[2] * x.shape[3]
+        return z, -log_likelihood / (math.log(2.0) * dims)
+
+    def reverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Invert the flow: latent (N, 2, T, 18) -> poses."""
+        return self.flow.reverse(z)
+
+
+@dataclass(frozen=True)
+class STGNFTrainingConfig:
+    """The released STG-NF training recipe.
+
+    Weight decay is 0: the official code parses a 5e-5 flag but never hands it to the optimiser,
+    and the released optimiser states record 0.
+    """
+
+    epochs: int = 8
+    batch_size: int = 256
+    lr: float = 5e-4
+    lr_decay: float = 0.99
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 100.0
+    flip_augmentation: bool = True  # doubles the training set with mirrored segments
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``: after epoch e the rate becomes lr * decay**e."""
+        return self.lr * self.lr_decay ** max(epoch - 1, 0)
+
+    def make_optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Adamax:
+        return torch.optim.Adamax(parameters, lr=self.lr, weight_decay=self.weight_decay)

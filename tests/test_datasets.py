@@ -1,0 +1,144 @@
+"""Dataset adapters against the real label files, and the contract every adapter keeps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.datasets import DatasetError, LabelError, adapter_names, get_adapter
+from pipelines.datasets.base import SPLITS
+from pipelines.datasets.ucf_crime import read_temporal_annotation
+
+
+def test_every_dataset_has_an_adapter_and_a_rule_file():
+    from tests.conftest import REPO
+
+    rule_files = {p.stem for p in (REPO / "workflow" / "rules" / "datasets").glob("*.smk")}
+    assert set(adapter_names()) == rule_files == {"avenue", "ped2", "shanghaitech", "synthetic", "ubnormal", "ucf_crime"}
+
+
+@pytest.mark.parametrize("name", ["avenue", "ped2", "shanghaitech", "synthetic", "ubnormal", "ucf_crime"])
+def test_adapter_contract(name):
+    adapter = get_adapter(name, {})
+    assert set(adapter.splits()) <= set(SPLITS) and "test" in adapter.splits()
+    assert adapter.label_convention.startswith(name)
+    with pytest.raises(DatasetError):
+        adapter.check_split("nonsense")
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(DatasetError, match="unknown dataset 'mydata'"):
+        get_adapter("mydata", {})
+
+
+def _ped2_counts(data):
+    return {p.name: len(list(p.glob("*.jpg"))) for p in sorted((data / "ped2" / "testing" / "frames").iterdir())}
+
+
+def test_ped2_real_labels(shared_data):
+    adapter = get_adapter("ped2", {"root": str(shared_data / "ped2"), "labels": str(shared_data / "ped2" / "frame_labels_ped2.npy")})
+    assert [v.name for v in adapter.videos("test")] == [f"{i:02d}" for i in range(1, 13)]
+    assert len(adapter.videos("train")) == 16
+    labels = adapter.frame_labels("test", _ped2_counts(shared_data))
+    assert sum(v.size for v in labels.values()) == 2010
+    assert sum(int(v.sum()) for v in labels.values()) == 1648
+
+
+def test_ped2_count_mismatch_names_both_counts(shared_data):
+    adapter = get_adapter("ped2", {"root": str(shared_data / "ped2"), "labels": str(shared_data / "ped2" / "frame_labels_ped2.npy")})
+    counts = _ped2_counts(shared_data)
+    counts["05"] -= 1
+    with pytest.raises(LabelError, match="2010 labels.*2009 frames"):
+        adapter.frame_labels("test", counts)
+
+
+def test_shanghaitech_masks_and_mismatch_names_the_video(shared_data):
+    masks = shared_data / "gt" / "shanghaitech" / "test_frame_mask"
+    adapter = get_adapter("shanghaitech", {"labels": str(masks)})
+    counts = {p.stem: np.load(p).size for p in sorted(masks.glob("*.npy"))}
+    labels = adapter.frame_labels("test", counts)
+    assert len(labels) == 107 and sum(v.size for v in labels.values()) == 40791
+    assert sum(int(v.sum()) for v in labels.values()) == 17326
+    counts["01_0014"] += 3
+    with pytest.raises(LabelError, match=r"shanghaitech/01_0014: (\d+) labels .* has \d+ frames"):
+        adapter.frame_labels("test", counts)
+
+
+def test_shanghaitech_weak_split_sources(shared_data, tmp_path):
+    adapter = get_adapter("shanghaitech", {
+        "root": str(tmp_path), "labels": str(shared_data / "gt" / "shanghaitech" / "test_frame_mask"),
+        "weak_lists": str(shared_data / "lists" / "shanghaitech_weak"),
+    })
+    train = adapter.videos("weak_train")
+    test = adapter.videos("weak_test")
+    assert (len(train), len(test)) == (238, 199)
+    anomalous = [v for v in train if v.source.parent.name == "frames"]
+    assert len(anomalous) == 63 and all(v.source.suffix == ".avi" for v in train if v not in anomalous)
+    assert len(adapter.label_files("weak_test")) == 44
+
+
+def test_avenue_both_conventions(shared_data):
+    gt = shared_data / "gt" / "avenue"
+    masks = get_adapter("avenue", {"labels": str(gt / "testing_label_mask")})
+    from pipelines.datasets.avenue import read_mask_labels
+
+    per_video = {f"{i:02d}": read_mask_labels(gt / "testing_label_mask" / f"{i}_label.mat") for i in range(1, 22)}
+    counts = {name: v.size for name, v in per_video.items()}
+    assert sum(counts.values()) == 15324
+    labels = masks.frame_labels("test", counts)
+    assert sum(int(v.sum()) for v in labels.values()) == 3712
+    liu = get_adapter("avenue", {"labels": str(gt / "frame_labels_avenue.npy"), "label_convention": "liu2018"})
+    other = liu.frame_labels("test", counts)
+    assert sum(int(v.sum()) for v in other.values()) == 3867
+    assert sum(not np.array_equal(labels[n], other[n]) for n in counts) == 15
+
+
+def test_avenue_unknown_convention(shared_data):
+    adapter = get_adapter("avenue", {"labels": "x", "label_convention": "mine"})
+    with pytest.raises(DatasetError, match="label_convention"):
+        adapter.frame_labels("test", {"01": 3})
+
+
+def test_ubnormal_labels_are_inverted(shared_data, tmp_path):
+    labels_dir = shared_data / "gt" / "ubnormal"
+    adapter = get_adapter("ubnormal", {"root": str(tmp_path), "labels": str(labels_dir)})
+    test_names = adapter._test_names()
+    assert len(test_names) == 211
+    name = "abnormal_scene_1_scenario_1"
+    normal = np.load(labels_dir / f"{name}_tracks.txt")
+    labels = adapter.frame_labels("test", {name: normal.size})[name]
+    assert np.array_equal(labels, (normal == 0).astype(np.uint8)) and 0 < labels.sum() < labels.size
+    with pytest.raises(DatasetError, match="Scene"):
+        adapter.videos("test")
+
+
+def test_ucf_crime_annotation(shared_data):
+    events = read_temporal_annotation(shared_data / "gt" / "ucf_crime" / "Temporal_Anomaly_Annotation.txt")
+    assert len(events) == 290 and sum(bool(e) for e in events.values()) == 140
+    assert events["Abuse028_x264"] == [(165, 240)]
+    adapter = get_adapter("ucf_crime", {"labels": str(shared_data / "gt" / "ucf_crime" / "Temporal_Anomaly_Annotation.txt")})
+    labels = adapter.frame_labels("test", {"Abuse028_x264": 1000, "Normal_Videos_003_x264": 50})
+    assert labels["Abuse028_x264"].sum() == 76 and labels["Abuse028_x264"][165] == 1 and labels["Abuse028_x264"][241] == 0
+    assert labels["Normal_Videos_003_x264"].sum() == 0
+    with pytest.raises(LabelError, match="Abuse028_x264.*ends past the video's 200 frames"):
+        adapter.frame_labels("test", {"Abuse028_x264": 200})
+
+
+def test_ucf_crime_weak_video_labels(shared_data, tmp_path):
+    adapter = get_adapter("ucf_crime", {"root": str(tmp_path), "lists": str(shared_data / "gt" / "ucf_crime")})
+    train = adapter.videos("weak_train")
+    assert len(train) == 1610 and len(adapter.videos("train")) == 800
+    labels = adapter.video_labels("weak_train", {})
+    assert sum(labels.values()) == 810
+
+
+def test_malformed_and_missing_label_files(tmp_path):
+    bad = tmp_path / "ann.txt"
+    bad.write_text("Abuse028_x264  Abuse  165  240\n")
+    with pytest.raises(LabelError, match="ann.txt:1: expected 6 fields"):
+        read_temporal_annotation(bad)
+    adapter = get_adapter("shanghaitech", {"labels": str(tmp_path)})
+    with pytest.raises(LabelError, match="01_0014.npy: label file not found"):
+        adapter.frame_labels("test", {"01_0014": 10})
+    (tmp_path / "01_0014.npy").write_bytes(b"not numpy")
+    with pytest.raises(LabelError, match="01_0014.npy: not a readable"):
+        adapter.frame_labels("test", {"01_0014": 10})

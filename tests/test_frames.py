@@ -1,0 +1,130 @@
+"""Frames via ffmpeg into HDF5: counts, provenance, chunking, atomic writes, clear errors."""
+from __future__ import annotations
+
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+
+from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, probe
+from pipelines.frame_store import FRAMES, FrameReader
+from pipelines.frames import FrameParams, extract, list_images, natural_key
+from tests.conftest import encode_video, moving_square_frames
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_video_round_trip_keeps_count_size_and_content(tmp_path):
+    frames = moving_square_frames(37)
+    video = encode_video(tmp_path / "clip.mp4", frames)
+    n = extract(video, tmp_path / "clip.h5", FrameParams())
+    assert n == 37
+    with FrameReader(tmp_path / "clip.h5") as reader:
+        assert reader.shape == (37, 48, 64, 3)
+        decoded = reader.clip(0, 37).astype(int)
+        attrs = reader.attrs
+    # Lossy codec at high quality: the square is where it was drawn.
+    assert np.abs(decoded - frames.astype(int)).mean() < 4
+    assert attrs["n_frames"] == 37 and attrs["original_size"] == [48, 64]
+    assert len(attrs["source_sha256"]) == 64 and attrs["ffmpeg_version"].startswith("ffmpeg version")
+    assert attrs["params"]["compression"] == "lz4" and attrs["fps"] == pytest.approx(25)
+
+
+def test_frames_are_chunked_one_frame_per_chunk_and_compressed(tmp_path):
+    video = encode_video(tmp_path / "clip.mp4", moving_square_frames(20))
+    extract(video, tmp_path / "clip.h5", FrameParams(compression="lz4"))
+    with h5py.File(tmp_path / "clip.h5") as handle:
+        data = handle[FRAMES]
+        assert data.chunks == (1, 48, 64, 3)
+        assert data.id.get_create_plist().get_nfilters() == 1
+
+
+def test_resize_and_gray(tmp_path):
+    video = encode_video(tmp_path / "clip.mp4", moving_square_frames(10))
+    extract(video, tmp_path / "small.h5", FrameParams(size=(24, 32), pixel_format="gray"))
+    with FrameReader(tmp_path / "small.h5") as reader:
+        assert reader.shape == (10, 24, 32, 1)
+
+
+def test_block_streaming_matches_single_block(tmp_path):
+    video = encode_video(tmp_path / "clip.mp4", moving_square_frames(50))
+    extract(video, tmp_path / "a.h5", FrameParams(block_frames=7))
+    extract(video, tmp_path / "b.h5", FrameParams(block_frames=64))
+    with FrameReader(tmp_path / "a.h5") as a, FrameReader(tmp_path / "b.h5") as b:
+        assert np.array_equal(a.clip(0, 50), b.clip(0, 50))
+
+
+def test_truncated_video_is_an_error_and_leaves_nothing(tmp_path):
+    video = encode_video(tmp_path / "clip.mkv", moving_square_frames(60))
+    data = video.read_bytes()
+    truncated = tmp_path / "truncated.mkv"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError, match="truncated.mkv"):
+        extract(truncated, tmp_path / "out.h5", FrameParams())
+    assert not (tmp_path / "out.h5").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_truncated_mp4_is_an_error(tmp_path):
+    video = encode_video(tmp_path / "clip.mp4", moving_square_frames(60))
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(video.read_bytes()[:2000])
+    with pytest.raises(VideoError, match="cut.mp4"):
+        extract(truncated, tmp_path / "out.h5", FrameParams())
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_zero_frame_video_is_an_error(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=c=black:s=64x48:r=25",
+         "-frames:v", "0", "-c:v", "libx264", str(empty)], check=True,
+    )
+    with pytest.raises(VideoError, match="empty.mp4"):
+        extract(empty, tmp_path / "out.h5", FrameParams())
+    assert not (tmp_path / "out.h5").exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_missing_and_non_video_files_are_errors(tmp_path):
+    with pytest.raises(VideoError, match="not found"):
+        extract(tmp_path / "nope.mp4", tmp_path / "out.h5", FrameParams())
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(VideoError, match="notes.mp4"):
+        probe(tmp_path / "notes.mp4")
+
+
+def test_frame_folder_in_natural_order(tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (1, 2, 10):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((8, 8, 3), i * 20, np.uint8))
+    assert [p.name for p in list_images(folder)] == ["1.png", "2.png", "10.png"]
+    assert sorted(["10.png", "9.png"], key=lambda n: natural_key(folder / n)) == ["9.png", "10.png"]
+    extract(folder, tmp_path / "f.h5", FrameParams(), fps=10)
+    with FrameReader(tmp_path / "f.h5") as reader:
+        assert reader.clip(0, 3)[:, 0, 0, 0].tolist() == [20, 40, 200]
+        assert reader.attrs["source_kind"] == "frame_folder" and reader.attrs["fps"] == 10
+
+
+def test_corrupt_image_in_folder_names_the_file(tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "000.png"), np.zeros((8, 8, 3), np.uint8))
+    (folder / "001.png").write_bytes(b"garbage")
+    with pytest.raises(VideoError, match="001.png"):
+        extract(folder, tmp_path / "f.h5", FrameParams())
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_real_ped2_folder_and_vtest_video(shared_data, tmp_path):
+    assert extract(shared_data / "ped2" / "testing" / "frames" / "01", tmp_path / "p.h5", FrameParams()) == 180
+    n = extract(shared_data / "videos" / "vtest.avi", tmp_path / "v.h5", FrameParams(size=(144, 192)))
+    assert n == 795
