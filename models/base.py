@@ -46,6 +46,9 @@ class Method(ABC):
     supervision: ClassVar[str] = "one_class"  # "one_class" (train split) | "weak" (weak_train split)
     stages: ClassVar[tuple[str, ...]] = ()
     uses_gpu: ClassVar[bool] = False
+    #: Config keys that only change how scores are post-processed and evaluated: changing them
+    #: reruns the evaluation, not the training or the scoring.
+    protocol_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         self.params = params

@@ -22,6 +22,7 @@ class TemporalDifferenceEnergy(Method):
     name = "tde"
     input_kind = "frames"
     stages = ()
+    protocol_params = ("normalisation", "smoothing_sigmas")
 
     def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
         with FrameReader(video) as reader:

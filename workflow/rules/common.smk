@@ -1,7 +1,6 @@
 """Helpers shared by the rules: config validation, dataset and method look-ups, path builders."""
 import functools
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 REPO = Path(workflow.basedir).parent
 sys.path.insert(0, str(REPO))
 # Jobs (local, Slurm or in a conda env) import the pipeline's steps from the checkout.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+shell.prefix(f"export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from snakemake.exceptions import WorkflowError
 
@@ -62,7 +61,15 @@ def dataset_json(dataset):
 
 
 def method_json(wildcards):
-    """The method's config entry as JSON, for the steps that build it."""
+    """The method's config entry as JSON for training and scoring: without its evaluation-only keys,
+    so changing those reruns only the evaluation."""
+    skip = {"enabled", *get_method_class(wildcards.method).protocol_params}
+    entry = config["methods"][wildcards.method]
+    return json.dumps({k: v for k, v in entry.items() if k not in skip}, sort_keys=True)
+
+
+def method_protocol_json(wildcards):
+    """The method's whole config entry as JSON, for evaluation and plots."""
     entry = config["methods"][wildcards.method]
     return json.dumps({k: v for k, v in entry.items() if k != "enabled"}, sort_keys=True)
 
@@ -201,11 +208,12 @@ def score_input(wildcards):
     return method_input(wildcards.method, wildcards.dataset, wildcards.split, wildcards.video)
 
 
+def score_files(method, dataset, split):
+    return [f"results/scores/{method}/{dataset}/{split}/{video}.h5" for video in videos(dataset, split)]
+
+
 def split_scores(wildcards):
-    return [
-        f"results/scores/{wildcards.method}/{wildcards.dataset}/{wildcards.split}/{video}.h5"
-        for video in videos(wildcards.dataset, wildcards.split)
-    ]
+    return score_files(wildcards.method, wildcards.dataset, wildcards.split)
 
 
 def run_hash(wildcards):
@@ -241,4 +249,11 @@ def all_targets():
     if not runs():
         raise WorkflowError("no enabled method fits any enabled dataset: nothing to run")
     timelines = [f"results/report/timelines/{d}_{s}_{m}.png" for m, d, s in runs()]
-    return ["results/report/auc_table.csv"] + timelines
+    # Per-video products are targets too, so deleting one reruns that video and what follows.
+    per_video = set()
+    for method, dataset, split in runs():
+        train_split = method_splits(method)[0]
+        for each in (train_split, split):
+            per_video.update(method_input(method, dataset, each, video) for video in videos(dataset, each))
+        per_video.update(score_files(method, dataset, split))
+    return ["results/report/auc_table.csv"] + timelines + sorted(per_video)

@@ -6,7 +6,7 @@ rule evaluate:
     output:
         "results/eval/{method}/{dataset}/{split}.json",
     params:
-        method=method_json,
+        method=method_protocol_json,
         config_hash=run_hash,
     log:
         "logs/evaluate/{method}/{dataset}/{split}.log",
@@ -29,7 +29,7 @@ rule plot_timelines:
             caption="report/timeline.rst",
         ),
     params:
-        method=method_json,
+        method=method_protocol_json,
         videos=config["report"]["timeline_videos"],
     log:
         "logs/plot_timelines/{dataset}_{split}_{method}.log",

@@ -1,0 +1,60 @@
+"""Configuration validation: one clear message naming the key, before any DAG is built."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from pipelines.config_check import ConfigError, validate
+from tests.conftest import REPO
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+RULES = REPO / "workflow" / "rules"
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid_and_defaults_are_filled(config):
+    del config["report"]
+    checked = validate(copy.deepcopy(config), SCHEMA, RULES)
+    assert checked["report"]["timeline_videos"] == 4
+    assert checked["frames"]["compression"] == "lz4"
+    assert checked["datasets"]["synthetic"]["root"] == "results/raw/synthetic"
+
+
+def test_every_key_of_the_shipped_config_has_a_comment():
+    lines = (REPO / "config.yaml").read_text().splitlines()
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or ":" not in stripped:
+            continue
+        previous = lines[number - 1].strip()
+        assert "#" in line or previous.startswith("#"), f"config.yaml line {number + 1} has no comment: {line}"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["datasets"]["synthetic"].update(n_trian=3), r"'datasets\.synthetic\.n_trian' is not allowed"),
+        (lambda c: c.update(sed=1), r"'sed' is not allowed"),
+        (lambda c: c["datasets"].update(mydata={"enabled": True}), r"'datasets\.mydata': unknown dataset"),
+        (lambda c: c["methods"].update(lgn={"enabled": True}), r"'methods\.lgn': unknown method"),
+        (lambda c: c["frames"].update(compression="brotli"), r"'frames\.compression'"),
+        (lambda c: c["datasets"]["synthetic"].update(enabled=False), r"no dataset is enabled"),
+        (lambda c: c["datasets"]["ped2"].update(enabled=True, root="/no/such/ped2"), r"'datasets\.ped2\.root': /no/such/ped2 does not exist"),
+    ],
+)
+def test_bad_config_names_the_key(config, edit, message):
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate(config, SCHEMA, RULES)
+
+
+def test_missing_label_file_names_it(config, shared_data, tmp_path):
+    config["datasets"]["ped2"].update(enabled=True, root=str(shared_data / "ped2"), labels=str(tmp_path / "labels.npy"))
+    with pytest.raises(ConfigError, match=r"datasets\.ped2\.labels.*labels\.npy"):
+        validate(config, SCHEMA, RULES)
