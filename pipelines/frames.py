@@ -85,10 +85,10 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
                 returncode = process.wait()
                 drain.join()
                 message = b"".join(errors).decode(errors="replace").strip()
+                if writer.n_frames == 0:
+                    raise VideoError(f"{source}: the video has no frames (ffmpeg: {_last_lines(message, 1)})")
                 if returncode != 0 or message:
                     raise VideoError(f"{source}: ffmpeg could not decode the whole video: {_last_lines(message)}")
-                if writer.n_frames == 0:
-                    raise VideoError(f"{source}: the video has no frames")
                 writer.set_attrs(
                     _provenance(source, "video", sha256_file(source), params, info.fps, (info.height, info.width))
                     | {"ffmpeg_version": ffmpeg_version(), "codec": info.codec, "n_frames": writer.n_frames}

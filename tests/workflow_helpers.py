@@ -32,7 +32,7 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True, t
     (workdir / "config.yaml").write_text(yaml.safe_dump(copy.deepcopy(config)))
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
+        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", "--show-failed-logs", *args,
     ]
     proc = subprocess.run(command, capture_output=True, text=True, env=snakemake_env(), timeout=timeout)
     proc.stdout = proc.stdout + proc.stderr

@@ -228,8 +228,11 @@ def run_hash(wildcards):
     )
 
 
+include: "gpu_request.smk"
+
+
 def method_resources(wildcards):
-    """GPU count of a method's jobs; the profile maps it to a partition or gres."""
+    """GPU count of a method's jobs; rules request them with `**gpu_resources(method_resources)`."""
     return 1 if get_method_class(wildcards.method).uses_gpu else 0
 
 

@@ -12,7 +12,7 @@ rule train_stage:
         labels=lambda wildcards, input: optional_path("--labels", input.labels),
         seed=config["seed"],
     resources:
-        gpu=method_resources,
+        **gpu_resources(method_resources),
     log:
         "logs/train_stage/{method}/{dataset}/{stage}.log",
     conda:
@@ -34,7 +34,7 @@ rule score_video:
         checkpoint=lambda wildcards, input: optional_path("--checkpoint", input.checkpoint),
         seed=config["seed"],
     resources:
-        gpu=method_resources,
+        **gpu_resources(method_resources),
     log:
         "logs/score_video/{method}/{dataset}/{split}/{video}.log",
     conda:

@@ -1,0 +1,152 @@
+"""The DAG on datasets laid out as users have them: all six at once, awkward paths, bad inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import encode_video, moving_square_frames
+from tests.workflow_helpers import planned_jobs, run_snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def _all_six_config(data, root):
+    """Raw folders laid out as each dataset ships (empty placeholder files), with the real label files."""
+    gt = data / "gt"
+    for i in range(1, 17):
+        _touch(root / "avenue" / "training_videos" / f"{i:02d}.avi")
+    for i in range(1, 22):
+        _touch(root / "avenue" / "testing_videos" / f"{i:02d}.avi")
+    weak = (data / "lists" / "shanghaitech_weak" / "SH_Train.txt").read_text().split()
+    weak += (data / "lists" / "shanghaitech_weak" / "SH_Test.txt").read_text().split()
+    for video in weak:
+        if len(video.split("_")[1]) == 3:
+            _touch(root / "shanghaitech" / "training" / "videos" / f"{video}.avi")
+    for mask in (gt / "shanghaitech" / "test_frame_mask").glob("*.npy"):
+        (root / "shanghaitech" / "testing" / "frames" / mask.stem).mkdir(parents=True)
+    for listing in ("Anomaly_Train.txt", "Anomaly_Test.txt"):
+        for line in (gt / "ucf_crime" / listing).read_text().split():
+            _touch(root / "ucf_crime" / line)
+    for label in (gt / "ubnormal").glob("*_tracks.txt"):
+        name = label.name.removesuffix("_tracks.txt")
+        _touch(root / "ubnormal" / f"Scene{name.split('_')[2]}" / f"{name}.mp4")
+    config = tiny_config()
+    datasets = config["datasets"]
+    datasets["ped2"].update(enabled=True, root=str(data / "ped2"), labels=str(data / "ped2" / "frame_labels_ped2.npy"))
+    datasets["avenue"].update(enabled=True, root=str(root / "avenue"), labels=str(gt / "avenue" / "testing_label_mask"))
+    datasets["shanghaitech"].update(
+        enabled=True, root=str(root / "shanghaitech"), labels=str(gt / "shanghaitech" / "test_frame_mask"),
+        weak_lists=str(data / "lists" / "shanghaitech_weak"),
+    )
+    datasets["ucf_crime"].update(
+        enabled=True, root=str(root / "ucf_crime"), lists=str(gt / "ucf_crime"),
+        labels=str(gt / "ucf_crime" / "Temporal_Anomaly_Annotation.txt"),
+    )
+    datasets["ubnormal"].update(enabled=True, root=str(root / "ubnormal"), labels=str(gt / "ubnormal"))
+    return config
+
+
+def test_dry_run_builds_the_dag_for_all_six_datasets(shared_data, tmp_path):
+    config = _all_six_config(shared_data, tmp_path / "raw")
+    jobs = planned_jobs(tmp_path / "work", config)
+    labels = {rule for rule in jobs if rule.endswith("_labels")}
+    assert labels == {f"{d}_labels" for d in ("ped2", "avenue", "shanghaitech", "ucf_crime", "ubnormal", "synthetic")}
+    # ped2 16+12, avenue 16+21, shanghaitech 330 training videos named in the weak lists (placeholders) + 107 test,
+    # ucf_crime 800 normal training + 290 test, ubnormal 211 test (no normal training placeholders), synthetic 2+4.
+    assert jobs["extract_frames"] == 28 + 37 + 437 + 1090 + 211 + 6, jobs
+    assert jobs["evaluate"] == 6 and jobs["score_video"] == 12 + 21 + 107 + 290 + 211 + 4
+
+
+def _avenue_like(root, lengths, seed=0):
+    """A small dataset in Avenue's layout: real encoded videos and liu2018-style labels."""
+    labels = []
+    for i, n in enumerate(lengths["train"], 1):
+        encode_video(root / "training_videos" / f"{i:02d}.avi", moving_square_frames(n, seed=seed + i))
+    for i, n in enumerate(lengths["test"], 1):
+        frames = moving_square_frames(n, seed=seed + 10 + i)
+        abnormal = np.zeros(n, np.int8)
+        abnormal[n // 2 :] = 1
+        frames[n // 2 :, 30:40, 10:50] = 255  # something appears: more temporal energy at its onset
+        encode_video(root / "testing_videos" / f"{i:02d}.avi", frames)
+        labels.append(abnormal)
+    np.save(root / "labels.npy", np.concatenate(labels)[None])
+    return root
+
+
+def _avenue_config(root):
+    config = tiny_config()
+    config["datasets"]["synthetic"]["enabled"] = False
+    config["datasets"]["avenue"].update(
+        enabled=True, root=str(root), labels=str(root / "labels.npy"), label_convention="liu2018"
+    )
+    return config
+
+
+def test_paths_with_spaces_and_quotes(tmp_path):
+    root = _avenue_like(tmp_path / "raw data 'quoted' \"twice\"", {"train": [20], "test": [24, 30]})
+    work = tmp_path / "work dir 'x'"
+    run_snakemake(work, _avenue_config(root))
+    assert (work / "results" / "report" / "auc_table.csv").is_file()
+    assert len(list((work / "results" / "frames" / "avenue" / "test").glob("*.h5"))) == 2
+
+
+def test_truncated_video_fails_naming_it_and_leaves_no_frames(tmp_path):
+    root = _avenue_like(tmp_path / "raw", {"train": [20], "test": [24, 60]})
+    victim = root / "testing_videos" / "02.avi"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    proc = run_snakemake(tmp_path / "work", _avenue_config(root), "--keep-going", check=False)
+    assert proc.returncode != 0
+    assert "02.avi: ffmpeg could not decode the whole video" in proc.stdout
+    frames = tmp_path / "work" / "results" / "frames" / "avenue" / "test"
+    assert (frames / "01.h5").is_file() and not list(frames.glob("*02*"))
+
+
+def test_zero_frame_video_fails_naming_it(tmp_path):
+    root = _avenue_like(tmp_path / "raw", {"train": [20], "test": [24]})
+    empty = root / "testing_videos" / "02.avi"
+    import subprocess
+
+    from pipelines.ffmpeg_tools import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=s=64x48:r=25", "-frames:v", "0",
+                    str(empty)], check=True)
+    proc = run_snakemake(tmp_path / "work", _avenue_config(root), check=False)
+    assert proc.returncode != 0 and "02.avi: the video has no frames" in proc.stdout
+    assert not list((tmp_path / "work" / "results" / "frames" / "avenue" / "test").glob("*02*"))
+
+
+def test_label_count_mismatch_fails_naming_both_counts(tmp_path):
+    root = _avenue_like(tmp_path / "raw", {"train": [20], "test": [24, 30]})
+    np.save(root / "labels.npy", np.zeros((1, 53), np.int8))
+    proc = run_snakemake(tmp_path / "work", _avenue_config(root), check=False)
+    assert proc.returncode != 0
+    assert "holds 53 labels but the 2 videos (01, 02) have 54 frames" in proc.stdout
+    assert not (tmp_path / "work" / "results" / "labels" / "avenue" / "test.h5").exists()
+
+
+def test_missing_label_file_stops_before_the_dag(tmp_path):
+    root = _avenue_like(tmp_path / "raw", {"train": [20], "test": [24]})
+    (root / "labels.npy").unlink()
+    proc = run_snakemake(tmp_path / "work", _avenue_config(root), check=False)
+    assert proc.returncode != 0 and "config key 'datasets.avenue.labels'" in proc.stdout
+    assert not (tmp_path / "work" / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["datasets"].update(mydata={"enabled": True}), "config key 'datasets.mydata': unknown dataset"),
+        (lambda c: c["datasets"]["synthetic"].update(n_tset=3), "config key 'datasets.synthetic.n_tset' is not allowed"),
+    ],
+)
+def test_bad_config_stops_before_the_dag(tmp_path, edit, message):
+    config = tiny_config()
+    edit(config)
+    proc = run_snakemake(tmp_path, config, check=False)
+    assert proc.returncode != 0 and message in proc.stdout
+    assert not (tmp_path / "results").exists()
