@@ -6,7 +6,9 @@ BIN := $(abspath $(VENV)/bin)
 INSTALLED := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test test-fast lint bench clean
+CONFIG ?=
+
+.PHONY: demo run test test-fast lint bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,12 @@ $(INSTALLED): pyproject.toml
 
 demo: $(INSTALLED)
 	$(BIN)/snakemake --profile profiles/local
+	@echo
+	@cat results/report/auc_table.md
+
+# Run the DAG with an overlay config, e.g. `make run CONFIG=configs/ped2.yaml`.
+run: $(INSTALLED)
+	$(BIN)/snakemake --profile profiles/local --configfile config.yaml $(CONFIG)
 	@echo
 	@cat results/report/auc_table.md
 

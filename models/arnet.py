@@ -5,15 +5,29 @@ top ceil(len/4) scores take the video's label, normal videos included) and the "
 variance of a normal video's scores, pulling them towards their own mean). The reference numbers
 come from the single-layer variant (``model_single``); the two convolutional variants of the
 authors' code that run are kept as options.
+
+The ``arnet`` Method at the end trains it on a weak split's I3D features and scores test videos.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models import register
+from models.base import Method, TrainInputs, VideoScore
+from pipelines.features.presets import TEN_CROP_ORDER
+from pipelines.features.store import FeatureReader
+from pipelines.metrics import Protocol
+from pipelines.training import StageRun, check_finite, load_checkpoint
+from pipelines.weak_methods import FEATURE_SOURCE_KEY, frame_scores, protocol, split_by_label, training_features
+from pipelines.weak_protocol import arnet_fit_length, arnet_item_videos
 
 Variant = Literal["single", "mean", "sequence"]
 
@@ -174,3 +188,123 @@ def arnet_loss(
     mil = dynamic_mil_loss(scores, lengths, labels, config.k_divisor)
     center = center_loss(scores, labels)
     return ARNetLoss(config.mil_weight * mil + config.center_weight * center, mil, center)
+
+
+# ---------------------------------------------------------------------------------------------
+# The method in the pipeline: one training stage on a weak split's features, per-video scoring.
+# ---------------------------------------------------------------------------------------------
+
+# Snippets scored per block; the convolutional variants see HALO neighbours on each side (kernel 5).
+SCORING_BLOCK = 1024
+HALO = 2
+VIEWS = ("center", "mean")
+
+
+@dataclass(frozen=True)
+class ARNetRun:
+    """A configured run: the model and loss settings plus what the pipeline adds."""
+
+    config: ARNetConfig
+    iterations: int  # the reference: max_epoch (20) x len(train split) (238 on ShanghaiTech) = 4,760
+    view: str  # which view of ten-crop features the single-view scorer reads: the centre crop, or their mean
+    checkpoint_every: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "ARNetRun":
+        fields = {f.name for f in dataclasses.fields(ARNetConfig)} - {"feature_dim", "max_epoch", "eval_every", "seed"}
+        config = ARNetConfig(**{k: params[k] for k in fields if k in params})
+        view = params.get("view", "center")
+        if view not in VIEWS:
+            raise ValueError(f"arnet view must be one of {VIEWS}, got {view!r}")
+        return cls(config, int(params.get("iterations", 4760)), view, int(params.get("checkpoint_every", 200)))
+
+
+def read_view(reader: FeatureReader, view: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """(n, D) single-view features of snippets ``start:stop``: the only view, the centre crop, or the mean."""
+    if reader.n_views == 1:
+        return reader.features(start, stop, view=0)
+    if view == "center":
+        if reader.n_views != len(TEN_CROP_ORDER):
+            raise ValueError(f"{reader.path}: {reader.n_views} views; 'center' needs one or ten-crop features")
+        return reader.features(start, stop, view=TEN_CROP_ORDER.index("center"))
+    return reader.features(start, stop).mean(axis=1)
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@register
+class ARNet(Method):
+    """AR-Net on I3D snippet features of a weak split (features preset ``arnet`` unless configured otherwise)."""
+
+    name = "arnet"
+    input_kind = "features"
+    supervision = "weak"
+    stages = ("train",)
+    uses_gpu = True
+    # The description of the features, which the workflow adds for the report rows only.
+    protocol_params = (FEATURE_SOURCE_KEY,)
+    feature_patches = None
+    paper_features = "arnet"
+
+    def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
+        settings = ARNetRun.from_params(self.params)
+        cfg = settings.config
+        normal, abnormal = split_by_label(inputs)
+        for kind, files in (("abnormal", abnormal), ("normal", normal)):
+            if len(files) < cfg.videos_per_class:
+                raise ValueError(f"arnet: videos_per_class is {cfg.videos_per_class} but the split has only "
+                                 f"{len(files)} {kind} training videos")
+        described = training_features(normal + abnormal)
+        identity = {"feature_dim": described["feature_dim"], "variant": cfg.variant, "view": settings.view}
+        device = _device()
+        run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed, settings.checkpoint_every)
+        model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
+        optimizer = make_optimizer(model, cfg)
+        run.resume(model, {"adam": optimizer})
+        model.train()
+        while run.step < settings.iterations:
+            picked_abnormal, picked_normal = arnet_item_videos(len(abnormal), len(normal), run.rng,
+                                                               cfg.videos_per_class)
+            item = []
+            for files, chosen, anomalous in ((abnormal, picked_abnormal, True), (normal, picked_normal, False)):
+                for index in chosen:
+                    with FeatureReader(files[index]) as reader:
+                        video = read_view(reader, settings.view)
+                    item.append(arnet_fit_length(video, anomalous, run.rng, cfg.max_seqlen))
+            labels = torch.tensor([1.0] * cfg.videos_per_class + [0.0] * cfg.videos_per_class, device=device)
+            features, lengths = trim_batch(torch.from_numpy(np.stack(item)).to(device))
+            loss = arnet_loss(model(features), lengths, labels, cfg)
+            check_finite(loss.total, f"arnet step {run.step + 1}")
+            optimizer.zero_grad()
+            loss.total.backward()
+            optimizer.step()
+            run.advance(model, {"adam": optimizer})
+        run.finish(model, {"adam": optimizer}, extra={"training_features": described,
+                                                      "n_normal": len(normal), "n_abnormal": len(abnormal)})
+
+    def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
+        if checkpoint is None:
+            raise ValueError("arnet scores with a trained checkpoint; none was given")
+        payload = load_checkpoint(checkpoint, self.name)
+        identity = payload["identity"]
+        device = _device()
+        model = build_arnet(identity["variant"], identity["feature_dim"])
+        model.load_state_dict(payload["model"])
+        model.to(device).eval()
+        with FeatureReader(video) as reader:
+            if reader.feature_dim != identity["feature_dim"]:
+                raise ValueError(f"{video}: {reader.feature_dim}-d features, the checkpoint takes "
+                                 f"{identity['feature_dim']}-d")
+            snippet_scores = np.zeros(reader.n_snippets, np.float32)
+            for start, stop in reader.blocks(SCORING_BLOCK):
+                low, high = max(0, start - HALO), min(reader.n_snippets, stop + HALO)
+                features = torch.from_numpy(read_view(reader, identity["view"], low, high)).to(device)
+                with torch.no_grad():
+                    scores = model(features[None])[0].cpu().numpy()
+                snippet_scores[start:stop] = scores[start - low : stop - low]
+            return frame_scores(snippet_scores, reader.n_frames, reader.tail)
+
+    def protocol(self, label_convention: str) -> Protocol:
+        return protocol(self.params, label_convention)

@@ -6,16 +6,36 @@ a 3x3 convolution and a linear layer to one vector per snippet, and added to all
 before RTFM's temporal ``Aggregate``. Scales are added one per training stage; stage 1 is RTFM.
 Unlike the released code, a stage really starts from the previous stage's weights
 (``load_previous_stage``).
+
+The ``ssrl`` Method at the end trains the four stages on a weak split's features and scores test videos.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from models.rtfm import DROPOUT, Aggregate, ScoreHead, xavier_init
+from models import register
+from models.base import Method, TrainInputs, VideoScore
+from models.rtfm import DROPOUT, Aggregate, ScoreHead, rtfm_loss, select_top_k, xavier_init
+from pipelines.features.store import FeatureReader
+from pipelines.metrics import Protocol
+from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint
+from pipelines.weak_methods import (
+    FEATURE_SOURCE_KEY,
+    SegmentCache,
+    frame_scores,
+    protocol,
+    split_by_label,
+    training_features,
+)
+from pipelines.weak_protocol import balanced_batch_indices
 
 CLIP_CROPS = 10
 PATCH_GRIDS: tuple[tuple[int, int], ...] = ((2, 3), (3, 5), (4, 7))
@@ -212,3 +232,121 @@ def staged_train_mode(model: SSRLNetwork) -> SSRLNetwork:
         if not any(p.requires_grad for p in unit.parameters()):
             unit.eval()
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The method in the pipeline: four training stages on a weak split's features, per-video scoring.
+# ---------------------------------------------------------------------------------------------
+
+STAGE_NAMES = tuple(f"stage{stage.number}" for stage in SSRL_STAGES)
+# Snippets per block when the patch branches score a test video (they work snippet by snippet).
+SCORING_BLOCK = 256
+
+
+def train_config(params: Mapping[str, Any]) -> SSRLTrainConfig:
+    """The reference settings with the configured values in place of the defaults."""
+    names = {"lr": "lr", "weight_decay": "weight_decay", "iterations": "max_iterations",
+             "batch_per_class": "batch_per_class"}
+    configured = {field: params[key] for key, field in names.items() if key in params}
+    return dataclasses.replace(SSRLTrainConfig(), **configured)
+
+
+def snippet_scores(model: SSRLNetwork, reader: FeatureReader, device: str) -> np.ndarray:
+    """The test-time forward pass over a whole video, the patch branches run block by block.
+
+    The same computation as ``SSRLNetwork.forward`` in eval mode; the temporal relation module needs the whole
+    clip sequence (its non-local branch relates every snippet to every other), the patch branches do not.
+    """
+    clip = torch.from_numpy(reader.features()).to(device).transpose(0, 1)[None]  # (1, 10, T, F)
+    steps, feats = clip.shape[2], clip.shape[3]
+    for branch, grid in zip(model.patch_branches, model.stage.grids):
+        for start, stop in reader.blocks(SCORING_BLOCK):
+            patches = torch.from_numpy(reader.patches(grid, start, stop)).to(device).transpose(0, 1)[None]
+            clip[:, :, start:stop] += branch(patches).unsqueeze(1)
+    related = model.temporal_relation(clip.reshape(CLIP_CROPS, steps, feats))
+    features = model.dropout(related).reshape(1, CLIP_CROPS, steps, feats)
+    return model.classifier(features).mean(dim=1)[0].cpu().numpy()
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@register
+class SSRL(Method):
+    """SSRL on ten-crop I3D clip features plus patch features (features preset ``rtfm`` with ``ssrl_patches``).
+
+    Stage 1 is RTFM; stages 2-4 load the previous stage's checkpoint, freeze what it trained and add one
+    patch scale each. Each step draws ``batch_per_class`` normal and abnormal videos (normal first).
+    """
+
+    name = "ssrl"
+    input_kind = "features"
+    supervision = "weak"
+    stages = STAGE_NAMES
+    uses_gpu = True
+    # The description of the features, which the workflow adds for the report rows only.
+    protocol_params = (FEATURE_SOURCE_KEY,)
+    feature_patches = "ssrl_patches"
+    paper_features = "rtfm_ssrl_patches"
+
+    def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
+        number = self.stages.index(stage) + 1
+        schedule = SSRL_STAGES[number - 1]
+        config = train_config(self.params)
+        normal, abnormal = split_by_label(inputs)
+        files = normal + abnormal
+        described = training_features(files, schedule.grids)
+        if described["n_views"] != CLIP_CROPS:
+            raise ValueError(f"ssrl needs ten-crop clip features; {described['feature_set']} has "
+                             f"{described['n_views']} views")
+        identity = {"feature_dim": described["feature_dim"], "clip_views": CLIP_CROPS}
+        device = _device()
+        run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed,
+                       int(self.params.get("checkpoint_every", 1000)))
+        model = SSRLNetwork(number, described["feature_dim"])
+        loaded: dict[str, Any] = {}
+        if schedule.loads_stage is not None:
+            if previous is None:
+                raise ValueError(f"ssrl {stage} starts from the checkpoint of stage{schedule.loads_stage}; "
+                                 "none was given")
+            payload = load_checkpoint(previous, self.name, identity)
+            if payload["stage"] != f"stage{schedule.loads_stage}":
+                raise CheckpointError(f"{previous}: checkpoint of {payload['stage']}, {stage} needs "
+                                      f"stage{schedule.loads_stage}")
+            report = load_previous_stage(model, payload["model"])
+            loaded = {"units": list(report.loaded_units), "frozen_parameters": len(report.frozen_parameters)}
+        model.to(device)
+        optimizer = make_optimizer(model, config)
+        run.resume(model, {"adam": optimizer})
+        batch = config.batch_per_class
+        with SegmentCache(run.resume_dir / "segments.h5", files, schedule.grids) as cache:
+            while run.step < config.max_iterations:
+                normal_idx, abnormal_idx = balanced_batch_indices(len(normal), len(abnormal), batch, run.step + 1,
+                                                                  self.seed)
+                items = cache.rows([*normal_idx, *(len(normal) + abnormal_idx)])
+                staged_train_mode(model)
+                out = model(torch.from_numpy(items).to(device))
+                selection = select_top_k(out.features, out.scores, out.magnitudes, n_normal=batch, k=config.top_k)
+                loss = rtfm_loss(selection)
+                check_finite(loss.total, f"ssrl {stage} step {run.step + 1}")
+                optimizer.zero_grad()
+                loss.total.backward()
+                optimizer.step()
+                run.advance(model, {"adam": optimizer})
+        run.finish(model, {"adam": optimizer}, extra={"training_features": described, "loaded_from_previous": loaded,
+                                                      "n_normal": len(normal), "n_abnormal": len(abnormal)})
+
+    def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
+        if checkpoint is None:
+            raise ValueError("ssrl scores with a trained checkpoint; none was given")
+        payload = load_checkpoint(checkpoint, self.name)
+        model = SSRLNetwork(self.stages.index(payload["stage"]) + 1, payload["identity"]["feature_dim"])
+        model.load_state_dict(payload["model"])
+        device = _device()
+        model.to(device).eval()
+        with FeatureReader(video) as reader, torch.no_grad():
+            return frame_scores(snippet_scores(model, reader, device), reader.n_frames, reader.tail)
+
+    def protocol(self, label_convention: str) -> Protocol:
+        return protocol(self.params, label_convention)

@@ -26,18 +26,33 @@ Choices where the sources are silent:
 - K-means runs with k-means++ and ``STDConfig.kmeans_n_init`` = 10 restarts, the scikit-learn
   default when the code was written (current scikit-learn would use 1).
 - A video whose reciprocal error is constant min-max normalises to 0 (anomaly 1) instead of NaN.
+
+The last section registers the pipeline's method ``std``: presets of these settings, the three
+stages as three resumable training jobs (each continuing from the previous stage's checkpoint,
+optimiser states included, as the official single run does), streamed scoring of one video, and
+the paper's protocol (the stored score is -regularity; the evaluation's per-video min-max turns
+it into 1 - minmax(regularity)).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from torch import nn
+
+from models import register
+from models.base import Method, TrainInputs, VideoScore
+from pipelines.frame_clips import ClipSampler, FrameFormat, clip_starts, sliding_clips, video_length
+from pipelines.metrics import Protocol
+from pipelines.presets import resolve_preset
+from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint
 
 
 @dataclass
@@ -376,3 +391,156 @@ def std_video_score(regularities) -> torch.Tensor:
     span = values.max() - values.min()
     normalised = (values - values.min()) / span if span > 0 else torch.zeros_like(values)
     return 1 - normalised
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline's method: presets, the three training stages, streamed scoring, paper protocol.
+
+PRESETS = {
+    # The official code's values (identical for every dataset); scoring batch is ours.
+    "paper": {
+        "image_size": 256, "batch_size": 4, "pretrain_iterations": 5_000, "kmeans_batches": 500,
+        "kmeans_n_init": 10, "joint_iterations": 100_000, "ae_lr": 1e-5, "cluster_lr": 1e-6,
+        "gdl_weight": 0.01, "cluster_loss_weight": 0.1, "checkpoint_every": 5_000, "score_batch": 32,
+    },
+    # About an hour of training on two CPU cores: 32 px frames, far fewer iterations, so the
+    # learning rates are ten times the paper's.
+    "cpu_budget": {
+        "image_size": 32, "batch_size": 4, "pretrain_iterations": 1_500, "kmeans_batches": 100,
+        "kmeans_n_init": 10, "joint_iterations": 2_500, "ae_lr": 1e-4, "cluster_lr": 1e-5,
+        "gdl_weight": 0.01, "cluster_loss_weight": 0.1, "checkpoint_every": 250, "score_batch": 32,
+    },
+}
+
+LOG_EVERY = 50  # training steps between progress lines
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@register
+class STDMethod(Method):
+    """STD as a pipeline method: its three training stages as three jobs, then one scoring job
+    per test video."""
+
+    name = "std"
+    input_kind = "frames"
+    supervision = "one_class"
+    stages = tuple(stage.name for stage in std_schedule(STDConfig()))
+    uses_gpu = True
+
+    def __init__(self, params: dict[str, Any], seed: int = 0):
+        super().__init__(params, seed)
+        self.settings = resolve_preset(self.name, PRESETS, params)
+        keys = ("image_size", "batch_size", "pretrain_iterations", "kmeans_batches", "kmeans_n_init",
+                "joint_iterations", "ae_lr", "cluster_lr", "gdl_weight", "cluster_loss_weight", "checkpoint_every")
+        self.cfg = STDConfig(**{key: self.settings[key] for key in keys})
+        # The official loader: PIL's RGB frames scaled to [0, 1].
+        self.frame_format = FrameFormat(self.cfg.image_size, "rgb", 0.0, 1.0)
+        self.identity = {"image_size": self.cfg.image_size}
+
+    def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
+        schedule = {each.name: each for each in std_schedule(self.cfg)}
+        if stage not in schedule:
+            raise ValueError(f"{self.name}: unknown stage {stage!r}; stages: {self.stages}")
+        spec, cfg = schedule[stage], self.cfg
+        # The official loader skips the last full clip of every training video.
+        with ClipSampler(inputs.files, cfg.clip_length, self.frame_format, tail=1) as sampler:
+            every = cfg.checkpoint_every if spec.optimisers else 0  # K-means keeps its codes in memory
+            run = StageRun(checkpoint_out, self.name, stage, self.identity, self.settings, self.seed, every)
+            model = STDNet(cfg).to(_device())  # built after StageRun seeded torch
+            optimisers = make_optimizers(model, cfg)
+            index = self.stages.index(stage)
+            if index:
+                self._load_previous(previous, self.stages[index - 1], model, optimisers)
+            if run.resume(model, optimisers):
+                print(f"resumed at step {run.step} of {spec.iterations}", flush=True)
+            if spec.optimisers:
+                self._optimise(run, spec, sampler, model, optimisers)
+            else:
+                self._init_centres(run, spec, sampler, model)
+            run.finish(model, optimisers, {"training_clips": sampler.n_clips})
+
+    def _load_previous(self, previous: Path | None, expected: str, model: STDNet, optimisers: dict) -> None:
+        """Weights and optimiser states of the stage before, which must be ``expected``."""
+        if previous is None:
+            raise ValueError(f"{self.name}: this stage continues from the checkpoint of stage {expected!r}")
+        payload = load_checkpoint(previous, self.name, self.identity)
+        if payload["stage"] != expected:
+            raise CheckpointError(f"{previous}: checkpoint of stage {payload['stage']!r}, expected {expected!r}")
+        model.load_state_dict(payload["model"])
+        for name, optimiser in optimisers.items():
+            optimiser.load_state_dict(payload["optimizers"][name])
+
+    def _optimise(self, run: StageRun, spec: STDStage, sampler: ClipSampler, model: STDNet, optimisers: dict) -> None:
+        started = time.monotonic()
+        while run.step < spec.iterations:
+            clips = sampler.sample(run.rng, self.cfg.batch_size).to(_device())
+            losses = {}
+            for name in spec.optimisers:
+                loss, parts = std_optimiser_step(model, optimisers, name, clips, self.cfg)
+                check_finite(loss, f"{self.name} stage {spec.name} step {run.step + 1} ({name} loss)")
+                losses |= parts
+            run.advance(model, optimisers)
+            if run.step % LOG_EVERY == 0 or run.step == spec.iterations:
+                text = " ".join(f"{k} {float(v):.6f}" for k, v in losses.items())
+                print(f"step {run.step}/{spec.iterations} {text} {time.monotonic() - started:.0f} s", flush=True)
+
+    @torch.no_grad()
+    def _init_centres(self, run: StageRun, spec: STDStage, sampler: ClipSampler, model: STDNet) -> None:
+        """K-means centres from the codes of ``spec.iterations`` batches, forwarded in training
+        mode as the official code does."""
+        model.train()
+        codes = []
+        while run.step < spec.iterations:
+            clips = sampler.sample(run.rng, self.cfg.batch_size).to(_device())
+            codes.append(kmeans_codes(model(clips), self.cfg.kmeans_on_l2_normalised).cpu())
+            run.advance(model, {})
+        codes = torch.cat(codes)
+        print(f"k-means of {codes.shape[0]} codes of width {codes.shape[1]}", flush=True)
+        model.set_centres(init_centres(codes, self.cfg.clusters, self.seed, self.cfg.kmeans_n_init).to(_device()))
+
+    def load(self, checkpoint: Path | None) -> STDNet:
+        """The trained network from the last stage's checkpoint, in evaluation mode on the device."""
+        if checkpoint is None:
+            raise ValueError(f"{self.name}: scoring needs the checkpoint of stage {self.stages[-1]!r}")
+        payload = load_checkpoint(checkpoint, self.name, self.identity)
+        if payload["stage"] != self.stages[-1]:
+            raise CheckpointError(f"{checkpoint}: checkpoint of stage {payload['stage']!r}, scoring needs {self.stages[-1]!r}")
+        model = STDNet(self.cfg)
+        model.load_state_dict(payload["model"])
+        return model.to(_device()).eval()
+
+    @torch.no_grad()
+    def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
+        """Negative regularity -1 / mean(error * cluster energy) of every clip, written at the
+        frame the official evaluation pairs it with (clip start + 5)."""
+        model = self.load(checkpoint)
+        n_frames = video_length(video)
+        clip_starts(n_frames, self.cfg.clip_length, 1, video)  # a video too short for one clip stops here
+        first = self.cfg.first_scored_frame
+        scores = np.zeros(n_frames, np.float32)
+        stream = sliding_clips(video, self.cfg.clip_length, self.frame_format, self.settings["score_batch"], tail=1)
+        for start, clips in stream:
+            clips = clips.to(_device())
+            regularity = std_regularity(model(clips), clips)
+            scores[first + start : first + start + len(clips)] = -regularity.cpu().numpy()
+        scored = np.zeros(n_frames, bool)
+        scored[first:] = True
+        return VideoScore(scores, scored)
+
+    def protocol(self, label_convention: str) -> Protocol:
+        """Micro AUC after per-video min-max of the stored -regularity, which equals the official
+        1 - minmax(regularity) (reciprocal first, then min-max); no smoothing."""
+        first = self.cfg.first_scored_frame
+        return Protocol(
+            pooling="micro",
+            normalisation="minmax_per_video",
+            label_convention=(
+                f"{label_convention}; std score = -1 / mean(error * cluster energy) of the clip starting at "
+                f"frame t-{first} (it predicts frame t-1; paired with frame t as the official evaluation does), "
+                f"per-video min-max; the first {first} frames of each video unscored"
+            ),
+            skipped_start_frames=first,
+        )

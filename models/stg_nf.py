@@ -15,11 +15,28 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from models import register
+from models.base import Method, TrainInputs, VideoScore
+from models.safe_checkpoint import load_checkpoint as load_released_checkpoint
+from pipelines.metrics import Protocol
+from pipelines.poses.segment_data import (
+    SegmentBank,
+    WindowSettings,
+    dataset_of,
+    frame_anomaly_scores,
+    resolve_params,
+)
+from pipelines.poses.store import read_poses
+from pipelines.provenance import sha256_file
+from pipelines.training import StageRun, check_finite, load_checkpoint
 
 NUM_JOINTS = 18
 POSE_CHANNELS = 2  # x and y; the confidence channel is not modelled
@@ -323,3 +340,196 @@ class STGNFTrainingConfig:
 
     def make_optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Adamax:
         return torch.optim.Adamax(parameters, lr=self.lr, weight_decay=self.weight_decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# The method in the pipeline: one training stage ("train"), scoring of a video's poses file and
+# the paper protocol. GENet (models/genet.py) reuses the training loop as its guidance stage.
+# ---------------------------------------------------------------------------------------------
+
+# "paper" is the released schedule; "cpu_budget" fits two CPU cores: fewer epochs on a seeded subset.
+PRESETS = {
+    "paper": {"epochs": 8, "batch_size": 256, "max_train_segments": None},
+    "cpu_budget": {"epochs": 4, "batch_size": 256, "max_train_segments": 20000},
+}
+_SCORING_BATCH = 1024
+
+
+def window_settings(params: Mapping[str, Any], stride_key: str) -> WindowSettings:
+    """Segment windows for training (``train_stride``) or scoring (``test_stride``)."""
+    return WindowSettings(
+        seg_len=int(params["seg_len"]),
+        stride=int(params[stride_key]),
+        max_missing=int(params["max_missing"]),
+        released_rule=bool(params["released_continuity_rule"]),
+        frame_size=tuple(params["frame_size"]),
+    )
+
+
+def flow_identity(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must share with the configuration to be reused."""
+    return {
+        "seg_len": int(params["seg_len"]),
+        "num_steps": int(params["num_steps"]),
+        "prior_mean": float(params["prior_mean"]),
+        "max_hop": int(params["max_hop"]),
+        "frame_size": list(params["frame_size"]),
+    }
+
+
+def flow_from_params(params: Mapping[str, Any]) -> STGNF:
+    return STGNF(int(params["seg_len"]), int(params["num_steps"]), float(params["prior_mean"]), int(params["max_hop"]))
+
+
+def training_schedule(params: Mapping[str, Any]) -> tuple[STGNFTrainingConfig, int | None]:
+    """The training recipe of the preset, with any explicitly configured value taking precedence."""
+    chosen = {k: params.get(k) if params.get(k) is not None else v for k, v in PRESETS[params["preset"]].items()}
+    config = STGNFTrainingConfig(epochs=int(chosen["epochs"]), batch_size=int(chosen["batch_size"]),
+                                 flip_augmentation=bool(params["flip_augmentation"]))
+    return config, chosen["max_train_segments"]
+
+
+def load_released_flow(path: str | Path, params: Mapping[str, Any]) -> STGNF:
+    """A released STG-NF checkpoint, read by the safe loader, checked against the configured geometry."""
+    model = STGNF.from_checkpoint(load_released_checkpoint(path))
+    found = {"seg_len": model.seg_len, "num_steps": len(model.flow.layers),
+             "prior_mean": float(model.prior_h_normal[0, 0, 0])}
+    wanted = {k: flow_identity(params)[k] for k in found}
+    if found != wanted:
+        raise ValueError(f"{path}: released checkpoint has {found}, the configuration asks for {wanted}")
+    return model
+
+
+def fit_flow(
+    model: STGNF,
+    n_segments: int,
+    batch_input: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    config: STGNFTrainingConfig,
+    max_segments: int | None,
+    run: StageRun,
+    device: str,
+) -> tuple[int, torch.optim.Optimizer]:
+    """Train the flow on the mean NLL (Adamax, per-epoch decay, global-norm clipping).
+
+    Returns the number of segments used and the optimiser (its state goes into the checkpoint).
+
+    ``batch_input(segment_index, flipped)`` gives the normalised (B, 2, T, 18) batch. With flip
+    augmentation the set is the segments followed by their mirror images, shuffled each epoch by a
+    generator seeded from (seed, epoch), so a resumed run sees the batches a straight run would.
+    """
+    if n_segments == 0:
+        raise ValueError("no training segments: every track is shorter than the segment length")
+    chosen = np.arange(n_segments)
+    if max_segments is not None and n_segments > max_segments:
+        chosen = np.sort(np.random.default_rng([run.seed, 1]).choice(n_segments, max_segments, replace=False))
+    items = 2 * chosen.size if config.flip_augmentation else chosen.size
+    per_epoch = math.ceil(items / config.batch_size)
+    model.to(device)
+    optimizer = config.make_optimizer(model.parameters())
+    start = run.resume(model, {"adamax": optimizer})
+    model.train()
+    for step in range(start, config.epochs * per_epoch):
+        epoch, batch = divmod(step, per_epoch)
+        order = np.random.default_rng([run.seed, 2, epoch]).permutation(items)
+        picked = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+        x = torch.from_numpy(batch_input(chosen[picked % chosen.size], picked >= chosen.size)).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_for_epoch(epoch)
+        loss = model(x)[1].mean()
+        check_finite(loss, f"STG-NF training, epoch {epoch}, batch {batch}")
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+        optimizer.step()
+        run.advance(model, {"adamax": optimizer})
+    return int(chosen.size), optimizer
+
+
+@torch.no_grad()
+def segment_nll(model: STGNF, n_segments: int, batch_input: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                device: str) -> np.ndarray:
+    """NLL in bits/dim of every segment (eval mode, no flips)."""
+    model.to(device).eval()
+    values = []
+    for start in range(0, n_segments, _SCORING_BATCH):
+        index = np.arange(start, min(start + _SCORING_BATCH, n_segments))
+        x = torch.from_numpy(batch_input(index, np.zeros(index.size, bool))).to(device)
+        values.append(model(x)[1].double().cpu().numpy())
+    return np.concatenate(values) if values else np.zeros(0)
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@register
+class STGNFMethod(Method):
+    """STG-NF (Hirschorn & Avidan, ICCV 2023), unsupervised: trained on the normal training poses.
+
+    Scoring follows the paper's protocol: every test window (stride 1) gets the normality -NLL at its
+    centre frame, a frame takes its most abnormal person, frames without any window get the fill of
+    "nobody there", and the evaluation smooths each video with Gaussian passes sigma 1..6 and pools all
+    frames (micro AUC). The published fill is the maximum normality over the whole test set, which no
+    per-video scoring job can know; here it is the maximum normality over the training segments,
+    computed when the stage ends and stored in the checkpoint (a constant for every test video, fixed
+    before any test video is seen).
+    """
+
+    name = "stg_nf"
+    input_kind = "poses"
+    supervision = "one_class"
+    stages = ("train",)
+    uses_gpu = True
+    protocol_params = ("smoothing_sigmas",)
+
+    def resolved(self, files: list[Path]) -> dict[str, Any]:
+        """Parameters for the dataset the input files belong to (``per_dataset`` overrides applied)."""
+        return resolve_params(self.params, dataset_of(files))
+
+    def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
+        params = self.resolved(inputs.files)
+        device = _device()
+        run = StageRun(checkpoint_out, self.name, stage, flow_identity(params), params, self.seed,
+                       int(params["checkpoint_every_steps"]))
+        bank = SegmentBank.from_files(inputs.files, window_settings(params, "train_stride"))
+        extra: dict[str, Any] = {"n_train_segments": len(bank)}
+        if params.get("pretrained"):
+            model = load_released_flow(params["pretrained"], params)
+            extra["pretrained_sha256"] = sha256_file(params["pretrained"])
+            optimizers = {}
+        else:
+            model = flow_from_params(params)
+            config, max_segments = training_schedule(params)
+            used, optimizer = fit_flow(model, len(bank), bank.model_input, config, max_segments, run, device)
+            extra["n_segments_used"] = used
+            optimizers = {"adamax": optimizer}
+        nll = segment_nll(model, len(bank), bank.model_input, device)
+        extra["empty_frame_normality"] = float(-nll.min()) if nll.size else 0.0
+        run.finish(model.cpu(), optimizers, extra)
+
+    def load_flow(self, checkpoint: Path, params: Mapping[str, Any]) -> tuple[STGNF, dict[str, Any]]:
+        payload = load_checkpoint(checkpoint, self.name, flow_identity(params))
+        model = flow_from_params(params)
+        model.load_state_dict(payload["model"])
+        return model.eval(), payload["extra"]
+
+    def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
+        if checkpoint is None:
+            raise ValueError("stg_nf scores with a trained checkpoint; none was given")
+        params = self.resolved([video])
+        model, extra = self.load_flow(checkpoint, params)
+        tracks, _ = read_poses(video)
+        bank = SegmentBank([tracks], window_settings(params, "test_stride"))
+        normality = -segment_nll(model, len(bank), bank.model_input, _device())
+        scores = frame_anomaly_scores(tracks.n_frames, bank.track_ids, bank.start_frames, normality,
+                                      int(params["seg_len"]), extra["empty_frame_normality"])
+        return VideoScore(scores, np.ones(scores.size, bool))
+
+    def protocol(self, label_convention: str) -> Protocol:
+        return Protocol(
+            pooling="micro",
+            normalisation="none",
+            smoothing_sigmas=tuple(self.params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
+            label_convention=label_convention,
+            skipped_start_frames=0,
+        )

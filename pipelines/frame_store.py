@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import blosc
 import h5py
 import hdf5plugin
 import numpy as np
@@ -21,12 +22,14 @@ FRAMES = "frames"
 COMPRESSIONS = ("lz4", "lz4hc", "zstd", "gzip", "none")
 
 
+_BLOSC_LEVELS = {"lz4": 5, "lz4hc": 5, "zstd": 1}
+
+
 def compression_options(name: str) -> dict[str, Any]:
     """h5py ``create_dataset`` keyword arguments for a named compression."""
     blosc = hdf5plugin.Blosc
-    if name in ("lz4", "lz4hc", "zstd"):
-        level = 1 if name == "zstd" else 5
-        return dict(blosc(cname=name, clevel=level, shuffle=blosc.NOSHUFFLE))
+    if name in _BLOSC_LEVELS:
+        return dict(blosc(cname=name, clevel=_BLOSC_LEVELS[name], shuffle=blosc.NOSHUFFLE))
     if name == "gzip":
         return {"compression": "gzip", "compression_opts": 1}
     if name == "none":
@@ -35,9 +38,16 @@ def compression_options(name: str) -> dict[str, Any]:
 
 
 class FrameWriter:
-    """Append frames to a new HDF5 file, growing the dataset as blocks arrive."""
+    """Append frames to a new HDF5 file, growing the dataset as blocks arrive.
+
+    Blosc codecs compress each frame with python-blosc (multi-threaded, outside the GIL) and
+    write the chunk directly: the bytes are exactly what the HDF5 Blosc filter reads back, at a
+    fraction of the cost of compressing inside the HDF5 filter pipeline.
+    """
 
     def __init__(self, path: Path, height: int, width: int, channels: int, compression: str):
+        self._direct = compression in _BLOSC_LEVELS
+        self._compression = compression
         self._file = h5py.File(path, "w")
         self._frames = self._file.create_dataset(
             FRAMES,
@@ -52,7 +62,16 @@ class FrameWriter:
     def append(self, block: np.ndarray) -> None:
         n = block.shape[0]
         self._frames.resize(self.n_frames + n, axis=0)
-        self._frames[self.n_frames : self.n_frames + n] = block
+        if self._direct:
+            block = np.ascontiguousarray(block)
+            for i, frame in enumerate(block):
+                chunk = blosc.compress(
+                    frame.data, typesize=1, clevel=_BLOSC_LEVELS[self._compression],
+                    shuffle=blosc.NOSHUFFLE, cname=self._compression,
+                )
+                self._frames.id.write_direct_chunk((self.n_frames + i, 0, 0, 0), chunk)
+        else:
+            self._frames[self.n_frames : self.n_frames + n] = block
         self.n_frames += n
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
@@ -119,7 +138,7 @@ class FrameReader:
 def _decode_attr(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode()
-    if isinstance(value, str) and value[:1] in "[{":
+    if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             return json.loads(value)
         except json.JSONDecodeError:

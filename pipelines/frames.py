@@ -10,6 +10,7 @@ Run by hand: ``python -m pipelines.frames SOURCE OUT.h5 [--size H W] [--pixel-fo
 from __future__ import annotations
 
 import argparse
+import queue
 import re
 import sys
 import threading
@@ -72,15 +73,17 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
     drain.start()
+    # A reader thread keeps ffmpeg decoding while this thread compresses; the bounded queue keeps
+    # memory at a few blocks whatever the video's length.
+    blocks: queue.Queue[bytes] = queue.Queue(maxsize=2)
+    reader = threading.Thread(target=_read_blocks, args=(process.stdout, frame_bytes * params.block_frames, blocks), daemon=True)
+    reader.start()
     try:
         with atomic_path(out) as tmp:
             with FrameWriter(tmp, height, width, channels, params.compression) as writer:
-                while True:
-                    data = process.stdout.read(frame_bytes * params.block_frames)
+                while data := blocks.get():
                     if len(data) % frame_bytes:
                         raise VideoError(f"{source}: ffmpeg stopped inside a frame (truncated output)")
-                    if not data:
-                        break
                     writer.append(np.frombuffer(data, np.uint8).reshape(-1, height, width, channels))
                 returncode = process.wait()
                 drain.join()
@@ -98,6 +101,20 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
         if process.poll() is None:
             process.kill()
         process.wait()
+        while reader.is_alive():  # unblock the reader if this thread stopped early
+            try:
+                blocks.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+def _read_blocks(stream, size: int, blocks: "queue.Queue[bytes]") -> None:
+    """Move fixed-size blocks from ffmpeg's pipe into ``blocks``; an empty block marks the end."""
+    while True:
+        data = stream.read(size)
+        blocks.put(data)
+        if not data:
+            return
 
 
 def _last_lines(message: str, n: int = 3) -> str:

@@ -8,17 +8,17 @@ import torch
 from models.lgn_net import (
     LGNNet,
     LGNNetConfig,
-    check_finite,
+    cosine_lr,
     feature_distance,
     gated_memory_update,
     lgn_loss,
     lgn_video_score,
     make_optimizer,
-    make_scheduler,
     point_score,
     psnr,
     updated_memory_items,
 )
+from pipelines.training import check_finite
 
 SMALL = 32  # smallest size with an ST-LSTM grid (8x8) and a query grid (4x4) worth testing
 
@@ -80,11 +80,12 @@ def test_optimizer_and_schedule_follow_config():
     assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)
     optimised = {id(p) for p in optimizer.param_groups[0]["params"]}
     assert id(model.memory.items) not in optimised
-    scheduler = make_scheduler(optimizer, cfg)
-    for _ in range(cfg.epochs // 2):
+    assert math.isclose(cosine_lr(cfg, cfg.epochs // 2), 1e-4, rel_tol=1e-9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    for epoch in range(cfg.epochs):
+        assert math.isclose(cosine_lr(cfg, epoch), optimizer.param_groups[0]["lr"], rel_tol=1e-6, abs_tol=1e-12)
         optimizer.step()
         scheduler.step()
-    assert math.isclose(optimizer.param_groups[0]["lr"], 1e-4, rel_tol=1e-6)
 
 
 def test_training_forward_updates_memory_after_the_read():

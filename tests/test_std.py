@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from models.lgn_net import check_finite
+from pipelines.training import check_finite
 from models.std import (
     STDConfig,
     STDNet,

@@ -1,1 +1,2 @@
-"""I3D snippet features: backbone weights (`weights`) and the extraction presets' preprocessing (`presets`)."""
+"""I3D snippet features: backbone weights (`weights`), the presets' preprocessing (`presets`), the per-video
+file layout (`store`), extraction (`extract`) and published features (`published`)."""

@@ -11,6 +11,7 @@ rule train_stage:
         previous=lambda wildcards, input: optional_path("--previous", input.previous),
         labels=lambda wildcards, input: optional_path("--labels", input.labels),
         seed=config["seed"],
+    threads: 2  # profiles raise it (set-threads) on cluster nodes
     resources:
         **gpu_resources(method_resources),
     log:
@@ -18,7 +19,7 @@ rule train_stage:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m pipelines.train {wildcards.method} {wildcards.stage} {output:q} {input.inputs:q}"
+        "OMP_NUM_THREADS={threads} python -m pipelines.train {wildcards.method} {wildcards.stage} {output:q} {input.inputs:q}"
         " {params.previous} {params.labels} --params-json {params.method:q} --seed {params.seed} > {log:q} 2>&1"
 
 
@@ -33,6 +34,7 @@ rule score_video:
         method=method_json,
         checkpoint=lambda wildcards, input: optional_path("--checkpoint", input.checkpoint),
         seed=config["seed"],
+    threads: 1
     resources:
         **gpu_resources(method_resources),
     log:
@@ -40,5 +42,5 @@ rule score_video:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.checkpoint}"
+        "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.checkpoint}"
         " --params-json {params.method:q} --seed {params.seed} > {log:q} 2>&1"

@@ -28,6 +28,9 @@ rule plot_timelines:
             category="Timelines",
             caption="report/timeline.rst",
         ),
+    wildcard_constraints:
+        # shortest dataset first, so that "<dataset>_weak_test_<method>" is not read as dataset "<dataset>_weak"
+        dataset=r"[a-z0-9_]+?",
     params:
         method=method_protocol_json,
         videos=config["report"]["timeline_videos"],

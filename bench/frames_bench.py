@@ -1,0 +1,188 @@
+"""Frame storage benchmark: extraction and clip reading, as ratios to baselines run in the same process.
+
+1. Extraction: our ``pipelines.frames.extract`` (ffmpeg -> pipe -> compressed HDF5) against ffmpeg
+   alone decoding the same video to raw frames of the stored size and pixel format into a pipe
+   that is read and discarded (target: ratio >= 0.8), and against ``ffmpeg -i VIDEO -f null -``.
+   Frame folders (Ped2) are decoded by OpenCV in our pipeline; their ffmpeg baseline decodes the
+   same JPEG sequence with ffmpeg's image2 demuxer.
+2. Clip reading: 16 consecutive frames at random starts from our HDF5, for each compression,
+   against reading the same frames from a JPEG folder with OpenCV (target: ratio >= 3), with the
+   storage of each.
+3. No-op rerun: the time of ``snakemake`` with nothing to do on an N-video synthetic dataset
+   (target: under 5 s for 1,000 videos). The first, real run of that DAG takes a while.
+
+Usage: ``python bench/frames_bench.py [--rerun-videos 1000] [--skip-rerun]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.ffmpeg_tools import ffmpeg_exe, probe  # noqa: E402
+from pipelines.frame_store import COMPRESSIONS, FrameReader  # noqa: E402
+from pipelines.frames import FrameParams, extract, list_images  # noqa: E402
+from pipelines.synthetic.generate import SyntheticParams, render_video  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    """Fastest wall time of a few runs: the least disturbed by other load."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def ffmpeg_raw_pipe(source: Path, pix_fmt: str, folder_pattern: str | None) -> int:
+    """ffmpeg alone: decode to raw frames into a pipe that is read and discarded; return frames."""
+    inputs = ["-f", "image2", "-i", folder_pattern] if folder_pattern else ["-i", str(source)]
+    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", *inputs, "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    total = 0
+    while chunk := proc.stdout.read(1 << 22):
+        total += len(chunk)
+    proc.wait()
+    return total
+
+
+def ffmpeg_null(source: Path, folder_pattern: str | None) -> None:
+    inputs = ["-f", "image2", "-i", folder_pattern] if folder_pattern else ["-i", str(source)]
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", *inputs, "-f", "null", "-"], check=True)
+
+
+def jpeg_folder_of(h5: Path, folder: Path) -> list[Path]:
+    """The frames of an HDF5 file as a JPEG folder (quality 95), the layout most VAD code reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with FrameReader(h5) as reader:
+        for start, block in reader.blocks():
+            for i, frame in enumerate(block):
+                cv2.imwrite(str(folder / f"{start + i:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return list_images(folder)
+
+
+def clip_reads(n_frames: int, n_clips: int = 200, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n_frames - 16, n_clips)
+
+
+def read_h5_clips(h5: Path, starts) -> None:
+    with FrameReader(h5) as reader:
+        for s in starts:
+            reader.clip(int(s), 16)
+
+
+def read_jpeg_clips(files: list[Path], starts) -> None:
+    for s in starts:
+        np.stack([cv2.imread(str(files[i])) for i in range(s, s + 16)])
+
+
+def bench_source(name: str, source: Path, work: Path) -> dict:
+    folder_pattern = None
+    if source.is_dir():
+        files = list_images(source)
+        folder_pattern = str(source / f"%0{len(files[0].stem)}d{files[0].suffix}")
+        n_pixels = cv2.imread(str(files[0])).shape[:2]
+    else:
+        info = probe(source)
+        n_pixels = (info.height, info.width)
+    out = work / f"{name}.h5"
+    ours = best_of(lambda: extract(source, out, FrameParams()))
+    with FrameReader(out) as reader:
+        n = len(reader)
+    raw = best_of(lambda: ffmpeg_raw_pipe(source, "rgb24", folder_pattern))
+    null = best_of(lambda: ffmpeg_null(source, folder_pattern))
+    row = {
+        "source": name, "frames": n, "size": f"{n_pixels[1]}x{n_pixels[0]}",
+        "extract_fps": n / ours, "ratio_vs_raw_pipe": raw / ours, "ratio_vs_null": null / ours,
+    }
+    jpegs = jpeg_folder_of(out, work / f"{name}_jpeg")
+    starts = clip_reads(n)
+    jpeg_time = best_of(lambda: read_jpeg_clips(jpegs, starts[:60]), 2) / 60
+    row["jpeg_clip_ms"] = 1e3 * jpeg_time
+    row["jpeg_MB"] = sum(p.stat().st_size for p in jpegs) / 1e6
+    for compression in COMPRESSIONS:
+        path = work / f"{name}_{compression}.h5"
+        extract(source, path, FrameParams(compression=compression))
+        h5_time = best_of(lambda: read_h5_clips(path, starts), 2) / len(starts)
+        row[f"clip_ratio_{compression}"] = jpeg_time / h5_time
+        row[f"MB_{compression}"] = path.stat().st_size / 1e6
+    return row
+
+
+def noop_rerun(n_videos: int, work: Path) -> dict:
+    """Wall time of a no-op rerun on an N-video synthetic dataset (after one real run)."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["datasets"]["synthetic"].update(n_train=2, n_test=n_videos, n_train_abnormal=1, n_frames=16, height=32, width=48)
+    for method, entry in config["methods"].items():
+        entry["enabled"] = method == "tde"
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work),
+           "--configfile", str(work / "config.yaml"), "--cores", "2", "--quiet"]
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+    rerun = time.perf_counter() - start
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    return {"videos": n_videos + 2, "first_run_s": first, "noop_rerun_s": rerun}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rerun-videos", type=int, default=1000)
+    parser.add_argument("--skip-rerun", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        synthetic = work / "synthetic.mp4"
+        params = SyntheticParams(n_frames=300, height=240, width=320)
+        render_video(params, "test", "test_000", synthetic, work / "l.npy", work / "p.json")
+        sources = {"synthetic": synthetic}
+        if DATA.is_dir():
+            sources |= {"vtest.avi": DATA / "videos" / "vtest.avi", "ped2_test_01": DATA / "ped2" / "testing" / "frames" / "01"}
+        else:
+            print(f"note: {DATA} not found; benchmarking the synthetic video only")
+        for name, source in sources.items():
+            rows.append(bench_source(name, source, work))
+            print_row(rows[-1])
+        rerun = None if args.skip_rerun else noop_rerun(args.rerun_videos, work / "rerun")
+    if rerun:
+        print(f"\nno-op rerun on {rerun['videos']} synthetic videos: {rerun['noop_rerun_s']:.2f} s "
+              f"(target < 5 s; the first, real run took {rerun['first_run_s']:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps({"sources": rows, "rerun": rerun}, indent=1))
+    return 0
+
+
+def print_row(row: dict) -> None:
+    print(f"\n{row['source']} ({row['frames']} frames, {row['size']}):")
+    print(f"  extraction {row['extract_fps']:.0f} frames/s; ratio to ffmpeg raw pipe {row['ratio_vs_raw_pipe']:.2f} "
+          f"(target >= 0.8); ratio to ffmpeg -f null {row['ratio_vs_null']:.2f}")
+    print(f"  clip of 16 from JPEG folder (OpenCV): {row['jpeg_clip_ms']:.2f} ms, {row['jpeg_MB']:.1f} MB")
+    for compression in COMPRESSIONS:
+        print(f"  HDF5 {compression:6s}: clip read ratio {row[f'clip_ratio_{compression}']:5.2f} (target >= 3), "
+              f"{row[f'MB_{compression}']:.1f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Extract one video's I3D snippet features: a frames HDF5 file in, a features HDF5 file out.
+
+The video is cut into 16-frame snippets by the preset's rule (``pipelines.features.presets``), each snippet
+is preprocessed into its views (ten-crop, centre or one squashed view) and run through the backbone in
+batches of ``batch_size`` snippets. Frames are read from the frames file one batch at a time, so memory
+does not grow with the video's length. For a feature set with patches (SSRL, Li et al., ECCV 2022) the
+same frames also give the patch features of every grid, stored beside the clip features with the same T and
+marked reconstructed; given a published clip features file of the video (RTFM's), only the patches are
+extracted and the clip features are copied from it. The output (layout in ``pipelines.features.store``)
+records every preset parameter, the weights' sha256 (or "random-init"), the source frames file and its own
+provenance; it is written under a temporary name and renamed once complete.
+
+Optical flow: the ``arnet`` preset's second stream is I3D on TV-L1 flow. The OpenCV here has no TV-L1
+(``cv2.optflow`` needs the contrib build), so the flow stream is left out: such features hold the RGB
+stream only and say so in ``missing_streams``.
+
+Run by hand::
+
+    python -m pipelines.features.extract FRAMES.h5 OUT.h5 --feature-set rtfm_ssrl_patches \\
+        --weights-dir resources/weights [--weights r50_nonlocal_k400=FILE] [--allow-random-weights] \\
+        [--batch-size 4] [--device auto] [--spatial-scale 1.0] [--seed 0] [--published-clip CLIP.npy]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from pipelines.atomic import atomic_path
+from pipelines.features import store
+from pipelines.features.presets import (
+    PRESETS,
+    ClipPreset,
+    PatchPreset,
+    preprocess_clip,
+    preprocess_patch_clip,
+    snippet_frame_indices,
+)
+from pipelines.features.published import PublishedFeaturesError, copy_rows, load_clip
+from pipelines.features.weights import REGISTRY, ChecksumMismatchError, WeightsMissingError, load_backbone
+from pipelines.frame_store import FrameReader
+from pipelines.provenance import sha256_file, versions
+
+CLIP_PRESETS = tuple(name for name, preset in PRESETS.items() if isinstance(preset, ClipPreset))
+PATCH_PRESETS = tuple(name for name, preset in PRESETS.items() if isinstance(preset, PatchPreset))
+FLOW_NOTE = "flow stream left out: this OpenCV build has no TV-L1 optical flow (cv2.optflow needs opencv-contrib)"
+
+
+FEATURE_SETS: dict[str, tuple[str, str | None]] = {
+    store.feature_set_name(clip, patches): (clip, patches)
+    for clip in CLIP_PRESETS
+    for patches in (None, *PATCH_PRESETS)
+}
+
+
+def parse_feature_set(name: str) -> tuple[ClipPreset, PatchPreset | None]:
+    """The presets a feature set is made of."""
+    if name not in FEATURE_SETS:
+        raise KeyError(f"unknown feature set {name!r}; known: {', '.join(sorted(FEATURE_SETS))}")
+    clip, patches = FEATURE_SETS[name]
+    return PRESETS[clip], (PRESETS[patches] if patches else None)
+
+
+def backbones_needed(name: str, published_clip: bool = False) -> list[str]:
+    """Registry names of the backbones whose weights extracting a feature set needs (flow left out); with
+    published clip features only the patch backbone."""
+    clip, patches = parse_feature_set(name)
+    needed = ([] if published_clip else [clip.rgb_backbone]) + ([patches.backbone] if patches else [])
+    return sorted(set(needed))
+
+
+def missing_streams(name: str) -> tuple[str, ...]:
+    """Streams a feature set's preset asks for that extraction here cannot produce."""
+    return ("flow",) if parse_feature_set(name)[0].flow_backbone else ()
+
+
+def _scaled(size: int, scale: float) -> int:
+    return max(8, int(round(size * scale)))
+
+
+def scale_preset(preset: ClipPreset | PatchPreset, scale: float) -> ClipPreset | PatchPreset:
+    """The preset with every spatial size (resize, crop, patch frame and patch size) multiplied by ``scale``.
+
+    Only for smoke runs and tests on machines without a GPU: such features are not the preset's features,
+    and every file made this way records the scale.
+    """
+    if scale == 1.0:
+        return preset
+    if isinstance(preset, PatchPreset):
+        return dataclasses.replace(preset, frame_hw=tuple(_scaled(s, scale) for s in preset.frame_hw),
+                                   patch_size=_scaled(preset.patch_size, scale))
+    return dataclasses.replace(
+        preset,
+        short_side=None if preset.short_side is None else _scaled(preset.short_side, scale),
+        squash_hw=None if preset.squash_hw is None else tuple(_scaled(s, scale) for s in preset.squash_hw),
+        crop_size=None if preset.crop_size is None else _scaled(preset.crop_size, scale),
+    )
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _as_rgb(frames: np.ndarray) -> np.ndarray:
+    # Gray frames files hold one channel; I3D takes RGB, so the channel is repeated (what a gray video decodes to).
+    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+
+
+def _run(backbone: torch.nn.Module, clips: torch.Tensor, device: str) -> torch.Tensor:
+    with torch.inference_mode():
+        return backbone(clips.to(device)).float().cpu()
+
+
+def extract(
+    frames_path: Path,
+    out: Path,
+    feature_set: str,
+    *,
+    weights: Mapping[str, Path] | None = None,
+    weights_dir: Path | None = None,
+    allow_random_weights: bool = False,
+    batch_size: int = 4,
+    device: str = "auto",
+    spatial_scale: float = 1.0,
+    seed: int = 0,
+    published_clip: Path | None = None,
+) -> dict:
+    """Write the features of one video; return the attributes written.
+
+    With ``published_clip`` (a published clip features file of the video, e.g. RTFM's) the clip features
+    are taken from it, checked against the frame count, and only the patch features are extracted.
+
+    Raises WeightsMissingError (naming where to put the file) when a backbone has no weights and random
+    ones are not allowed, and ChecksumMismatchError for a weights file with the wrong content.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    clip_preset, patch_preset = parse_feature_set(feature_set)
+    if published_clip is not None and patch_preset is None:
+        raise ValueError(f"{feature_set} has no patch features to extract: convert published clip features with "
+                         "python -m pipelines.features.published convert")
+    unscaled_name = clip_preset.name
+    clip_preset = scale_preset(clip_preset, spatial_scale)
+    patch_preset = scale_preset(patch_preset, spatial_scale) if patch_preset else None
+    device = resolve_device(device)
+    weights = dict(weights or {})
+    backbones = {
+        name: load_backbone(name, weights.get(name), allow_random_weights, cache_dir=weights_dir, seed=seed).to(device)
+        for name in backbones_needed(feature_set, published_clip is not None)
+    }
+    started = time.perf_counter()
+    with FrameReader(frames_path) as reader, atomic_path(out) as tmp, h5py.File(tmp, "w") as handle:
+        n_frames = len(reader)
+        snippets = snippet_frame_indices(clip_preset, n_frames)
+        n = len(snippets)
+        if published_clip is not None:
+            published = load_clip(Path(published_clip), unscaled_name, n_frames)
+            copy_rows(published, store.create_dataset(handle, store.FEATURES, *published.shape))
+        else:
+            clip_dim = REGISTRY[clip_preset.rgb_backbone].feature_dim
+            clip_out = store.create_dataset(handle, store.FEATURES, n, clip_preset.n_crops, clip_dim)
+        grids = patch_preset.grids if patch_preset else ()
+        patch_dim = REGISTRY[patch_preset.backbone].feature_dim if patch_preset else 0
+        patch_out = {grid: store.create_dataset(handle, store.patch_dataset(grid), n, grid[0] * grid[1], patch_dim)
+                     for grid in grids}
+        for start in range(0, n, batch_size):
+            batch = snippets[start : start + batch_size]
+            first, last = int(batch[0].min()), int(batch[-1].max())
+            frames = _as_rgb(reader.clip(first, last - first + 1))
+            if published_clip is None:
+                views = [preprocess_clip(clip_preset, frames[idx - first]) for idx in batch]
+                features = _run(backbones[clip_preset.rgb_backbone], torch.cat(views), device)
+                clip_out[start : start + len(batch)] = features.reshape(len(batch), clip_preset.n_crops,
+                                                                        clip_dim).numpy()
+            for grid in grids:
+                patches = [preprocess_patch_clip(patch_preset, frames[idx - first], grid) for idx in batch]
+                features = _run(backbones[patch_preset.backbone], torch.cat(patches), device)
+                patch_out[grid][start : start + len(batch)] = features.reshape(len(batch), -1, patch_dim).numpy()
+        used = {name: model.weights_checksum for name, model in backbones.items()}
+        attrs = {
+            "format": store.FORMAT,
+            "feature_set": feature_set,
+            "origin": "extracted" if published_clip is None else "published clip, extracted patches",
+            "preset": clip_preset.name,
+            "preset_params": dataclasses.asdict(clip_preset),
+            "tail": clip_preset.snippets.tail,
+            "n_frames": n_frames,
+            "n_snippets": n,
+            "frames_source_shape": list(reader.shape),
+            "backbones": used if published_clip is None else
+            used | {"upstream extractor": f"published features from {Path(published_clip).parent}"},
+            "missing_streams": list(missing_streams(feature_set)),
+            "flow": FLOW_NOTE if missing_streams(feature_set) else "not part of this preset",
+            "spatial_scale": spatial_scale,
+            "patch_grids": [list(grid) for grid in grids],
+            "patches_reconstructed": bool(patch_preset),
+            "source_frames": str(frames_path),
+            "source_frames_attrs": reader.attrs,
+            "batch_size": batch_size,
+            "device": device,
+            "seed": seed,
+            "seconds": round(time.perf_counter() - started, 3),
+            "versions": versions(),
+        }
+        if published_clip is not None:
+            attrs["published_files"] = {str(published_clip): sha256_file(published_clip)}
+        if patch_preset:
+            attrs |= {"patch_preset": patch_preset.name, "patch_preset_params": dataclasses.asdict(patch_preset),
+                      "patch_provenance": patch_preset.provenance}
+        store.write_attrs(handle, attrs)
+        for grid in grids:
+            patch_out[grid].attrs["reconstructed"] = True
+    return attrs
+
+
+def _weights_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or name not in REGISTRY:
+        raise argparse.ArgumentTypeError(f"expected BACKBONE=FILE with BACKBONE one of {', '.join(sorted(REGISTRY))}")
+    return name, Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("frames", type=Path, help="the video's frames file")
+    parser.add_argument("out", type=Path, help="features file to write")
+    parser.add_argument("--feature-set", required=True, choices=sorted(FEATURE_SETS))
+    parser.add_argument("--weights", type=_weights_arg, action="append", default=[], metavar="BACKBONE=FILE",
+                        help="weights file of a backbone (repeatable); else WEIGHTS_DIR/<its file name>")
+    parser.add_argument("--weights-dir", type=Path, help="folder holding the weights files under their released names")
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="use a seeded random backbone when no weights are found (features not comparable)")
+    parser.add_argument("--batch-size", type=int, default=4, help="snippets per forward pass (each with all its views)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda[:N]")
+    parser.add_argument("--spatial-scale", type=float, default=1.0, help="below 1 only for smoke runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a random backbone")
+    parser.add_argument("--published-clip", type=Path,
+                        help="published clip features of the video (.npy): extract only the patch features")
+    args = parser.parse_args(argv)
+    try:
+        attrs = extract(args.frames, args.out, args.feature_set, weights=dict(args.weights),
+                        weights_dir=args.weights_dir, allow_random_weights=args.allow_random_weights,
+                        batch_size=args.batch_size, device=args.device, spatial_scale=args.spatial_scale,
+                        seed=args.seed, published_clip=args.published_clip)
+    except (WeightsMissingError, ChecksumMismatchError, PublishedFeaturesError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {attrs['n_snippets']} snippets from {attrs['n_frames']} frames, "
+          f"backbones {attrs['backbones']}, {attrs['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

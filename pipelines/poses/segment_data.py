@@ -1,0 +1,118 @@
+"""Pose segments of whole videos and splits, for the skeleton methods STG-NF and GENet.
+
+The window rule, the joint layout and the normalisation are those of STG-NF (Hirschorn & Avidan,
+ICCV 2023) in ``pipelines.poses.segments``; here they are applied to poses files. A
+:class:`SegmentBank` keeps only the detections' keypoints and, per segment, the rows of its
+detections, and builds normalised batches when asked: memory grows with the detections, not with
+segments x window length. :func:`frame_anomaly_scores` turns one video's segment scores into frame
+scores with the protocol of ``pipelines.poses.frame_scores``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from pipelines.poses.frame_scores import ClipSegmentScores, clip_frame_scores
+from pipelines.poses.segments import coco17_to_openpose18, continuous_window_starts, hflip, model_input
+from pipelines.poses.store import PoseTracks, read_poses
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """How tracks become segments (STG-NF: seg_len 24 for ShanghaiTech, 16 for UBnormal)."""
+
+    seg_len: int
+    stride: int
+    max_missing: int = 2
+    released_rule: bool = False
+    frame_size: tuple[int, int] = (856, 480)
+
+
+def resolve_params(params: dict[str, Any], dataset: str | None) -> dict[str, Any]:
+    """A pose method's parameters with the ``per_dataset`` overrides of ``dataset`` applied."""
+    resolved = {k: v for k, v in params.items() if k != "per_dataset"}
+    resolved.update((params.get("per_dataset") or {}).get(dataset, {}) if dataset else {})
+    return resolved
+
+
+def dataset_of(files: Sequence[Path]) -> str | None:
+    """The dataset the poses files (or person-tube files) belong to; they must agree."""
+    names = set()
+    for path in files:
+        with h5py.File(path, "r") as handle:
+            names.add(handle.attrs.get("dataset", ""))
+    if len(names) > 1:
+        raise ValueError(f"input files belong to several datasets: {sorted(names)}")
+    name = names.pop() if names else ""
+    return name or None
+
+
+class SegmentBank:
+    """Windows of ``seg_len`` consecutive detections of the tracks of one or more videos."""
+
+    def __init__(self, videos: Sequence[PoseTracks], settings: WindowSettings):
+        self.settings = settings
+        keypoints, rows, video_index, track_ids, start_frames = [], [], [], [], []
+        offset = 0
+        for number, tracks in enumerate(videos):
+            for track_id, span in tracks.tracks():
+                frames = tracks.frames[span]
+                starts = continuous_window_starts(
+                    frames, settings.seg_len, settings.stride, settings.max_missing, settings.released_rule
+                )
+                rows.append(offset + span.start + starts[:, None] + np.arange(settings.seg_len)[None, :])
+                video_index.append(np.full(starts.size, number))
+                track_ids.append(np.full(starts.size, track_id))
+                start_frames.append(frames[starts])
+            keypoints.append(tracks.keypoints)
+            offset += len(tracks)
+        self.keypoints = np.concatenate(keypoints) if keypoints else np.zeros((0, 17, 3), np.float32)
+        self.rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, settings.seg_len), np.int64)
+        self.video_index = np.concatenate(video_index).astype(np.int64) if rows else np.zeros(0, np.int64)
+        self.track_ids = np.concatenate(track_ids).astype(np.int64) if rows else np.zeros(0, np.int64)
+        self.start_frames = np.concatenate(start_frames).astype(np.int64) if rows else np.zeros(0, np.int64)
+
+    @classmethod
+    def from_files(cls, files: Sequence[Path], settings: WindowSettings) -> "SegmentBank":
+        return cls([read_poses(path)[0] for path in files], settings)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def poses(self, index: np.ndarray) -> np.ndarray:
+        """(B, 3, T, 18) pixel poses in OpenPose order (x, y, confidence) of the segments ``index``."""
+        windows = coco17_to_openpose18(self.keypoints[self.rows[index]])  # (B, T, 18, 3)
+        return windows.transpose(0, 3, 1, 2)
+
+    def model_input(self, index: np.ndarray, flipped: np.ndarray | None = None) -> np.ndarray:
+        """(B, 2, T, 18) normalised x, y; segments where ``flipped`` is True are mirrored first."""
+        poses = self.poses(index).astype(np.float64)
+        if flipped is not None and flipped.any():
+            poses[flipped] = hflip(poses[flipped])
+        return model_input(poses, self.settings.frame_size)
+
+
+def frame_anomaly_scores(
+    n_frames: int,
+    track_ids: np.ndarray,
+    start_frames: np.ndarray,
+    normality: np.ndarray,
+    seg_len: int,
+    empty_normality: float,
+) -> np.ndarray:
+    """One video's frame anomaly scores (float32, higher = more abnormal) from segment normality scores.
+
+    A segment's score goes to its centre frame, a frame takes its most abnormal person, and frames
+    where no segment is centred get ``empty_normality``, the fill of "nobody there". The result is
+    the negated normality, so that higher means more abnormal.
+    """
+    clip = ClipSegmentScores(n_frames, np.asarray(track_ids), np.asarray(start_frames), np.asarray(normality))
+    frame_normality = clip_frame_scores(clip, seg_len)
+    if np.isneginf(frame_normality).any():
+        raise ValueError("a segment has a normality of -inf: the model produced an infinite score")
+    frame_normality[np.isposinf(frame_normality)] = empty_normality
+    return (-frame_normality).astype(np.float32)

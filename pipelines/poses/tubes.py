@@ -1,0 +1,192 @@
+"""Person-tube I3D features of pose segments, the input GENet explores, cached in one HDF5 per video.
+
+GENet (Yang et al., ACM MM 2024) reads, for every pose segment, the I3D Mixed_5c feature map of the
+person's tube: per frame, the keypoint box enlarged by 20 % of its width and height on each side is
+cropped (``tool/excrop.py``, alpha 0.2), the crops of the segment's frames form a clip, and the RGB
+Inception I3D (Carreira & Zisserman, CVPR 2017) turns it into a (1024, T/8, 3, 3) map. The authors
+never published their extractor or features; here the crops are square-resized to ``crop_size``
+(96 gives the 3x3 map directly) and scaled to [-1, 1] as DeepMind's I3D expects, and the map is
+average-pooled to (T/8, 3, 3) if another crop size is chosen.
+
+Layout: ``poses`` (S, 3, T, 18) float32 (OpenPose order, pixels and confidence), ``track_ids`` (S,),
+``start_frames`` (S,), ``features`` (S, 1024, T/8, 3, 3) float16; attributes: the window and crop
+settings, the backbone's weights checksum ("random-init" when no Kinetics weights were given and
+random weights were explicitly allowed), and the poses file's sha256.
+
+Run by hand: ``python -m pipelines.poses.tubes POSES.h5 FRAMES.h5 OUT.h5 --settings-json J
+[--weights rgb_imagenet.pt] [--allow-random-backbone] [--seed S] [--dataset NAME]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import hdf5plugin
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipelines.atomic import atomic_path
+from pipelines.features.weights import load_backbone
+from pipelines.frame_store import FrameReader
+from pipelines.poses.segment_data import SegmentBank, WindowSettings
+from pipelines.poses.store import keypoint_boxes, read_poses
+from pipelines.provenance import sha256_file, versions
+
+FORMAT = "vadbench-tubes-1"
+BACKBONE = "inception_k400_rgb"
+TUBE_GRID = (3, 3)
+
+
+@dataclass(frozen=True)
+class TubeSettings:
+    window: WindowSettings
+    margin: float = 0.2  # box enlargement on each side, as a fraction of its width / height
+    crop_size: int = 96  # square side every per-frame crop is resized to
+    batch_size: int = 8  # segments per backbone forward pass
+
+
+def tube_boxes(keypoints: np.ndarray, margin: float) -> np.ndarray:
+    """(N, 17, 3) keypoints -> (N, 4) boxes around them, enlarged by ``margin`` x size on every side."""
+    boxes = keypoint_boxes(keypoints)
+    size = np.maximum(boxes[:, 2:] - boxes[:, :2], 2.0)
+    return np.concatenate([boxes[:, :2] - margin * size, boxes[:, 2:] + margin * size], axis=1)
+
+
+def crop_detections(reader: FrameReader, frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8 crops of each detection's box from its frame; outside the frame is black."""
+    crops = np.zeros((len(frames), size, size, 3), np.uint8)
+    by_frame = {}
+    for row, frame in enumerate(frames):
+        by_frame.setdefault(int(frame), []).append(row)
+    for start, block in reader.blocks():
+        for offset, image in enumerate(block):
+            for row in by_frame.get(start + offset, ()):
+                x1, y1, x2, y2 = boxes[row]
+                scale_x, scale_y = size / (x2 - x1), size / (y2 - y1)
+                matrix = np.array([[scale_x, 0, -x1 * scale_x], [0, scale_y, -y1 * scale_y]], np.float32)
+                crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT)
+                crops[row] = np.repeat(crop[..., None], 3, axis=2) if crop.ndim == 2 else crop
+    return crops
+
+
+@torch.no_grad()
+def tube_features(backbone: torch.nn.Module, clips: np.ndarray, seg_len: int, device: str) -> np.ndarray:
+    """(B, T, h, w, 3) uint8 clips -> (B, 1024, T/8, 3, 3) float32 Mixed_5c maps."""
+    x = torch.from_numpy(clips).to(device).permute(0, 4, 1, 2, 3).float()
+    x = (x - 127.5) / 127.5
+    maps = backbone.feature_map(x)
+    target = (seg_len // 8, *TUBE_GRID)
+    if tuple(maps.shape[2:]) != target:
+        maps = F.adaptive_avg_pool3d(maps, target)
+    return maps.cpu().numpy()
+
+
+def extract(poses_file: Path, frames_file: Path, out: Path, settings: TubeSettings, backbone: torch.nn.Module,
+            dataset: str = "") -> int:
+    """Write the tubes file of one video; returns the number of segments."""
+    if settings.window.seg_len % 8:
+        raise ValueError(f"seg_len {settings.window.seg_len}: GENet needs a multiple of 8 (I3D's temporal stride)")
+    device = next(backbone.parameters()).device.type
+    tracks, _ = read_poses(poses_file)
+    bank = SegmentBank([tracks], settings.window)
+    with FrameReader(frames_file) as reader:
+        crops = crop_detections(reader, tracks.frames, tube_boxes(tracks.keypoints, settings.margin),
+                                settings.crop_size)
+    seg_len = settings.window.seg_len
+    feature_shape = (1024, seg_len // 8, *TUBE_GRID)
+    blosc = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as handle:
+        handle.create_dataset("poses", data=bank.poses(np.arange(len(bank))).astype(np.float32))
+        handle.create_dataset("track_ids", data=bank.track_ids)
+        handle.create_dataset("start_frames", data=bank.start_frames)
+        features = handle.create_dataset("features", shape=(len(bank), *feature_shape), dtype=np.float16,
+                                         chunks=(1, *feature_shape), **blosc)
+        for start in range(0, len(bank), settings.batch_size):
+            index = np.arange(start, min(start + settings.batch_size, len(bank)))
+            clips = crops[bank.rows[index]]  # (B, T, h, w, 3)
+            features[index[0] : index[-1] + 1] = tube_features(backbone, clips, seg_len, device).astype(np.float16)
+        handle.attrs.update({
+            "format": FORMAT,
+            "dataset": dataset,
+            "n_frames": tracks.n_frames,
+            "frame_width": tracks.frame_size[0],
+            "frame_height": tracks.frame_size[1],
+            "settings": json.dumps(asdict(settings), sort_keys=True),
+            "backbone": BACKBONE,
+            "backbone_weights": getattr(backbone, "weights_checksum", "unknown"),
+            "poses_file": str(poses_file),
+            "poses_sha256": sha256_file(poses_file),
+            "versions": json.dumps(versions(), sort_keys=True),
+        })
+    return len(bank)
+
+
+@dataclass
+class Tubes:
+    """A tubes file read into memory, features excepted (read on demand)."""
+
+    path: Path
+    poses: np.ndarray
+    track_ids: np.ndarray
+    start_frames: np.ndarray
+    n_frames: int
+    feature_shape: tuple[int, ...]
+    attrs: dict
+
+    def features(self, index: np.ndarray) -> np.ndarray:
+        """(B, 1024, T', 3, 3) float32 feature maps of the segments ``index`` (any order)."""
+        index = np.asarray(index)
+        order = np.argsort(index, kind="stable")
+        if index.size == 0:
+            return np.zeros((0, *self.feature_shape), np.float32)
+        with h5py.File(self.path, "r") as handle:
+            data = handle["features"][index[order]]
+        result = np.empty(data.shape, np.float32)
+        result[order] = data
+        return result
+
+
+def read_tubes(path: str | Path) -> Tubes:
+    with h5py.File(path, "r") as handle:
+        if handle.attrs.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a person-tubes file")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in handle.attrs.items()}
+        return Tubes(Path(path), handle["poses"][()], handle["track_ids"][()], handle["start_frames"][()],
+                     int(attrs["n_frames"]), tuple(handle["features"].shape[1:]), attrs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("poses", type=Path, help="the video's poses file")
+    parser.add_argument("frames", type=Path, help="the video's frames file")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--settings-json", required=True,
+                        help="seg_len, stride, max_missing, released_rule, frame_size, margin, crop_size, batch_size")
+    parser.add_argument("--weights", type=Path, help="Kinetics RGB I3D weights (rgb_imagenet.pt)")
+    parser.add_argument("--cache-dir", type=Path, help="folder where the weights may already be")
+    parser.add_argument("--allow-random-backbone", action="store_true",
+                        help="without weights, use a seeded random I3D (recorded as random-init)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default="")
+    args = parser.parse_args(argv)
+    values = json.loads(args.settings_json)
+    window = WindowSettings(values["seg_len"], values["stride"], values["max_missing"], values["released_rule"],
+                            tuple(values["frame_size"]))
+    settings = TubeSettings(window, values["margin"], values["crop_size"], values["batch_size"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone = load_backbone(BACKBONE, args.weights, args.allow_random_backbone, cache_dir=args.cache_dir,
+                             seed=args.seed).to(device)
+    n = extract(args.poses, args.frames, args.out, settings, backbone, args.dataset)
+    print(f"{args.out}: {n} person tubes, backbone weights {backbone.weights_checksum}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""What the glue of the weakly-supervised feature methods shares: training files, scores to frames, protocol.
+
+Used by AR-Net (Wan et al., ICME 2020) and SSRL (Li et al., ECCV 2022): splitting a weak training split by
+video label, checking that all its feature files are of one kind, RTFM's 32-segment training items kept
+in a cache file (Tian et al., ICCV 2021), turning one video's snippet scores into frame scores by the
+features' own snippet rule (never an upstream ground-truth array), and the evaluation protocol, whose label
+convention also names the features the numbers were obtained on.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from models.base import TrainInputs, VideoScore
+from pipelines.atomic import atomic_path
+from pipelines.features.store import FeatureReader, FeatureSource
+from pipelines.metrics import Protocol, expand_snippets
+from pipelines.weak_protocol import FRAMES_PER_SNIPPET, TRAIN_SEGMENTS, snippet_count
+
+# The key under which the workflow hands a feature method the description of its features per dataset
+# (workflow/rules/features.smk fills it from the features section of the config).
+FEATURE_SOURCE_KEY = "feature_source"
+_RULE_OF_TAIL = {"loop_pad": "pad_last", "drop": "truncate"}
+
+
+def split_by_label(inputs: TrainInputs) -> tuple[list[Path], list[Path]]:
+    """(normal files, abnormal files) of a weak training split, each in input order."""
+    normal, abnormal = [], []
+    for path in inputs.files:
+        video = Path(path).stem
+        if video not in inputs.video_labels:
+            raise ValueError(f"{path}: video {video} has no video label in the training labels")
+        (abnormal if inputs.video_labels[video] else normal).append(Path(path))
+    if not normal or not abnormal:
+        raise ValueError(f"weak training needs normal and abnormal videos; found {len(normal)} normal, "
+                         f"{len(abnormal)} abnormal")
+    return normal, abnormal
+
+
+def training_features(files: Sequence[Path], grids: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
+    """Check that a split's feature files are of one feature set and shape (with ``grids``); describe them."""
+    seen: dict[tuple, list[str]] = {}
+    sources = set()
+    for path in files:
+        with FeatureReader(path) as reader:
+            missing = [grid for grid in grids if grid not in reader.grids]
+            if missing:
+                raise ValueError(f"{path}: no patch features for grids {missing} (it has {reader.grids}); "
+                                 f"published clip features carry none: extract them or give published patch files")
+            key = (reader.attrs["feature_set"], reader.n_views, reader.feature_dim)
+            seen.setdefault(key, []).append(Path(path).stem)
+            sources.add(FeatureSource.from_attrs(reader.attrs))
+    if len(seen) != 1:
+        kinds = "; ".join(f"{k[0]} (views {k[1]}, dim {k[2]}) for {v[:3]}" for k, v in seen.items())
+        raise ValueError(f"training features are of more than one kind: {kinds}")
+    (feature_set, views, dim), = seen
+    return {
+        "feature_set": feature_set,
+        "n_views": views,
+        "feature_dim": dim,
+        "sources": sorted({f"{s.origin}: " + ", ".join(f"{n} {w}" for n, w in s.backbones) for s in sources}),
+    }
+
+
+def divided_segments(reader: FeatureReader, grids: Sequence[tuple[int, int]] = (),
+                     n_segments: int = TRAIN_SEGMENTS) -> np.ndarray:
+    """One video's training item (views + sum P, n_segments, D): ``weak_protocol.training_segments`` of its
+    clip and patch features, read one segment's snippets at a time so memory does not grow with T."""
+    n = reader.n_snippets
+    if n == 0:
+        raise ValueError(f"{reader.path}: no snippets to divide")
+    bounds = np.linspace(0, n, n_segments + 1).astype(int)
+    channels = reader.n_views + sum(rows * cols for rows, cols in grids)
+    out = np.empty((channels, n_segments, reader.feature_dim), np.float32)
+    for index in range(n_segments):
+        # An empty range (only when T < n_segments) takes the single snippet at its start.
+        start, stop = bounds[index], max(bounds[index + 1], bounds[index] + 1)
+        parts = [reader.features(start, stop)] + [reader.patches(grid, start, stop) for grid in grids]
+        out[:, index] = np.concatenate(parts, axis=1).mean(axis=0)
+    return out
+
+
+class SegmentCache:
+    """The 32-segment training items of a list of videos, divided once and kept in one HDF5 file.
+
+    Rebuilt (atomically) when the file is missing or was made from other files or grids; a training step
+    then reads only the rows of its batch.
+    """
+
+    def __init__(self, path: Path, files: Sequence[Path], grids: Sequence[tuple[int, int]] = ()):
+        self.path = Path(path)
+        key = json.dumps({"files": [str(f) for f in files], "grids": [list(g) for g in grids]})
+        if not self._matches(key):
+            self._build(files, grids, key)
+        self._file = h5py.File(self.path, "r")
+        self._items = self._file["segments"]
+
+    def _matches(self, key: str) -> bool:
+        if not self.path.is_file():
+            return False
+        with h5py.File(self.path, "r") as handle:
+            return handle.attrs.get("key") == key
+
+    def _build(self, files: Sequence[Path], grids: Sequence[tuple[int, int]], key: str) -> None:
+        with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as handle:
+            items = None
+            for index, path in enumerate(files):
+                with FeatureReader(path) as reader:
+                    item = divided_segments(reader, grids)
+                if items is None:
+                    items = handle.create_dataset("segments", (len(files), *item.shape), np.float32,
+                                                  chunks=(1, *item.shape))
+                items[index] = item
+            handle.attrs["key"] = key
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        """Items of the given videos, in the given order: (len(indices), channels, n_segments, D)."""
+        return np.stack([self._items[int(i)] for i in indices])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "SegmentCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def frame_scores(snippet_scores: np.ndarray, n_frames: int, tail: str) -> VideoScore:
+    """Frame scores of one video from its snippet scores, each repeated over its 16 frames.
+
+    Loop-padded features (tail "loop_pad", T = ceil(n/16)) score every frame, the last snippet its partial
+    window. Features without the partial tail (tail "drop", T = floor(n/16), AR-Net) leave the last
+    n - 16T frames unscored, as AR-Net's evaluation cuts the ground truth to 16T frames.
+    """
+    scores = np.asarray(snippet_scores, dtype=np.float32).reshape(-1)
+    expected = snippet_count(n_frames, _RULE_OF_TAIL[tail])
+    if scores.size != expected:
+        raise ValueError(f"{scores.size} snippet scores for {n_frames} frames, but tail {tail!r} gives {expected}")
+    if tail == "loop_pad":
+        return VideoScore(expand_snippets(scores, n_frames).astype(np.float32), np.ones(n_frames, bool))
+    covered = FRAMES_PER_SNIPPET * scores.size
+    frames = np.zeros(n_frames, np.float32)
+    scored = np.zeros(n_frames, bool)
+    if covered:
+        frames[:covered] = expand_snippets(scores, covered)
+        scored[:covered] = True
+    return VideoScore(frames, scored)
+
+
+def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
+    """Pooled frame AUC of snippet scores expanded x16, labelled with the features they were obtained on.
+
+    The dataset is the label convention's prefix (every adapter's convention starts ``<dataset>:``).
+    """
+    dataset = label_convention.partition(":")[0]
+    features = params.get(FEATURE_SOURCE_KEY, {}).get(dataset, "features not recorded (run outside the workflow)")
+    return Protocol(pooling="micro", label_convention=f"{label_convention}; {features}",
+                    snippet_length=FRAMES_PER_SNIPPET)

@@ -1,0 +1,262 @@
+"""The learned frame methods (every registered method that reads frames and trains) as pipeline
+methods: resumable staged training on frames files, deterministic streamed scoring, the checks on
+checkpoints and inputs, their paper protocols, and (slow) the DAG end to end on CPU."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models import TrainInputs, get_method, get_method_class, method_names
+from models.std import std_regularity, std_video_score
+from pipelines.frame_clips import FrameFormat, convert
+from pipelines.frame_store import FrameReader, FrameWriter
+from pipelines.metrics import postprocess
+from pipelines.training import CheckpointError, StageRun
+
+LEARNED_FRAME_METHODS = [
+    name for name in method_names()
+    if get_method_class(name).input_kind == "frames" and get_method_class(name).stages
+]
+
+# Tiny settings of each learned frame method: 32 px and a handful of steps, checkpoints every 2.
+TINY = {
+    "lgn_net": {"preset": "cpu_budget", "image_size": 32, "epochs": 2, "steps_per_epoch": 2, "batch_size": 2,
+                "checkpoint_every": 2},
+    "std": {"preset": "cpu_budget", "image_size": 32, "batch_size": 2, "pretrain_iterations": 2, "kmeans_batches": 8,
+            "kmeans_n_init": 1, "joint_iterations": 4, "checkpoint_every": 2, "score_batch": 4},
+}
+TEST_FRAMES = 10  # frames of the scored test video
+# The setting that diverges the first stage in one step.
+DIVERGING = {"lgn_net": {"lr": 1e30}, "std": {"ae_lr": 1e30}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread, as Snakemake gives a job by default, and for every run here: the reference
+    weights and a resumed run must sum in the same order to be bit-identical."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(method: str, **changes) -> dict:
+    if method not in TINY:
+        pytest.fail(f"learned frame method {method!r} has no tiny settings in TINY: add them")
+    return TINY[method] | changes
+
+
+def write_frames(path: Path, n: int, seed: int) -> Path:
+    """A small RGB video: a bright square drifting over noise."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(30, 60, size=(n, 40, 48, 3), dtype=np.uint8)
+    for t in range(n):
+        frames[t, 8:18, 2 * t : 2 * t + 10] = (220, 180, 60)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FrameWriter(path, 40, 48, 3, "lz4") as writer:
+        writer.append(frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("frames")
+    return {
+        "train": [write_frames(root / "train" / f"{i}.h5", 12, seed=i) for i in range(2)],
+        "test": write_frames(root / "test" / "t.h5", TEST_FRAMES, seed=9),
+        "short": write_frames(root / "short" / "s.h5", 3, seed=5),
+    }
+
+
+def train_all(method: str, params: dict, files: list[Path], out_dir: Path) -> Path:
+    """Run every stage in order, each from the previous stage's checkpoint; the last checkpoint."""
+    model = get_method(method, params, seed=0)
+    previous = None
+    for stage in model.stages:
+        out = out_dir / f"{stage}.pt"
+        model.train_stage(stage, TrainInputs(files, {p.stem: 0 for p in files}), previous, out)
+        previous = out
+    return previous
+
+
+@pytest.fixture(scope="module")
+def trained(videos, tmp_path_factory) -> dict[str, Path]:
+    """Final checkpoint of each method, trained straight through."""
+    return {m: train_all(m, tiny(m), videos["train"], tmp_path_factory.mktemp(m)) for m in LEARNED_FRAME_METHODS}
+
+
+def test_the_learned_frame_methods_are_registered():
+    assert {"lgn_net", "std"} <= set(LEARNED_FRAME_METHODS)
+    for name in LEARNED_FRAME_METHODS:
+        cls = get_method_class(name)
+        assert cls.supervision == "one_class" and cls.uses_gpu
+    assert get_method_class("std").stages == ("pretrain_ae", "init_centres", "joint")
+
+
+@pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
+def test_stopped_and_resumed_training_ends_with_the_same_weights(method, videos, trained, tmp_path, monkeypatch):
+    stages = get_method_class(method).stages
+    advance = StageRun.advance
+
+    class Preempted(Exception):
+        pass
+
+    def advance_then_preempt(self, model, optimizers):
+        advance(self, model, optimizers)
+        if self.stage == stages[-1] and self.step == 3:  # one step past the periodic checkpoint of step 2
+            raise Preempted
+
+    monkeypatch.setattr(StageRun, "advance", advance_then_preempt)
+    with pytest.raises(Preempted):
+        train_all(method, tiny(method), videos["train"], tmp_path)
+    final = tmp_path / f"{stages[-1]}.pt"
+    assert not final.exists() and (tmp_path / f"{final.name}.resume" / "step_2.pt").exists()
+
+    steps_run = []
+
+    def advance_and_count(self, model, optimizers):
+        advance(self, model, optimizers)
+        steps_run.append(self.step)
+
+    monkeypatch.setattr(StageRun, "advance", advance_and_count)
+    model = get_method(method, tiny(method), seed=0)
+    previous = tmp_path / f"{stages[-2]}.pt" if len(stages) > 1 else None
+    model.train_stage(stages[-1], TrainInputs(videos["train"], {}), previous, final)
+    assert steps_run == [3, 4], "the restarted stage must continue after its last checkpoint"
+
+    resumed = torch.load(final, weights_only=True)
+    straight = torch.load(trained[method], weights_only=True)
+    assert resumed["model"].keys() == straight["model"].keys()
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    assert not (tmp_path / f"{final.name}.resume").exists()
+    assert straight["config"]["image_size"] == 32 and straight["versions"]["torch"].startswith("2.")
+
+
+@pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
+def test_scoring_twice_gives_the_same_scores(method, videos, trained):
+    model = get_method(method, tiny(method))
+    first = model.score_video(trained[method], videos["test"])
+    second = model.score_video(trained[method], videos["test"])
+    np.testing.assert_array_equal(first.scores, second.scores)
+    skipped = model.protocol("synthetic").skipped_start_frames
+    assert first.scores.shape == (TEST_FRAMES,) and first.scores.dtype == np.float32
+    assert not first.scored[:skipped].any() and first.scored[skipped:].all()
+    assert np.isfinite(first.scores).all() and np.unique(first.scores[skipped:]).size > 1
+
+
+@pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
+def test_a_checkpoint_of_another_method_or_resolution_is_refused(method, videos, trained, tmp_path):
+    other = next(m for m in LEARNED_FRAME_METHODS if m != method)
+    with pytest.raises(CheckpointError, match=f"checkpoint of method '{other}', expected '{method}'"):
+        get_method(method, tiny(method)).score_video(trained[other], videos["test"])
+    bigger = get_method(method, tiny(method, image_size=48))
+    with pytest.raises(CheckpointError, match="checkpoint has image_size=32, this run needs image_size=48"):
+        bigger.score_video(trained[method], videos["test"])
+    stages = get_method_class(method).stages
+    if len(stages) > 1:  # a later stage refuses an earlier stage made at another resolution
+        with pytest.raises(CheckpointError, match="image_size=48"):
+            bigger.train_stage(stages[-1], TrainInputs(videos["train"], {}), trained[method], tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
+def test_a_video_shorter_than_a_clip_is_a_clear_error(method, videos, trained, tmp_path):
+    model = get_method(method, tiny(method))
+    files = [*videos["train"], videos["short"]]
+    with pytest.raises(ValueError, match=r"s\.h5: 3 frames, fewer than the \d+ needed for one 5-frame clip"):
+        model.train_stage(model.stages[0], TrainInputs(files, {}), None, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="fewer than"):
+        model.score_video(trained[method], videos["short"])
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
+def test_a_nan_loss_stops_with_a_clear_message_and_no_checkpoint(method, videos, tmp_path):
+    model = get_method(method, tiny(method, checkpoint_every=1) | DIVERGING[method])
+    out = tmp_path / f"{model.stages[0]}.pt"
+    with pytest.raises(FloatingPointError, match=rf"{method} stage {model.stages[0]} step \d+.*loss is"):
+        model.train_stage(model.stages[0], TrainInputs(videos["train"], {}), None, out)
+    assert not out.exists()
+    for periodic in (tmp_path / f"{out.name}.resume").glob("*.pt"):  # only steps whose loss was finite
+        weights = torch.load(periodic, weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), periodic
+
+
+def test_frames_are_converted_to_each_network_convention():
+    frames = np.zeros((2, 40, 48, 3), np.uint8)
+    frames[..., 0] = 255  # pure red
+    bgr = convert(frames, FrameFormat(32, "bgr", -1.0, 1.0))
+    rgb = convert(frames, FrameFormat(16, "rgb", 0.0, 1.0))
+    assert bgr.shape == (2, 3, 32, 32) and rgb.shape == (2, 3, 16, 16)
+    assert torch.equal(bgr[:, 2], torch.ones(2, 32, 32)) and torch.equal(bgr[:, 0], -torch.ones(2, 32, 32))
+    assert torch.equal(rgb[:, 0], torch.ones(2, 16, 16)) and rgb[:, 1:].abs().max() == 0
+    grey = convert(np.full((1, 40, 48, 1), 51, np.uint8), FrameFormat(16, "rgb", 0.0, 1.0))
+    assert grey.shape == (1, 3, 16, 16) and torch.allclose(grey, torch.full_like(grey, 0.2))
+
+
+def test_std_pairs_each_clip_with_the_frame_after_its_target(videos, trained):
+    """Frame t holds the score of the clip starting at t - 5; the protocol's per-video min-max
+    turns the stored -regularity into the official 1 - minmax(regularity)."""
+    method = get_method("std", tiny("std"))
+    result = method.score_video(trained["std"], videos["test"])
+    network = method.load(trained["std"])
+    with FrameReader(videos["test"]) as reader:
+        clips = torch.stack([convert(reader.clip(start, 5), method.frame_format) for start in range(TEST_FRAMES - 5)])
+    with torch.no_grad():
+        regularity = std_regularity(network(clips), clips)
+    np.testing.assert_allclose(result.scores[5:], -regularity.numpy(), rtol=1e-5)
+    protocol = method.protocol("synthetic")
+    official = std_video_score(regularity).numpy()
+    np.testing.assert_allclose(postprocess(result.scores[result.scored], protocol), official, atol=1e-5)
+
+
+def test_lgn_net_test_time_memory_update_is_gated_by_gamma(videos, trained):
+    never = get_method("lgn_net", tiny("lgn_net", test_gamma=0.0)).score_video(trained["lgn_net"], videos["test"])
+    always = get_method("lgn_net", tiny("lgn_net", test_gamma=1e9)).score_video(trained["lgn_net"], videos["test"])
+    assert never.scored.sum() == always.scored.sum() == TEST_FRAMES - 4
+    assert not np.array_equal(never.scores, always.scores)
+
+
+def test_protocols_state_the_paper_conventions():
+    lgn = get_method("lgn_net", {"preset": "paper"}).protocol("ped2 labels")
+    assert (lgn.normalisation, lgn.skipped_start_frames, lgn.smoothing_sigmas) == ("none", 4, ())
+    assert "lambda=0.6" in lgn.label_convention and "gamma=0.009" in lgn.label_convention
+    std = get_method("std", {}).protocol("ped2 labels")
+    assert (std.normalisation, std.skipped_start_frames, std.pooling) == ("minmax_per_video", 5, "micro")
+    assert std.label_convention.startswith("ped2 labels; std")
+
+
+def test_presets_fill_unset_keys_and_reject_unknown_ones():
+    paper = get_method("std", {"preset": "paper", "joint_iterations": None})
+    assert (paper.cfg.image_size, paper.cfg.joint_iterations, paper.cfg.ae_lr) == (256, 100_000, 1e-5)
+    budget = get_method("lgn_net", {"preset": "cpu_budget", "lr": 1e-3})
+    assert (budget.cfg.image_size, budget.cfg.lr, budget.settings["steps_per_epoch"]) == (32, 1e-3, 100)
+    with pytest.raises(ValueError, match="unknown parameters \\['image_sise'\\]"):
+        get_method("lgn_net", {"image_sise": 64})
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        get_method("std", {"preset": "fast"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
+def test_the_dag_trains_scores_and_reports_on_cpu(method, tmp_path):
+    from tests.workflow_helpers import run_snakemake, tiny_config
+
+    config = tiny_config(n_train=2, n_test=2, n_frames=24, height=48, width=64)
+    for name, entry in config["methods"].items():
+        entry["enabled"] = name == method
+    config["methods"][method].update(tiny(method))
+    run_snakemake(tmp_path, config)
+    for stage in get_method_class(method).stages:
+        assert (tmp_path / "results" / "models" / method / "synthetic" / f"{stage}.pt").is_file()
+    table = pd.read_csv(tmp_path / "results" / "report" / "auc_table.csv")
+    row = table[table.method == method].iloc[0]
+    assert (row.dataset, row.split, row.n_videos) == ("synthetic", "test", 2)
+    assert 0 <= row.auc_micro <= 100 and np.isfinite(row.auc_micro)
+    record = json.loads((tmp_path / "results" / "eval" / method / "synthetic" / "test.json").read_text())
+    assert record["protocol"]["skipped_start_frames"] == get_method(method, tiny(method)).protocol("").skipped_start_frames

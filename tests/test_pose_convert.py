@@ -1,0 +1,181 @@
+"""Converting AlphaPose's two JSON layouts into poses files, and refusing damaged input."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.frame_store import FrameWriter
+from pipelines.poses.convert import PoseFormatError, convert, main
+from pipelines.poses.segments import segment_track
+from pipelines.poses.store import PoseDataError, read_poses
+
+
+def _keypoints(seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(10, 90, size=(17, 2)).round(2)
+    conf = rng.uniform(0.1, 1.0, size=(17, 1)).round(3)
+    return np.concatenate([xy, conf], axis=1).ravel().tolist()
+
+
+@pytest.fixture
+def frames_file(tmp_path) -> Path:
+    path = tmp_path / "frames.h5"
+    with FrameWriter(path, height=100, width=120, channels=3, compression="none") as writer:
+        writer.append(np.zeros((30, 100, 120, 3), np.uint8))
+    return path
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+# What AlphaPose's demo_inference.py writes for a video with tracking on: image_id "<frame>.jpg",
+# box [x, y, w, h], idx the track id (PoseFlow writes an int; merged pose-NMS ids come as a list).
+ALPHAPOSE_RESULTS = [
+    {"image_id": "0.jpg", "category_id": 1, "keypoints": _keypoints(0), "score": 2.61,
+     "box": [10.0, 12.0, 40.0, 80.0], "idx": 1},
+    {"image_id": "0.jpg", "category_id": 1, "keypoints": _keypoints(1), "score": 2.2,
+     "box": [60.0, 8.0, 30.0, 70.0], "idx": 2},
+    {"image_id": "1.jpg", "category_id": 1, "keypoints": _keypoints(2), "score": 2.58,
+     "box": [11.0, 12.5, 40.0, 80.0], "idx": [1.0]},
+    {"image_id": "2.jpg", "category_id": 1, "keypoints": _keypoints(3), "score": 2.5,
+     "box": [12.0, 13.0, 41.0, 79.0], "idx": 1},
+]
+
+# The released STG-NF pose packages: {person_id: {zero-padded frame: {keypoints, scores}}}.
+TRACKED_PERSON = {
+    "1": {"0000": {"keypoints": _keypoints(10), "scores": 2.9},
+          "0001": {"keypoints": _keypoints(11), "scores": 2.8}},
+    "3": {"0004": {"keypoints": _keypoints(12), "scores": 1.7}},
+}
+
+
+def test_alphapose_results_round_trip(tmp_path, frames_file):
+    source = _write(tmp_path / "alphapose-results.json", ALPHAPOSE_RESULTS)
+    settings = {"detector": "yolox-x", "tracker": "pose_flow", "min_box_area": 0}
+    weights = tmp_path / "fake_checkpoint.pth"
+    weights.write_bytes(b"weights")
+    convert(source, tmp_path / "v.h5", frames_file, settings=settings, weights={"pose": weights})
+    tracks, attrs = read_poses(tmp_path / "v.h5")
+    np.testing.assert_array_equal(tracks.track_ids, [1, 1, 1, 2])
+    np.testing.assert_array_equal(tracks.frames, [0, 1, 2, 0])
+    for row, item in zip(range(4), [ALPHAPOSE_RESULTS[i] for i in (0, 2, 3, 1)]):
+        np.testing.assert_allclose(tracks.keypoints[row].ravel(), item["keypoints"], rtol=1e-6)
+        x, y, w, h = item["box"]
+        np.testing.assert_allclose(tracks.boxes[row], [x, y, x + w, y + h])
+        assert tracks.scores[row] == pytest.approx(item["score"])
+    assert (tracks.n_frames, tracks.frame_size) == (30, (120, 100))
+    assert attrs["source_format"] == "alphapose_results" and attrs["box_source"] == "detector"
+    assert attrs["settings"] == settings
+    assert attrs["weights_sha256"]["pose"] == hashlib.sha256(b"weights").hexdigest()
+    assert attrs["n_tracks"] == 2 and attrs["n_track_gaps"] == 0
+
+
+def test_tracked_person_round_trip(tmp_path, frames_file):
+    source = _write(tmp_path / "01_0014_alphapose_tracked_person.json", TRACKED_PERSON)
+    convert(source, tmp_path / "v.h5", frames_file)
+    tracks, attrs = read_poses(tmp_path / "v.h5")
+    np.testing.assert_array_equal(tracks.track_ids, [1, 1, 3])
+    np.testing.assert_array_equal(tracks.frames, [0, 1, 4])
+    np.testing.assert_allclose(tracks.keypoints[2].ravel(), TRACKED_PERSON["3"]["0004"]["keypoints"], rtol=1e-6)
+    np.testing.assert_allclose(tracks.scores, [2.9, 2.8, 1.7], rtol=1e-6)
+    keypoints = np.asarray(TRACKED_PERSON["1"]["0000"]["keypoints"]).reshape(17, 3)
+    np.testing.assert_allclose(tracks.boxes[0], [*keypoints[:, :2].min(0), *keypoints[:, :2].max(0)], rtol=1e-6)
+    assert attrs["source_format"] == "tracked_person" and attrs["box_source"] == "keypoints"
+
+
+def test_frame_folder_names_map_to_positions(tmp_path, frames_file):
+    images = tmp_path / "frames_dir"
+    images.mkdir()
+    for k in range(1, 31):  # 1-based names, as some datasets number their frames
+        (images / f"{k:03d}.jpg").write_bytes(b"")
+    data = [dict(item, image_id=f"{int(item['image_id'][:-4]) + 1:03d}.jpg") for item in ALPHAPOSE_RESULTS]
+    source = _write(tmp_path / "alphapose-results.json", data)
+    tracks = convert(source, tmp_path / "v.h5", frames_file, image_dir=images)
+    np.testing.assert_array_equal(tracks.frames, [0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_truncated_json_is_a_clear_error(tmp_path, frames_file, cut):
+    text = json.dumps(ALPHAPOSE_RESULTS)
+    source = tmp_path / "alphapose-results.json"
+    source.write_text(text[: int(len(text) * cut)])
+    with pytest.raises(PoseFormatError, match=r"alphapose-results\.json: (truncated|corrupt) JSON .* line 1"):
+        convert(source, tmp_path / "v.h5", frames_file)
+    assert not (tmp_path / "v.h5").exists()
+
+
+def test_corrupt_and_empty_json_are_clear_errors(tmp_path, frames_file):
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text('{"1": {"0000": {"keypoints": [1, 2, oops]}}}')
+    with pytest.raises(PoseFormatError, match="corrupt JSON"):
+        convert(corrupt, tmp_path / "v.h5", frames_file)
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    with pytest.raises(PoseFormatError, match="empty file"):
+        convert(empty, tmp_path / "v.h5", frames_file)
+
+
+@pytest.mark.parametrize("layout", ["results", "tracked"])
+def test_wrong_keypoint_length_names_the_detection(tmp_path, frames_file, layout):
+    if layout == "results":
+        data = json.loads(json.dumps(ALPHAPOSE_RESULTS))
+        data[2]["keypoints"] = data[2]["keypoints"][:-3]  # 16 joints
+        where = r"detection 2 \(image '1\.jpg'\)"
+    else:
+        data = json.loads(json.dumps(TRACKED_PERSON))
+        data["3"]["0004"]["keypoints"] += [1.0, 2.0, 0.5] * 9  # 26 joints (Halpe)
+        where = r"person '3', frame '0004'"
+    source = _write(tmp_path / "poses.json", data)
+    with pytest.raises(PoseFormatError, match=rf"{where}: expected 17 COCO keypoints as 51 values .* found (48|78)"):
+        convert(source, tmp_path / "v.h5", frames_file)
+
+
+def test_untracked_results_are_refused(tmp_path, frames_file):
+    data = json.loads(json.dumps(ALPHAPOSE_RESULTS))
+    del data[1]["idx"]
+    with pytest.raises(PoseFormatError, match="no track id.*--pose_flow"):
+        convert(_write(tmp_path / "a.json", data), tmp_path / "v.h5", frames_file)
+    data = json.loads(json.dumps(ALPHAPOSE_RESULTS))
+    data[1]["idx"] = [[2.0], [5.0]]  # pose-NMS merged two boxes: not a track id
+    with pytest.raises(PoseFormatError, match="several ids"):
+        convert(_write(tmp_path / "b.json", data), tmp_path / "v.h5", frames_file)
+
+
+def test_duplicate_and_out_of_range_detections_are_errors(tmp_path, frames_file):
+    data = json.loads(json.dumps(ALPHAPOSE_RESULTS))
+    data[2]["image_id"] = "0.jpg"  # track 1 twice in frame 0
+    with pytest.raises(PoseDataError, match="track 1 has two detections in frame 0"):
+        convert(_write(tmp_path / "a.json", data), tmp_path / "v.h5", frames_file)
+    data = json.loads(json.dumps(TRACKED_PERSON))
+    data["3"]["0030"] = data["3"].pop("0004")  # the video has frames 0..29
+    with pytest.raises(PoseDataError, match="frames 0..30 but the video has 30 frames"):
+        convert(_write(tmp_path / "b.json", data), tmp_path / "v.h5", frames_file)
+
+
+def test_a_track_that_jumps_is_kept_and_its_gap_never_bridged(tmp_path, frames_file):
+    # Track 7 is seen in frames 0..9, lost for frames 10..14, and seen again in 15..29.
+    frames = [*range(0, 10), *range(15, 30)]
+    data = {"7": {f"{f:04d}": {"keypoints": _keypoints(f), "scores": 1.0} for f in frames}}
+    tracks = convert(_write(tmp_path / "jump.json", data), tmp_path / "v.h5", frames_file)
+    _, attrs = read_poses(tmp_path / "v.h5")
+    assert len(tracks) == len(frames)  # nothing dropped
+    assert attrs["n_track_gaps"] == 1 and attrs["longest_track_gap"] == 5
+    segments = segment_track(tracks.frames, tracks.keypoints, tracks.scores, seg_len=8, stride=1)
+    spans = [(f0, tracks.frames[np.searchsorted(tracks.frames, f0) + 7]) for f0 in segments.start_frames]
+    assert spans and all(end < 10 or start >= 15 for start, end in spans)
+
+
+def test_command_line_reports_errors_without_a_traceback(tmp_path, frames_file, capsys):
+    source = tmp_path / "bad.json"
+    source.write_text("[{")
+    assert main([str(source), str(tmp_path / "v.h5"), "--frames", str(frames_file)]) == 1
+    assert "truncated JSON" in capsys.readouterr().err
+    good = _write(tmp_path / "good.json", ALPHAPOSE_RESULTS)
+    assert main([str(good), str(tmp_path / "v.h5"), "--frames", str(frames_file), "--backend", "alphapose"]) == 0
+    assert "4 detections in 2 tracks" in capsys.readouterr().out

@@ -1,0 +1,248 @@
+"""The AR-Net and SSRL methods in the pipeline: staged training, resume, streaming scores, frames and protocol."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from models import TrainInputs, get_method, get_method_class
+from models.arnet import build_arnet
+from models.ssrl import SSRL_STAGES, SSRLNetwork, snippet_scores
+from pipelines.features import store
+from pipelines.features.store import FeatureReader, FeatureSource
+from pipelines.training import CheckpointError, StageRun, load_checkpoint
+from pipelines.weak_methods import (
+    SegmentCache,
+    divided_segments,
+    frame_scores,
+    protocol,
+    split_by_label,
+    training_features,
+)
+from pipelines.weak_protocol import training_segments
+
+DIM = 16  # feature width of these tests; the I3D features are 2048-d
+GRIDS = ((2, 3), (3, 5), (4, 7))
+
+
+def write_features(path: Path, n_snippets: int, *, views: int = 10, grids=GRIDS, tail: str = "loop_pad",
+                   abnormal: bool = False, seed: int = 0, feature_set: str = "rtfm_ssrl_patches") -> Path:
+    """A features file in the pipeline's layout; abnormal videos have a burst of large features in the middle."""
+    rng = np.random.default_rng(seed)
+    clip = rng.random((n_snippets, views, DIM), dtype=np.float32)
+    if abnormal:
+        clip[n_snippets // 3 : n_snippets // 3 + 3] += 4.0
+    n_frames = 16 * n_snippets - 3 if tail == "loop_pad" else 16 * n_snippets + 5
+    with h5py.File(path, "w") as handle:
+        store.create_dataset(handle, store.FEATURES, n_snippets, views, DIM)[...] = clip
+        for rows, cols in grids:
+            data = store.create_dataset(handle, store.patch_dataset((rows, cols)), n_snippets, rows * cols, DIM)
+            data[...] = rng.random((n_snippets, rows * cols, DIM), dtype=np.float32)
+        store.write_attrs(handle, {
+            "format": store.FORMAT, "feature_set": feature_set, "origin": "extracted", "tail": tail,
+            "n_frames": n_frames, "n_snippets": n_snippets, "backbones": {"r50_nonlocal_k400": "random-init"},
+            "patch_grids": [list(g) for g in grids], "patches_reconstructed": bool(grids), "spatial_scale": 1.0,
+        })
+    return path
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> TrainInputs:
+    folder = tmp_path_factory.mktemp("weak")
+    files, labels = [], {}
+    for index, (name, n_snippets) in enumerate([("n0", 40), ("n1", 7), ("n2", 33), ("a0", 35), ("a1", 20)]):
+        files.append(write_features(folder / f"{name}.h5", n_snippets, abnormal=name.startswith("a"), seed=index))
+        labels[name] = int(name.startswith("a"))
+    return TrainInputs(files, labels)
+
+
+# --- frames, protocol, training items --------------------------------------------------------------
+
+
+def test_frame_scores_by_the_features_snippet_rule():
+    padded = frame_scores(np.array([0.1, 0.9]), 20, "loop_pad")
+    assert padded.scored.all() and padded.scores.tolist() == pytest.approx([0.1] * 16 + [0.9] * 4)
+    dropped = frame_scores(np.array([0.1, 0.9]), 40, "drop")
+    assert dropped.scored.tolist() == [True] * 32 + [False] * 8
+    assert dropped.scores[:32].tolist() == pytest.approx([0.1] * 16 + [0.9] * 16)
+    none = frame_scores(np.zeros(0), 15, "drop")
+    assert none.scores.shape == (15,) and not none.scored.any()
+    for scores, n, tail in ((np.zeros(2), 33, "loop_pad"), (np.zeros(3), 47, "drop")):
+        with pytest.raises(ValueError, match="snippet scores"):
+            frame_scores(scores, n, tail)
+
+
+def test_protocol_names_the_features_of_its_dataset():
+    params = {"feature_source": {"shanghaitech": "features rtfm (published; ...)",
+                                 "synthetic": "features x; NOT COMPARABLE"}}
+    found = protocol(params, "shanghaitech: test_frame_mask/<video>.npy per video, 1 = abnormal")
+    assert found.label_convention.endswith("; features rtfm (published; ...)")
+    assert found.snippet_length == 16 and found.pooling == "micro" and found.normalisation == "none"
+    assert "not recorded" in protocol({}, "ucf_crime: annotation").label_convention
+    assert get_method("ssrl", params).protocol("synthetic: labels").label_convention.endswith("NOT COMPARABLE")
+    assert get_method_class("arnet").protocol_params == ("feature_source",)
+
+
+def test_feature_source_says_when_numbers_do_not_compare():
+    published = FeatureSource("rtfm", "published", (("upstream extractor", "published features from /x"),))
+    assert "NOT COMPARABLE" not in published.describe("rtfm") and "ceil(n/16)" in published.describe("rtfm")
+    ours = FeatureSource("arnet", "extracted", (("inception_k400_rgb", "rgb_imagenet.pt"),), "drop",
+                         missing_streams=("flow",))
+    assert ours.differences("arnet") == ["no flow stream"]
+    assert "frames after the last whole snippet unscored" in ours.describe("arnet")
+    smoke = FeatureSource("rtfm_ssrl_patches", "extracted", (("r50_nonlocal_k400", "random-init"),), spatial_scale=0.1,
+                          patches_reconstructed=True)
+    assert smoke.differences("rtfm_ssrl_patches") == ["backbone r50_nonlocal_k400 randomly initialised",
+                                                      "frames at 0.1 of the preset's size"]
+    assert "reconstructed" in smoke.describe("rtfm_ssrl_patches")
+    assert FeatureSource("rtfm", "published", ()).differences("arnet") == ["the paper used arnet features"]
+
+
+@pytest.mark.parametrize("n_snippets", [7, 70])
+def test_divided_segments_are_the_training_segments(tmp_path, n_snippets):
+    path = write_features(tmp_path / "v.h5", n_snippets)
+    with FeatureReader(path) as reader:
+        expected = training_segments(reader.features(), *(reader.patches(g) for g in GRIDS[:2]))
+        np.testing.assert_array_equal(divided_segments(reader, GRIDS[:2]), expected)
+        assert divided_segments(reader).shape == (10, 32, DIM)
+
+
+def test_segment_cache_is_rebuilt_for_other_files(tmp_path, split):
+    path = tmp_path / "cache.h5"
+    with SegmentCache(path, split.files[:2]) as cache:
+        first = cache.rows([1, 0])
+    with FeatureReader(split.files[1]) as reader:
+        np.testing.assert_array_equal(first[0], divided_segments(reader))
+    with SegmentCache(path, split.files[2:4], GRIDS[:1]) as cache:
+        assert cache.rows([0]).shape == (1, 16, 32, DIM)
+
+
+def test_training_files_are_checked(tmp_path, split):
+    normal, abnormal = split_by_label(split)
+    assert [p.stem for p in normal] == ["n0", "n1", "n2"] and [p.stem for p in abnormal] == ["a0", "a1"]
+    with pytest.raises(ValueError, match="normal and abnormal"):
+        split_by_label(TrainInputs(normal, {p.stem: 0 for p in normal}))
+    with pytest.raises(ValueError, match="no video label"):
+        split_by_label(TrainInputs(split.files, {}))
+    clip_only = write_features(tmp_path / "c.h5", 9, grids=(), feature_set="rtfm")
+    with pytest.raises(ValueError, match="more than one kind"):
+        training_features([split.files[0], clip_only])
+    with pytest.raises(ValueError, match="no patch features for grids"):
+        training_features([clip_only], GRIDS[:1])
+    assert training_features(split.files, GRIDS)["feature_dim"] == DIM
+
+
+# --- SSRL ---------------------------------------------------------------------------------------------
+
+
+def _payload(path: Path) -> dict:
+    return load_checkpoint(path, "ssrl")["model"]
+
+
+def test_ssrl_stages_load_freeze_and_extend(tmp_path, split):
+    method = get_method("ssrl", {"iterations": 2, "batch_per_class": 2}, seed=1)
+    checkpoints = {}
+    previous = None
+    for stage in method.stages:
+        checkpoints[stage] = tmp_path / f"{stage}.pt"
+        method.train_stage(stage, split, previous, checkpoints[stage])
+        previous = checkpoints[stage]
+        assert not checkpoints[stage].with_name(f"{stage}.pt.resume").exists()
+    states = {stage: _payload(path) for stage, path in checkpoints.items()}
+    for number in (2, 3, 4):
+        before, after = states[f"stage{number - 1}"], states[f"stage{number}"]
+        # Everything the previous stage had comes back unchanged (loaded, frozen, BN on running statistics).
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        new = [k for k in after if k.startswith(f"patch_branches.{number - 2}.")]
+        assert new and set(new) == set(after) - set(before)
+        torch.manual_seed(1)
+        fresh = SSRLNetwork(number, DIM).state_dict()
+        assert any(not torch.equal(fresh[k], after[k]) for k in new if k.endswith("weight"))
+    extra = load_checkpoint(checkpoints["stage3"], "ssrl")["extra"]
+    assert extra["loaded_from_previous"]["units"] == ["classifier", "patch_branches.0", "temporal_relation"]
+    score = method.score_video(checkpoints["stage4"], split.files[3])
+    assert score.scores.shape == (35 * 16 - 3,) and score.scored.all() and np.isfinite(score.scores).all()
+
+
+def test_ssrl_stage_refuses_the_wrong_previous_stage(tmp_path, split):
+    method = get_method("ssrl", {"iterations": 1, "batch_per_class": 1}, seed=0)
+    method.train_stage("stage1", split, None, tmp_path / "stage1.pt")
+    with pytest.raises(CheckpointError, match="stage2"):
+        method.train_stage("stage3", split, tmp_path / "stage1.pt", tmp_path / "stage3.pt")
+    with pytest.raises(ValueError, match="none was given"):
+        method.train_stage("stage2", split, None, tmp_path / "stage2.pt")
+
+
+def test_ssrl_scores_in_blocks_as_the_whole_forward(tmp_path):
+    path = write_features(tmp_path / "long.h5", 300)
+    torch.manual_seed(0)
+    model = SSRLNetwork(4, DIM)
+    for module in model.modules():  # non-trivial batch-norm statistics, as after training
+        if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    with FeatureReader(path) as reader, torch.no_grad():
+        streamed = snippet_scores(model, reader, "cpu")
+        whole = np.concatenate([reader.features()] + [reader.patches(g) for g in GRIDS], axis=1)
+        expected = model(torch.from_numpy(whole).transpose(0, 1)[None]).scores[0].numpy()
+    np.testing.assert_allclose(streamed, expected, rtol=1e-5, atol=1e-6)
+
+
+# --- AR-Net -------------------------------------------------------------------------------------------
+
+
+def test_arnet_resumes_to_the_weights_of_a_straight_run(tmp_path, split, monkeypatch):
+    params = {"iterations": 4, "videos_per_class": 2, "max_seqlen": 30, "checkpoint_every": 2}
+    straight = tmp_path / "straight.pt"
+    get_method("arnet", params, seed=2).train_stage("train", split, None, straight)
+
+    resumed = tmp_path / "resumed.pt"
+    original_finish = StageRun.finish
+
+    def preempted(run, *args, **kwargs):
+        raise KeyboardInterrupt("job killed")
+
+    monkeypatch.setattr(StageRun, "finish", preempted)
+    with pytest.raises(KeyboardInterrupt):
+        get_method("arnet", params | {"iterations": 2}, seed=2).train_stage("train", split, None, resumed)
+    assert (tmp_path / "resumed.pt.resume" / "step_2.pt").is_file() and not resumed.exists()
+    monkeypatch.setattr(StageRun, "finish", original_finish)
+    get_method("arnet", params, seed=2).train_stage("train", split, None, resumed)
+    a, b = load_checkpoint(straight, "arnet")["model"], load_checkpoint(resumed, "arnet")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(2)
+    assert not torch.equal(build_arnet("single", DIM).state_dict()["embed.weight"], a["embed.weight"])
+
+
+def test_arnet_needs_enough_videos_per_class(tmp_path, split):
+    with pytest.raises(ValueError, match="only 2 abnormal"):
+        get_method("arnet", {"videos_per_class": 3}).train_stage("train", split, None, tmp_path / "a.pt")
+
+
+@pytest.mark.parametrize("variant", ["single", "sequence"])
+def test_arnet_scores_long_videos_in_blocks_as_a_whole(tmp_path, split, variant):
+    checkpoint = tmp_path / "a.pt"
+    method = get_method("arnet", {"iterations": 1, "videos_per_class": 2, "variant": variant, "view": "mean"})
+    method.train_stage("train", split, None, checkpoint)
+    long = write_features(tmp_path / "long.h5", 2100, grids=(), tail="drop", feature_set="rtfm")
+    result = method.score_video(checkpoint, long)
+    assert result.scored.tolist() == [True] * 2100 * 16 + [False] * 5
+    model = build_arnet(variant, DIM)
+    model.load_state_dict(load_checkpoint(checkpoint, "arnet")["model"])
+    with FeatureReader(long) as reader, torch.no_grad():
+        whole = model.eval()(torch.from_numpy(reader.features().mean(axis=1))[None])[0].numpy()
+    np.testing.assert_allclose(result.scores[: 2100 * 16 : 16], whole, rtol=1e-5, atol=1e-6)
+
+
+def test_registered_methods_declare_their_features():
+    arnet, ssrl = get_method_class("arnet"), get_method_class("ssrl")
+    assert (arnet.input_kind, arnet.supervision, arnet.uses_gpu, arnet.stages) == ("features", "weak", True, ("train",))
+    assert (ssrl.input_kind, ssrl.supervision, ssrl.uses_gpu) == ("features", "weak", True)
+    assert ssrl.stages == tuple(f"stage{s.number}" for s in SSRL_STAGES) == ("stage1", "stage2", "stage3", "stage4")
+    assert (arnet.paper_features, ssrl.paper_features, ssrl.feature_patches) == ("arnet", "rtfm_ssrl_patches",
+                                                                                   "ssrl_patches")

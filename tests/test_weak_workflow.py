@@ -1,0 +1,107 @@
+"""The weakly-supervised methods inside the DAG: features, AR-Net and SSRL on the synthetic weak split, report rows."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import jsonschema
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.config_check import load_schema
+from tests.conftest import REPO
+from tests.workflow_helpers import planned_jobs, run_snakemake, tiny_config
+
+OVERLAY = REPO / "configs" / "weak_tiny.yaml"
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def weak_config(**features) -> dict:
+    """The shipped config with the CPU smoke overlay of the weak methods (random backbones allowed there)."""
+    config = _merge(tiny_config(), yaml.safe_load(OVERLAY.read_text()))
+    config["features"].update(features)
+    return config
+
+
+@pytest.mark.parametrize("overlay", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_overlay_configs_fit_the_schema(overlay):
+    config = _merge(yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load(overlay.read_text()))
+    schema = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    assert [error.message for error in jsonschema.Draft7Validator(schema).iter_errors(config)] == []
+
+
+def test_missing_weights_stop_the_run_naming_where_to_put_them(tmp_path):
+    config = weak_config(allow_random_weights=False, weights_dir=str(tmp_path / "weights"))
+    out = run_snakemake(tmp_path / "work", config, "-n", check=False)
+    assert out.returncode != 0
+    assert f"Put the file at {tmp_path / 'weights' / 'rgb_imagenet.pt'}" in out.stdout
+    assert "features.allow_random_weights: true" in out.stdout
+
+
+@pytest.mark.slow
+def test_published_features_replace_extraction(tmp_path):
+    published = tmp_path / "published"
+    published.mkdir()
+    config = weak_config()
+    config["methods"]["ssrl"]["enabled"] = False
+    config["features"]["presets"] = {"arnet": "rtfm"}
+    (tmp_path / "other").mkdir()
+    config["features"]["published_dirs"] = {"synthetic": {"rtfm": [str(tmp_path / "other"), str(published)]}}
+    synthetic = config["datasets"]["synthetic"]
+    names = [f"train_{i:03d}" for i in range(synthetic["n_train"])]
+    names += [f"test_{i:03d}" for i in range(synthetic["n_test"])]
+    names += [f"trainabn_{i:03d}" for i in range(synthetic["n_train_abnormal"])]
+    for name in names:
+        np.save(published / f"{name}_i3d.npy", np.zeros((2, 10, 8), np.float32))
+    jobs = planned_jobs(tmp_path / "work", config)
+    assert jobs["published_features"] == len(names) and "extract_features" not in jobs
+    # SSRL on published RTFM features: its patch features, never published, are extracted beside them.
+    config["methods"]["ssrl"]["enabled"] = True
+    jobs = planned_jobs(tmp_path / "work", config)
+    assert jobs["published_clip_features"] == jobs["published_features"] == len(names)
+    assert "extract_features" not in jobs
+    config["features"]["published_dirs"] = {"synthetic": {"ssrl_patches": str(published)}}
+    out = run_snakemake(tmp_path / "work", config, "-n", check=False)
+    assert out.returncode != 0 and "used with published rtfm features only" in out.stdout
+
+
+@pytest.mark.slow
+def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
+    workdir = tmp_path / "work"
+    config = weak_config()
+    run_snakemake(workdir, config)
+    results = workdir / "results"
+
+    table = pd.read_csv(results / "report" / "auc_table.csv").set_index("method")
+    assert set(table.index) == {"arnet", "ssrl"}
+    for method, features in (("arnet", "features arnet (extracted; inception_k400_rgb random-init"),
+                             ("ssrl", "features rtfm_ssrl_patches (extracted; r50_nonlocal_k400 random-init")):
+        row = table.loc[method]
+        assert row.split == "weak_test" and 0 <= row.auc_micro <= 100 and row.n_videos == 2
+        assert features in row.protocol and "NOT COMPARABLE to the paper" in row.protocol
+        assert "snippet scores expanded x16" in row.protocol
+    # AR-Net's features drop each video's partial last window, whose frames are left out of its AUC.
+    assert table.loc["arnet"].n_frames < table.loc["ssrl"].n_frames
+
+    record = json.loads((results / "eval" / "ssrl" / "synthetic" / "weak_test.json").read_text())
+    assert record["protocol"]["snippet_length"] == 16
+    features = sorted((results / "features" / "rtfm_ssrl_patches" / "synthetic").glob("*/*.h5"))
+    assert len(features) == 4  # 1 normal + 1 abnormal training video, 2 test videos, each extracted once
+    with h5py.File(features[0]) as handle:
+        assert handle["features"].shape[1:] == (10, 2048) and handle["patches_4x7"].shape[1:] == (28, 2048)
+        assert json.loads(handle.attrs["backbones"]) == {"r50_nonlocal_k400": "random-init"}
+        assert handle.attrs["n_snippets"] == -(-handle.attrs["n_frames"] // 16)
+    for stage in ("stage1", "stage2", "stage3", "stage4"):
+        assert (results / "models" / "ssrl" / "synthetic" / f"{stage}.pt").is_file()
+
+    assert "Nothing to be done" in run_snakemake(workdir, config).stdout

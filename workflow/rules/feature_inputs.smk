@@ -1,0 +1,166 @@
+# Look-ups of the feature rules (workflow/rules/features.smk): which feature set a method reads, how a
+# dataset's features are made (extracted, published, or published clip features with extracted patches),
+# the weights they need, and the per-video input file of every feature-reading method.
+import shlex
+
+from pipelines.features.extract import FEATURE_SETS, backbones_needed, missing_streams
+from pipelines.features.presets import PRESETS, SSRL_PATCHES
+from pipelines.features.published import find_clip_file, find_patch_file
+from pipelines.features.store import FeatureSource, feature_set_name
+from pipelines.features.weights import REGISTRY
+from pipelines.weak_methods import FEATURE_SOURCE_KEY
+
+FEATURES = config["features"]
+# How a dataset's feature set is made, and the folder under results/features/ it goes to.
+FEATURE_MODES = {"extracted": "", "published": "published/", "published_clip": "published_clip/"}
+
+
+def feature_set(method):
+    """The feature set a method reads: its configured clip preset, with its patch preset if it has one."""
+    presets = FEATURES["presets"]
+    if method not in presets:
+        raise WorkflowError(f"config key 'features.presets.{method}': not set; {method} reads features")
+    return feature_set_name(presets[method], getattr(get_method_class(method), "feature_patches", None))
+
+
+def published_folders(dataset, preset):
+    """The published folders of a preset's features of a dataset (one or several), or [] when none."""
+    given = FEATURES["published_dirs"].get(dataset, {}).get(preset, [])
+    return [given] if isinstance(given, str) else list(given)
+
+
+def feature_mode(dataset, set_name):
+    """"extracted", "published" or "published_clip" (published clip features, patch features extracted)."""
+    clip, patches = FEATURE_SETS[set_name]
+    if not published_folders(dataset, clip):
+        if patches and published_folders(dataset, patches):
+            raise WorkflowError(f"config key 'features.published_dirs.{dataset}.{patches}': published patch "
+                                f"features are used with published {clip} features only; add those too")
+        return "extracted"
+    return "published_clip" if patches and not published_folders(dataset, patches) else "published"
+
+
+def weights_file(backbone):
+    """The weights file of a backbone: features.weights, else weights_dir/<released name> when present."""
+    configured = FEATURES["weights"].get(backbone)
+    if configured:
+        return configured
+    default = Path(FEATURES["weights_dir"]) / REGISTRY[backbone].file_name
+    return str(default) if default.is_file() else None
+
+
+def extracted_backbones(dataset, set_name):
+    """Backbones the features of a dataset need here: none when published, the patch backbone alone when
+    only the clip features are."""
+    mode = feature_mode(dataset, set_name)
+    return [] if mode == "published" else backbones_needed(set_name, published_clip=mode == "published_clip")
+
+
+def features_file(method, dataset, split, video):
+    set_name = feature_set(method)
+    folder = FEATURE_MODES[feature_mode(dataset, set_name)]
+    return f"results/features/{folder}{set_name}/{dataset}/{frames_home(dataset, split, video)}/{video}.h5"
+
+
+INPUT_FILES["features"] = features_file
+
+
+def planned_source(method, dataset):
+    """What the features a method reads on a dataset will be, for its report rows."""
+    set_name = feature_set(method)
+    clip, patches = FEATURE_SETS[set_name]
+    tail = PRESETS[clip].snippets.tail
+    mode = feature_mode(dataset, set_name)
+    weights = [(b, Path(weights_file(b)).name if weights_file(b) else "random-init")
+               for b in extracted_backbones(dataset, set_name)]
+    if mode == "extracted":
+        return FeatureSource(set_name, "extracted", tuple(weights), tail, float(FEATURES["spatial_scale"]),
+                             missing_streams(set_name), patches_reconstructed=patches is not None)
+    upstream = ("upstream extractor", f"published features from {', '.join(published_folders(dataset, clip))}")
+    if mode == "published":
+        return FeatureSource(set_name, "published", (upstream,), tail)
+    return FeatureSource(set_name, "published clip, extracted patches", (upstream, *weights), tail,
+                         float(FEATURES["spatial_scale"]), patches_reconstructed=True)
+
+
+def check_weights(method, dataset):
+    """Stop before anything runs when extraction would need weights that are not there."""
+    set_name = feature_set(method)
+    for backbone in extracted_backbones(dataset, set_name):
+        configured = FEATURES["weights"].get(backbone)
+        if configured and not Path(configured).is_file():
+            raise WorkflowError(f"config key 'features.weights.{backbone}': {configured} does not exist")
+        if weights_file(backbone) is None and not FEATURES["allow_random_weights"]:
+            record = REGISTRY[backbone]
+            raise WorkflowError(
+                f"features: no weights for backbone '{backbone}' ({set_name} features, read by {method} on "
+                f"{dataset}). Put the file at {Path(FEATURES['weights_dir']) / record.file_name} (released at "
+                f"{record.url}, checksum {record.checksum or 'not published: its sha256 is logged on first use'}) "
+                f"or name it in features.weights.{backbone}; or set features.allow_random_weights: true for a "
+                f"smoke run whose numbers are marked not comparable to the papers"
+            )
+
+
+for _dataset, _presets in FEATURES["published_dirs"].items():
+    for _preset in _presets:
+        for _folder in published_folders(_dataset, _preset):
+            if not Path(_folder).is_dir():
+                raise WorkflowError(
+                    f"config key 'features.published_dirs.{_dataset}.{_preset}': {_folder} is not a folder"
+                )
+
+# Every feature method's entry gets the description of its features per dataset, which its report rows carry
+# (an evaluation-only key: see the methods' protocol_params).
+for _method, _dataset, _ in runs():
+    if get_method_class(_method).input_kind == "features":
+        check_weights(_method, _dataset)
+        _described = planned_source(_method, _dataset).describe(get_method_class(_method).paper_features)
+        config["methods"][_method].setdefault(FEATURE_SOURCE_KEY, {})[_dataset] = _described
+
+
+def extraction_weights(wildcards):
+    return [f for f in map(weights_file, extracted_backbones(wildcards.dataset, wildcards.feature_set)) if f]
+
+
+def extraction_args(wildcards):
+    args = [
+        f"--feature-set {wildcards.feature_set}",
+        f"--batch-size {FEATURES['batch_size']}",
+        f"--device {FEATURES['device']}",
+        f"--spatial-scale {FEATURES['spatial_scale']}",
+        f"--seed {config['seed']}",
+        f"--weights-dir {shlex.quote(FEATURES['weights_dir'])}",
+    ]
+    for backbone in extracted_backbones(wildcards.dataset, wildcards.feature_set):
+        if weights_file(backbone):
+            args.append(f"--weights {shlex.quote(f'{backbone}={weights_file(backbone)}')}")
+    if FEATURES["allow_random_weights"]:
+        args.append("--allow-random-weights")
+    return " ".join(args)
+
+
+def extraction_gpus(wildcards):
+    """One GPU per extraction job (the step also runs on CPU, slowly)."""
+    return 1
+
+
+def video_frames(wildcards):
+    return frames_file(wildcards.dataset, wildcards.split, wildcards.video)
+
+
+def published_clip(wildcards):
+    clip = FEATURE_SETS[wildcards.feature_set][0]
+    return str(find_clip_file(published_folders(wildcards.dataset, clip), wildcards.video))
+
+
+def published_patches(wildcards):
+    patches = FEATURE_SETS[wildcards.feature_set][1]
+    if patches is None:
+        return []
+    folders = published_folders(wildcards.dataset, patches)
+    return [str(find_patch_file(folders, wildcards.video, grid)) for grid in SSRL_PATCHES.grids]
+
+
+def patch_args(wildcards, input):
+    pairs = zip(SSRL_PATCHES.grids, input.patches)
+    return " ".join(f"--patch {shlex.quote(f'{rows}x{cols}={path}')}" for (rows, cols), path in pairs)

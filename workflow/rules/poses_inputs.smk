@@ -1,0 +1,150 @@
+# Input functions and path builders of the skeleton rules (rules/poses.smk): which backend makes a
+# dataset's skeletons, what each job reads, and the shell commands; registers the input kinds "poses"
+# and "person_tubes".
+
+import os
+
+from pipelines.poses.convert import PoseFormatError, find_pose_json
+from pipelines.poses.segment_data import resolve_params
+
+
+POSES = config["poses"]
+
+
+def pose_backend(dataset):
+    """alphapose, blazepose, ground_truth or precomputed, for one dataset."""
+    if dataset in POSES["precomputed"]:
+        return "precomputed"
+    backend = POSES["dataset_backends"].get(dataset, POSES["backend"])
+    if backend == "ground_truth" and dataset != "synthetic":
+        raise WorkflowError(f"poses: dataset {dataset} has no ground-truth skeletons; choose another backend")
+    if backend == "alphapose" and not POSES["alphapose"]["checkout"]:
+        raise WorkflowError("poses.alphapose.checkout: set it to an AlphaPose checkout to use the alphapose backend")
+    return backend
+
+
+def poses_file(dataset, split, video):
+    return f"results/poses/{dataset}/{frames_home(dataset, split, video)}/{video}.h5"
+
+
+INPUT_FILES["poses"] = lambda method, dataset, split, video: poses_file(dataset, split, video)
+
+
+def alphapose_path(relative):
+    return os.path.join(POSES["alphapose"]["checkout"], relative)
+
+
+def pose_json(dataset, split, video):
+    """The JSON skeletons a non-BlazePose backend converts."""
+    backend = pose_backend(dataset)
+    if backend == "alphapose":
+        return f"results/alphapose/{dataset}/{split}/{video}/alphapose-results.json"
+    if backend == "ground_truth":
+        part = videos(dataset, split)[video].source.parent.name
+        return f"{SYNTHETIC_ROOT}/poses/{part}/{video}_alphapose_tracked_person.json"
+    try:
+        return str(find_pose_json(POSES["precomputed"][dataset], video, split))
+    except PoseFormatError as err:
+        raise WorkflowError(f"poses.precomputed.{dataset}: {err}") from None
+
+
+def pose_inputs(wildcards):
+    d, s, v = wildcards.dataset, wildcards.split, wildcards.video
+    inputs = {"frames": frames_file(d, s, v)}
+    if pose_backend(d) == "blazepose":
+        settings = POSES["blazepose"]
+        for key in ("detector_weights", "landmark_weights"):
+            if settings[key]:
+                inputs[key] = settings[key]
+    else:
+        inputs["json"] = pose_json(d, s, v)
+    return inputs
+
+
+def pose_command(wildcards, input, output):
+    """The shell command that writes one poses file, for the dataset's backend."""
+    backend = pose_backend(wildcards.dataset)
+    if backend == "blazepose":
+        settings = {k: v for k, v in POSES["blazepose"].items() if k not in ("detector_weights", "landmark_weights", "cache_dir")}
+        args = ["python", "-m", "pipelines.poses.blazepose", input.frames, output[0],
+                "--settings-json", json.dumps(settings, sort_keys=True), "--cache-dir", POSES["blazepose"]["cache_dir"],
+                "--dataset", wildcards.dataset]
+        for key in ("detector_weights", "landmark_weights"):
+            if key in input.keys():
+                args += [f"--{key.replace('_', '-')}", input[key]]
+        return shlex.join(args)
+    args = ["python", "-m", "pipelines.poses.convert", input.json, output[0], "--frames", input.frames,
+            "--backend", backend, "--dataset", wildcards.dataset]
+    if backend == "alphapose":
+        source = videos(wildcards.dataset, wildcards.split)[wildcards.video].source
+        if source.is_dir():
+            args += ["--image-dir", str(source)]
+        settings = POSES["alphapose"]
+        args += ["--settings-json", json.dumps(settings, sort_keys=True), "--weights",
+                 f"pose={alphapose_path(settings['checkpoint'])}", f"detector={alphapose_path(settings['detector_weights'])}"]
+        if settings["tracker_weights"]:
+            args.append(f"tracker={alphapose_path(settings['tracker_weights'])}")
+    return shlex.join(args)
+
+
+def alphapose_inputs(wildcards):
+    settings = POSES["alphapose"]
+    inputs = {
+        "source": frame_source(wildcards),
+        "cfg": alphapose_path(settings["cfg"]),
+        "checkpoint": alphapose_path(settings["checkpoint"]),
+        "detector_weights": alphapose_path(settings["detector_weights"]),
+    }
+    if settings["tracker_weights"]:
+        inputs["tracker_weights"] = alphapose_path(settings["tracker_weights"])
+    return inputs
+
+
+def alphapose_args(wildcards, input, output):
+    """demo_inference.py arguments; paths absolute, since the script runs inside the checkout."""
+    settings = POSES["alphapose"]
+    source = os.path.abspath(input.source)
+    args = ["--cfg", os.path.abspath(input.cfg), "--checkpoint", os.path.abspath(input.checkpoint),
+            "--indir" if os.path.isdir(source) else "--video", source,
+            "--outdir", os.path.abspath(os.path.dirname(output[0])), "--detector", settings["detector"],
+            f"--{settings['tracker']}", "--sp", "--min_box_area", str(settings["min_box_area"]),
+            *settings["extra_args"]]
+    return shlex.join(args)
+
+
+# Person tubes (GENet) --------------------------------------------------------------------
+
+
+def tubes_file(method, dataset, split, video):
+    return f"results/tubes/{method}/{dataset}/{frames_home(dataset, split, video)}/{video}.h5"
+
+
+INPUT_FILES["person_tubes"] = tubes_file
+
+
+def tube_inputs(wildcards):
+    d, s, v = wildcards.dataset, wildcards.split, wildcards.video
+    inputs = {"poses": poses_file(d, s, v), "frames": frames_file(d, s, v)}
+    weights = config["methods"][wildcards.method].get("i3d_weights")
+    if weights:
+        inputs["weights"] = weights
+    return inputs
+
+
+def tube_command(wildcards, input):
+    """Arguments of pipelines.poses.tubes from the method's parameters for this dataset."""
+    params = resolve_params(config["methods"][wildcards.method], wildcards.dataset)
+    stride = params["train_stride"] if wildcards.split == method_splits(wildcards.method)[0] else params["test_stride"]
+    settings = {"seg_len": params["seg_len"], "stride": stride, "max_missing": params["max_missing"],
+                "released_rule": params["released_continuity_rule"], "frame_size": params["frame_size"],
+                "margin": params["tube_margin"], "crop_size": params["tube_crop_size"],
+                "batch_size": params["tube_batch_size"]}
+    args = ["--settings-json", json.dumps(settings, sort_keys=True), "--seed", str(config["seed"]),
+            "--dataset", wildcards.dataset]
+    if "weights" in input.keys():
+        args += ["--weights", input.weights]
+    if params.get("i3d_cache_dir"):
+        args += ["--cache-dir", params["i3d_cache_dir"]]
+    if params["allow_random_backbone"]:
+        args.append("--allow-random-backbone")
+    return shlex.join(args)
