@@ -27,12 +27,14 @@ def tiny_config(**synthetic) -> dict:
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` with ``config``; output (stdout+stderr) in ``.stdout``."""
+    """Run the workflow in ``workdir`` with ``config`` and the local profile (as `make demo` does);
+    output (stdout+stderr) in ``.stdout``."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(copy.deepcopy(config)))
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", "--show-failed-logs", *args,
+        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+        "--profile", str(REPO / "profiles" / "local"), "--cores", "2", *args,
     ]
     proc = subprocess.run(command, capture_output=True, text=True, env=snakemake_env(), timeout=timeout)
     proc.stdout = proc.stdout + proc.stderr

@@ -12,7 +12,8 @@ def gpu_request_style():
     """The profile's `gpu_request` default resource, "gpus" when it sets none."""
     setting = (workflow.resource_settings.default_resources or {}).get("gpu_request")
     # a string resource is kept as written: `gres`, or `'gres'` when quoted for Snakemake
-    style = "gpus" if setting is None else str(setting.raw).strip("'\"")
+    raw = None if setting is None else getattr(setting, "raw", setting)
+    style = "gpus" if raw is None else str(raw).strip("'\"")
     if style not in GPU_REQUEST_STYLES:
         raise WorkflowError(f"default resource gpu_request={style!r}: use one of {', '.join(GPU_REQUEST_STYLES)}")
     return style
