@@ -84,3 +84,10 @@ def test_deleting_one_frames_file_reruns_only_that_video(demo):
 def test_lint_is_clean(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "--lint", check=False)
     assert proc.returncode == 0 and "Lints for" not in proc.stdout, proc.stdout[-4000:]
+
+
+def test_snakemake_report_bundles_tables_and_plots(demo):
+    workdir, config = demo
+    run_snakemake(workdir, config, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "auc_table.csv" in html and "roc_synthetic.png" in html

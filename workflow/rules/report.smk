@@ -26,7 +26,7 @@ rule plot_timelines:
         report(
             "results/report/timelines/{dataset}_{split}_{method}.png",
             category="Timelines",
-            caption="report/timeline.rst",
+            caption="../report/timeline.rst",
         ),
     wildcard_constraints:
         # shortest dataset first, so that "<dataset>_weak_test_<method>" is not read as dataset "<dataset>_weak"
@@ -49,11 +49,11 @@ rule report_tables:
         papers=workflow.source_path("../resources/paper_results.csv"),
         evals=eval_files(),
     output:
-        table=report("results/report/auc_table.csv", category="Tables", caption="report/table.rst"),
+        table=report("results/report/auc_table.csv", category="Tables", caption="../report/table.rst"),
         markdown="results/report/auc_table.md",
-        html=report("results/report/auc_table.html", category="Tables", caption="report/table.rst"),
+        html=report("results/report/auc_table.html", category="Tables", caption="../report/table.rst"),
         roc=[
-            report(f"results/report/roc_{d}.png", category="ROC curves", caption="report/roc.rst")
+            report(f"results/report/roc_{d}.png", category="ROC curves", caption="../report/roc.rst")
             for d in sorted({d for _, d, _ in runs()})
         ],
     log:
