@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 
 CONFIG ?=
 
-.PHONY: demo run test test-fast lint bench clean
+.PHONY: demo run test test-slurm test-fast lint bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,12 @@ run: $(INSTALLED)
 	@echo
 	@cat results/report/auc_table.md
 
+# The Slurm tests start a local cluster (root, apt): `make test-slurm` runs them on their own.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/test_slurm.py
+
+test-slurm: $(INSTALLED)
+	VADBENCH_REQUIRE_SLURM=1 $(BIN)/python -m pytest tests/test_slurm.py
 
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"

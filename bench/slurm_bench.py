@@ -9,8 +9,9 @@ started when needed) in three ways, each in a fresh directory:
   number of videos, without which the plugin stalls),
 * bundles of ``--group-size`` videos (the profile as shipped: `groups` + `group-components`).
 
-Submissions and Slurm jobs are counted from the controller's log (sbatch calls, jobs or array
-tasks that ended), the wall time is Snakemake's from start to end. Prints a table.
+Submissions are the sbatch calls the plugin reports, Slurm jobs run are the jobs and array tasks
+of those submissions that the controller's log records as ended, and the wall time is
+Snakemake's from start to end. Prints a table.
 
     python bench/slurm_bench.py [--videos 200] [--group-size 20] [--keep DIR]
 """
@@ -117,15 +118,17 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         output = snakemake(workdir, config, frames, "--profile", str(profile), *QUICK_POLLING, timeout=args.timeout)
         wall = time.monotonic() - started
-        log = controller_log_since(offset)
+        submissions = re.findall(r"submitted with SLURM jobid (\d+)|Submitted array job .* SLURM job ID (\d+)", output)
+        submitted = {single or array for single, array in submissions}
+        ended = re.findall(r"_job_complete: JobId=(\d+)\S* done", controller_log_since(offset))
         missing = [f for f in frames if not (workdir / f).is_file()]
         if missing:
             raise SystemExit(f"{name}: {len(missing)} frames files missing, e.g. {missing[0]}")
         rows.append({
             "submission": name,
             "Snakemake jobs": len(re.findall(r"^Finished jobid: \S+ \(Rule: extract_frames\)", output, flags=re.M)),
-            "sbatch calls": len(re.findall(r"_slurm_rpc_submit_batch_job: JobId=", log)),
-            "Slurm jobs run": len(re.findall(r"_job_complete: JobId=\S+ done", log)),
+            "sbatch calls": len(submissions),
+            "Slurm jobs run": sum(job in submitted for job in ended),
             "wall time (s)": round(wall),
         })
         print(rows[-1], flush=True)
