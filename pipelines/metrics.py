@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+# scipy and scikit-learn are imported where they are used: the workflow imports `Protocol` (through
+# models.base) while it builds the DAG, and should not pay for them there.
 NORMALISATIONS = ("none", "minmax_per_video")
 POOLINGS = ("micro", "macro")
 
@@ -95,6 +95,8 @@ def smooth(scores: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
     Passes compose like one pass of sigma = sqrt(sum of squares) away from the borders, e.g.
     STG-NF's (1, 2, 3, 4, 5, 6) acts like sqrt(91) ~ 9.5 frames. No sigmas returns a copy.
     """
+    from scipy.ndimage import gaussian_filter1d
+
     array = _as_1d_float(scores, "scores")
     for sigma in sigmas:
         if not sigma > 0:
@@ -205,6 +207,8 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     Raises ValueError, naming the video, for label/score length mismatch, labels other than
     0/1, or NaN/inf among scored frames; and when the pooled labels hold one class only.
     """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     if not videos:
         raise ValueError("no videos to evaluate")
     names = [video.name for video in videos]
@@ -246,6 +250,8 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
 
 def roc_points(labels: np.ndarray, scores: np.ndarray, n_points: int = 101) -> dict:
     """The pooled ROC curve on a fixed false-positive-rate grid, small enough to store with a number."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(labels, scores)
     grid = np.linspace(0.0, 1.0, n_points)
     return {"fpr": grid.round(4).tolist(), "tpr": np.interp(grid, fpr, tpr).round(4).tolist()}

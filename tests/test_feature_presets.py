@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipelines.features import presets as P
+from pipelines.features import preprocess as PP
 from pipelines.features.weights import REGISTRY
 
 
@@ -47,7 +48,7 @@ def _position_frame(height: int, width: int) -> np.ndarray:
 def test_ten_crop_order_and_normalisation():
     frame = _position_frame(256, 320)    # short side already 256: resize leaves it alone
     clip = np.stack([frame, frame])
-    crops = P.preprocess_clip(P.RTFM, clip)
+    crops = PP.preprocess_clip(P.RTFM, clip)
     assert crops.shape == (10, 3, 2, 224, 224)
 
     raw = crops * 57.375 + 114.75
@@ -67,7 +68,7 @@ def test_ten_crop_regions_of_distinct_colours():
     colours = {(0, 0): 10, (0, 304): 20, (240, 0): 30, (240, 304): 40}
     for (top, left), value in colours.items():
         frame[top:top + 16, left:left + 16] = value
-    crops = P.ten_crop(torch.from_numpy(frame).permute(2, 0, 1), 224)
+    crops = PP.ten_crop(torch.from_numpy(frame).permute(2, 0, 1), 224)
     assert crops.shape == (10, 3, 224, 224)
     corners = [int(crop[0, 0, 0]) for crop in crops[:2]] + [int(crop[0, -1, 0]) for crop in crops[2:4]]
     assert corners == [10, 0, 30, 0]
@@ -96,14 +97,14 @@ def test_short_side_resize_matches_pil_bilinear():
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur((rng.random((120, 214, 3)) * 255).astype(np.uint8), (0, 0), 2)
     reference = np.asarray(image.fromarray(frame).resize((143, 80), image.BILINEAR)).astype(int)
-    ours = P.resize_frames(torch.from_numpy(frame).permute(2, 0, 1).float(), (80, 143), antialias=True)
+    ours = PP.resize_frames(torch.from_numpy(frame).permute(2, 0, 1).float(), (80, 143), antialias=True)
     assert np.abs(ours.permute(1, 2, 0).numpy().astype(int) - reference).max() <= 1
 
 
 def test_arnet_squash_matches_opencv_and_keeps_raw_pixels():
     rng = np.random.default_rng(1)
     frames = (rng.random((3, 240, 360, 3)) * 255).astype(np.uint8)
-    clip = P.preprocess_clip(P.ARNET, frames)
+    clip = PP.preprocess_clip(P.ARNET, frames)
     assert clip.shape == (1, 3, 3, 224, 224)
     reference = cv2.resize(frames[2], (224, 224)).astype(int)
     assert np.abs(clip[0, :, 2].permute(1, 2, 0).numpy().astype(int) - reference).max() <= 1
@@ -116,7 +117,7 @@ def test_arnet_squash_matches_opencv_and_keeps_raw_pixels():
 def test_normalisation_range(preset, low, high):
     frames = np.zeros((2, 300, 400, 3), np.uint8)
     frames[1] = 255
-    clip = P.preprocess_clip(preset, frames)
+    clip = PP.preprocess_clip(preset, frames)
     assert clip.shape == (preset.n_crops, 3, 2, 224, 224)
     torch.testing.assert_close(clip[:, :, 0], torch.full_like(clip[:, :, 0], low))
     torch.testing.assert_close(clip[:, :, 1], torch.full_like(clip[:, :, 1], high))
@@ -124,23 +125,23 @@ def test_normalisation_range(preset, low, high):
 
 def test_flow_clips():
     flow = np.full((4, 240, 320, 2), 128, np.uint8)
-    clip = P.preprocess_clip(P.ARNET, flow)
+    clip = PP.preprocess_clip(P.ARNET, flow)
     assert clip.shape == (1, 2, 4, 224, 224) and float(clip[0, 0, 0, 0, 0]) == 128.0
     with pytest.raises(ValueError, match="no flow stream"):
-        P.preprocess_clip(P.RTFM, flow)
+        PP.preprocess_clip(P.RTFM, flow)
 
 
 def test_centre_crop_variant():
     centre_only = dataclasses.replace(P.I3D_STANDARD, crop="center")
     frame = _position_frame(256, 455)
-    clip = P.preprocess_clip(centre_only, frame[None])
+    clip = PP.preprocess_clip(centre_only, frame[None])
     assert clip.shape == (1, 3, 1, 224, 224)
     assert round(float(clip[0, 1, 0, 0, 0]) * 127.5 + 127.5) == 116 // 2
 
 
 def test_bad_frames_are_refused():
     with pytest.raises(ValueError, match="expected uint8 frames"):
-        P.preprocess_clip(P.RTFM, np.zeros((2, 256, 256, 3), np.float32))
+        PP.preprocess_clip(P.RTFM, np.zeros((2, 256, 256, 3), np.float32))
     with pytest.raises(ValueError, match="set exactly one"):
         dataclasses.replace(P.RTFM, squash_hw=(224, 224))
 
@@ -174,10 +175,10 @@ def test_ssrl_patches_keep_row_major_order():
     frame = np.zeros((480, 840, 3), np.uint8)
     for index, (top, left, h, w) in enumerate(P.patch_boxes((rows, cols), (480, 840))):
         frame[top:top + h, left:left + w] = 10 * (index + 1)
-    patches = P.preprocess_patch_clip(P.SSRL_PATCHES, np.stack([frame] * 2), (rows, cols))
+    patches = PP.preprocess_patch_clip(P.SSRL_PATCHES, np.stack([frame] * 2), (rows, cols))
     assert patches.shape == (15, 3, 2, 224, 224)
     raw = patches * 57.375 + 114.75
     for index in range(15):
         torch.testing.assert_close(raw[index], torch.full_like(raw[index], 10.0 * (index + 1)), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="not one of"):
-        P.preprocess_patch_clip(P.SSRL_PATCHES, frame[None], (2, 2))
+        PP.preprocess_patch_clip(P.SSRL_PATCHES, frame[None], (2, 2))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipelines.features.extract import FEATURE_SETS, extract, main, parse_feature_set, scale_preset
-from pipelines.features.presets import ARNET, RTFM, preprocess_clip, snippet_frame_indices
+from pipelines.features.preprocess import preprocess_clip
+from pipelines.features.presets import ARNET, RTFM, snippet_frame_indices
 from pipelines.features.published import PublishedFeaturesError
 from pipelines.features.store import FeatureReader, FeatureSource
 from pipelines.features.weights import REGISTRY, caffe2_r50_key, file_digest, load_backbone

@@ -35,50 +35,22 @@ import torch
 
 from pipelines.atomic import atomic_path
 from pipelines.features import store
-from pipelines.features.presets import (
-    PRESETS,
-    ClipPreset,
-    PatchPreset,
-    preprocess_clip,
-    preprocess_patch_clip,
-    snippet_frame_indices,
+from pipelines.features.feature_sets import (  # noqa: F401  (re-exported)
+    CLIP_PRESETS,
+    FEATURE_SETS,
+    PATCH_PRESETS,
+    backbones_needed,
+    missing_streams,
+    parse_feature_set,
 )
+from pipelines.features.presets import PRESETS, ClipPreset, PatchPreset, snippet_frame_indices
+from pipelines.features.preprocess import preprocess_clip, preprocess_patch_clip
 from pipelines.features.published import PublishedFeaturesError, copy_rows, load_clip
 from pipelines.features.weights import REGISTRY, ChecksumMismatchError, WeightsMissingError, load_backbone
 from pipelines.frame_store import FrameReader
 from pipelines.provenance import sha256_file, versions
 
-CLIP_PRESETS = tuple(name for name, preset in PRESETS.items() if isinstance(preset, ClipPreset))
-PATCH_PRESETS = tuple(name for name, preset in PRESETS.items() if isinstance(preset, PatchPreset))
 FLOW_NOTE = "flow stream left out: this OpenCV build has no TV-L1 optical flow (cv2.optflow needs opencv-contrib)"
-
-
-FEATURE_SETS: dict[str, tuple[str, str | None]] = {
-    store.feature_set_name(clip, patches): (clip, patches)
-    for clip in CLIP_PRESETS
-    for patches in (None, *PATCH_PRESETS)
-}
-
-
-def parse_feature_set(name: str) -> tuple[ClipPreset, PatchPreset | None]:
-    """The presets a feature set is made of."""
-    if name not in FEATURE_SETS:
-        raise KeyError(f"unknown feature set {name!r}; known: {', '.join(sorted(FEATURE_SETS))}")
-    clip, patches = FEATURE_SETS[name]
-    return PRESETS[clip], (PRESETS[patches] if patches else None)
-
-
-def backbones_needed(name: str, published_clip: bool = False) -> list[str]:
-    """Registry names of the backbones whose weights extracting a feature set needs (flow left out); with
-    published clip features only the patch backbone."""
-    clip, patches = parse_feature_set(name)
-    needed = ([] if published_clip else [clip.rgb_backbone]) + ([patches.backbone] if patches else [])
-    return sorted(set(needed))
-
-
-def missing_streams(name: str) -> tuple[str, ...]:
-    """Streams a feature set's preset asks for that extraction here cannot produce."""
-    return ("flow",) if parse_feature_set(name)[0].flow_backbone else ()
 
 
 def _scaled(size: int, scale: float) -> int:

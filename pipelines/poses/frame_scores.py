@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
+
+from pipelines import metrics
 
 SMOOTHING_SIGMAS = (1, 2, 3, 4, 5, 6)
 
@@ -65,10 +66,7 @@ def fill_non_finite(clip_scores: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def smooth(scores: np.ndarray, sigmas: Sequence[float] = SMOOTHING_SIGMAS) -> np.ndarray:
     """Gaussian passes in sequence (scipy defaults: 'reflect' boundary, truncate at 4 sigma)."""
-    smoothed = np.asarray(scores, dtype=np.float64)
-    for sigma in sigmas:
-        smoothed = gaussian_filter1d(smoothed, sigma=sigma)
-    return smoothed
+    return metrics.smooth(scores, sigmas)
 
 
 def dataset_frame_scores(

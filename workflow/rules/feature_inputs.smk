@@ -3,11 +3,11 @@
 # the weights they need, and the per-video input file of every feature-reading method.
 import shlex
 
-from pipelines.features.extract import FEATURE_SETS, backbones_needed, missing_streams
+from pipelines.features.feature_sets import FEATURE_SETS, backbones_needed, missing_streams
 from pipelines.features.presets import PRESETS, SSRL_PATCHES
 from pipelines.features.published import find_clip_file, find_patch_file
 from pipelines.features.store import FeatureSource, feature_set_name
-from pipelines.features.weights import REGISTRY
+from pipelines.features.registry import REGISTRY
 from pipelines.weak_methods import FEATURE_SOURCE_KEY
 
 FEATURES = config["features"]
