@@ -2,18 +2,21 @@
 
 Renders a synthetic dataset of ``--videos`` videos once (local executor), then extracts their
 frames through profiles/slurm on the local one-node cluster (profiles/slurm/local-cluster.sh,
-started when needed) in three ways, each in a fresh directory:
+started when needed) in two ways, each in a fresh directory:
 
 * one Slurm job per video (the profile without its `groups`),
-* job arrays (the same, with `slurm-array-jobs: extract_frames` and a job limit above the
-  number of videos, without which the plugin stalls),
 * bundles of ``--group-size`` videos (the profile as shipped: `groups` + `group-components`).
 
-Submissions are the sbatch calls the plugin reports, Slurm jobs run are the jobs and array tasks
+Job arrays (`slurm-array-jobs: extract_frames`) are not offered: with the pinned plugin (2.8.0)
+every array task checks the outputs of the array's first job instead of its own, so all tasks but
+one end in MissingOutputException and are resubmitted again and again
+(snakemake-executor-plugin-slurm issue #447).
+
+Submissions are the sbatch calls the plugin reports, Slurm jobs run are the jobs
 of those submissions that the controller's log records as ended, and the wall time is
 Snakemake's from start to end. Prints a table.
 
-    python bench/slurm_bench.py [--videos 200] [--group-size 20] [--keep DIR]
+    python bench/slurm_bench.py [--videos 200] [--group-size 20] [--variants ungrouped grouped] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -65,22 +68,23 @@ def snakemake(workdir: Path, config: dict, targets: list[str], *options: str, ti
     return done.stdout + done.stderr
 
 
-def variant_profiles(directory: Path, group_size: int, videos: int) -> dict[str, Path]:
-    """Profile copies: (name -> profile directory) for the three ways of submitting."""
+VARIANTS = ("ungrouped", "grouped")
+
+
+def variant_profiles(directory: Path, group_size: int, chosen: list[str]) -> dict[str, Path]:
+    """Profile copies: (description -> profile directory) for the chosen ways of submitting."""
     shipped = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     shipped["slurm-partition-config"] = str(REPO / shipped["slurm-partition-config"])
     ungrouped = {k: v for k, v in shipped.items() if k not in ("groups", "group-components")}
     variants = {
-        "one Slurm job per video": ungrouped,
-        # The plugin (2.8.0) drops jobs, and Snakemake waits forever, when the job limit hands it
-        # fewer ready jobs of an array rule than there are: arrays only work with jobs >= videos.
-        "job arrays": ungrouped | {"slurm-array-jobs": "extract_frames", "jobs": max(videos, ungrouped["jobs"])},
-        f"bundles of {group_size} (profile groups)": shipped | {"group-components": {"per_video": group_size}},
+        "ungrouped": ("one Slurm job per video", ungrouped),
+        "grouped": (f"bundles of {group_size} (profile groups)", shipped | {"group-components": {"per_video": group_size}}),
     }
     paths = {}
-    for index, (name, profile) in enumerate(variants.items()):
-        path = directory / f"profile_{index}"
-        path.mkdir(parents=True)
+    for key in chosen:
+        name, profile = variants[key]
+        path = directory / f"profile_{key}"
+        path.mkdir(parents=True, exist_ok=True)
         (path / "config.yaml").write_text(yaml.safe_dump(profile))
         paths[name] = path
     return paths
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--group-size", type=int, default=20)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--timeout", type=float, default=5400, help="seconds allowed per variant")
     parser.add_argument("--keep", type=Path, help="work here and keep the files (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -112,14 +117,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"rendered {len(sources)} videos locally in {time.monotonic() - started:.0f} s", flush=True)
 
     rows = []
-    for name, profile in variant_profiles(base, args.group_size, args.videos).items():
+    for name, profile in variant_profiles(base, args.group_size, args.variants).items():
         workdir = base / re.sub(r"\W+", "_", name)
+        shutil.rmtree(workdir, ignore_errors=True)
         offset = CONTROLLER_LOG.stat().st_size
         started = time.monotonic()
         output = snakemake(workdir, config, frames, "--profile", str(profile), *QUICK_POLLING, timeout=args.timeout)
         wall = time.monotonic() - started
-        submissions = re.findall(r"submitted with SLURM jobid (\d+)|Submitted array job .* SLURM job ID (\d+)", output)
-        submitted = {single or array for single, array in submissions}
+        submissions = re.findall(r"submitted with SLURM jobid (\d+)", output)
+        submitted = set(submissions)
         ended = re.findall(r"_job_complete: JobId=(\d+)\S* done", controller_log_since(offset))
         missing = [f for f in frames if not (workdir / f).is_file()]
         if missing:
