@@ -51,3 +51,10 @@ def snakemake_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the Slurm tests last. Where they start the local cluster they stop it again at the end,
+    and every later `snakemake` start on a machine with the Slurm client but no controller waits
+    about 10 s (the Slurm plugin asks `scontrol show config` when it loads, with a 10 s timeout)."""
+    items.sort(key=lambda item: Path(str(item.fspath)).name == "test_slurm.py")
