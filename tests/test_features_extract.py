@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.features.extract import FEATURE_SETS, extract, main, parse_feature_set, scale_preset
+from pipelines.features.extract import extract, main, scale_preset
+from pipelines.features.feature_sets import FEATURE_SETS, parse_feature_set
 from pipelines.features.preprocess import preprocess_clip
 from pipelines.features.presets import ARNET, RTFM, snippet_frame_indices
 from pipelines.features.published import PublishedFeaturesError

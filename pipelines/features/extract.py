@@ -35,15 +35,8 @@ import torch
 
 from pipelines.atomic import atomic_path
 from pipelines.features import store
-from pipelines.features.feature_sets import (  # noqa: F401  (re-exported)
-    CLIP_PRESETS,
-    FEATURE_SETS,
-    PATCH_PRESETS,
-    backbones_needed,
-    missing_streams,
-    parse_feature_set,
-)
-from pipelines.features.presets import PRESETS, ClipPreset, PatchPreset, snippet_frame_indices
+from pipelines.features.feature_sets import FEATURE_SETS, backbones_needed, missing_streams, parse_feature_set
+from pipelines.features.presets import ClipPreset, PatchPreset, snippet_frame_indices
 from pipelines.features.preprocess import preprocess_clip, preprocess_patch_clip
 from pipelines.features.published import PublishedFeaturesError, copy_rows, load_clip
 from pipelines.features.weights import REGISTRY, ChecksumMismatchError, WeightsMissingError, load_backbone

@@ -12,9 +12,7 @@ import re
 import shutil
 import urllib.request
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
