@@ -10,9 +10,12 @@ CONFIG ?=
 
 .PHONY: demo run test test-slurm test-fast lint bench clean
 
+# A venv made before the switch to opencv-contrib-python-headless holds opencv-python-headless, which
+# installs the same cv2 folder: the two must never be installed together (a no-op in a fresh venv).
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip uninstall -qq --yes opencv-python-headless
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(INSTALLED)
 

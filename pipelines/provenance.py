@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("vadbench", "numpy", "h5py", "torch", "scikit-learn", "opencv-python-headless", "snakemake")
+_PACKAGES = ("vadbench", "numpy", "h5py", "torch", "scikit-learn", "opencv-contrib-python-headless", "snakemake")
 
 
 @functools.cache

@@ -24,6 +24,9 @@ def test_shipped_config_is_valid_and_defaults_are_filled(config):
     assert checked["report"]["timeline_videos"] == 4
     assert checked["frames"]["compression"] == "lz4"
     assert checked["datasets"]["synthetic"]["root"] == "results/raw/synthetic"
+    assert checked["features"]["flow"] is False
+    config["features"]["flow"] = True
+    assert validate(config, SCHEMA, RULES)["features"]["flow"] is True
 
 
 def test_every_key_of_the_shipped_config_has_a_comment():
@@ -44,6 +47,7 @@ def test_every_key_of_the_shipped_config_has_a_comment():
         (lambda c: c["datasets"].update(mydata={"enabled": True}), r"'datasets\.mydata': unknown dataset"),
         (lambda c: c["methods"].update(lgn={"enabled": True}), r"'methods\.lgn': unknown method"),
         (lambda c: c["frames"].update(compression="brotli"), r"'frames\.compression'"),
+        (lambda c: c["features"].update(flow="yes"), r"'features\.flow'"),
         (lambda c: c["datasets"]["synthetic"].update(enabled=False), r"no dataset is enabled"),
         (lambda c: c["datasets"]["ped2"].update(enabled=True, root="/no/such/ped2"), r"'datasets\.ped2\.root': /no/such/ped2 does not exist"),
     ],

@@ -10,6 +10,7 @@ import torch
 
 from pipelines.features import presets as P
 from pipelines.features import preprocess as PP
+from pipelines.features.feature_sets import backbones_needed, missing_streams
 from pipelines.features.weights import REGISTRY
 
 
@@ -144,6 +145,14 @@ def test_bad_frames_are_refused():
         PP.preprocess_clip(P.RTFM, np.zeros((2, 256, 256, 3), np.float32))
     with pytest.raises(ValueError, match="set exactly one"):
         dataclasses.replace(P.RTFM, squash_hw=(224, 224))
+
+
+def test_flow_backbone_and_missing_stream_follow_the_flow_flag():
+    assert backbones_needed("arnet") == ["inception_k400_rgb"] and missing_streams("arnet") == ("flow",)
+    assert backbones_needed("arnet", flow=True) == ["inception_k400_flow", "inception_k400_rgb"]
+    assert missing_streams("arnet", flow=True) == ()
+    assert backbones_needed("arnet_ssrl_patches", published_clip=True, flow=True) == ["r50_nonlocal_k400"]
+    assert backbones_needed("rtfm", flow=True) == ["r50_nonlocal_k400"] and missing_streams("rtfm") == ()
 
 
 def test_presets_agree_with_weights_registry():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import pickle
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -54,11 +55,48 @@ def test_attributes_record_preset_weights_and_source(tmp_path):
     assert stored["backbones"] == {"inception_k400_rgb": "random-init"} == attrs["backbones"]
     assert stored["preset_params"]["squash_hw"] == [16, 16] and stored["preset_params"]["pixel_std"] == 1.0
     assert stored["tail"] == "drop" and stored["spatial_scale"] == SMALL and stored["seed"] == 3
-    assert stored["missing_streams"] == ["flow"] and "TV-L1" in stored["flow"]
+    assert stored["missing_streams"] == ["flow"] and "not requested" in stored["flow"] and "flow_params" not in stored
     assert stored["source_frames"] == str(frames) and stored["source_frames_attrs"]["source"] == "noise_17.mp4"
     assert stored["versions"]["torch"].startswith("2.")
     described = FeatureSource.from_attrs(stored).describe("arnet")
     assert "NOT COMPARABLE" in described and "randomly initialised" in described and "no flow stream" in described
+
+
+def _texture_frames(path, n, step, height=24, width=32):
+    """A smooth texture moving ``step`` px to the right per frame (still for 0), as a frames file."""
+    noise = np.random.default_rng(0).integers(0, 256, (height, width + 2 * n)).astype(np.float32)
+    texture = np.clip(cv2.GaussianBlur(noise, (0, 0), 1.5) * 3 - 255, 0, 255).astype(np.uint8)
+    frames = np.stack([texture[:, 2 * n - step * i:][:, :width] for i in range(n)])
+    with FrameWriter(path, height, width, 3, "lz4") as writer:
+        writer.append(np.repeat(frames[..., None], 3, axis=-1))
+        writer.set_attrs({"source": f"texture_{step}.mp4", "source_sha256": "cd" * 32, "fps": 25.0})
+    return path
+
+
+def test_flow_stream_is_concatenated_after_rgb(tmp_path):
+    moving, still = _texture_frames(tmp_path / "moving.h5", 33, 1), _texture_frames(tmp_path / "still.h5", 33, 0)
+    attrs = extract(moving, tmp_path / "m.h5", "arnet", allow_random_weights=True, spatial_scale=SMALL, flow=True)
+    extract(moving, tmp_path / "m1.h5", "arnet", allow_random_weights=True, spatial_scale=SMALL, flow=True,
+            batch_size=1)
+    extract(still, tmp_path / "s.h5", "arnet", allow_random_weights=True, spatial_scale=SMALL, flow=True)
+    extract(moving, tmp_path / "rgb.h5", "arnet", allow_random_weights=True, spatial_scale=SMALL)
+    with FeatureReader(tmp_path / "m.h5") as m, FeatureReader(tmp_path / "m1.h5") as m1, \
+            FeatureReader(tmp_path / "s.h5") as s, FeatureReader(tmp_path / "rgb.h5") as rgb:
+        assert m.features().shape == (2, 1, 2048) and rgb.features().shape == (2, 1, 1024)
+        np.testing.assert_allclose(m.features()[..., :1024], rgb.features(), rtol=1e-4, atol=1e-5)
+        # Batches of one snippet (each with the frame after it) give the same flow features as batches of two.
+        np.testing.assert_allclose(m1.features(), m.features(), rtol=1e-4, atol=1e-5)
+        moving_flow, still_flow = m.features()[..., 1024:], s.features()[..., 1024:]
+        # A random backbone's features are small: compare with their own size.
+        assert np.abs(moving_flow - still_flow).max() > 0.01 * np.abs(still_flow).max() > 0
+        stored = m.attrs
+    assert stored["missing_streams"] == [] == attrs["missing_streams"]
+    assert stored["backbones"] == {"inception_k400_rgb": "random-init", "inception_k400_flow": "random-init"}
+    assert stored["flow_params"]["tau"] == 0.25 and stored["flow_params"]["bound"] == 20
+    assert "TV-L1" in stored["flow"] and "last frame repeats" in stored["flow"]
+    assert "no flow stream" not in FeatureSource.from_attrs(stored).describe("arnet")
+    with pytest.raises(ValueError, match="preset rtfm has no flow stream"):
+        extract(moving, tmp_path / "r.h5", "rtfm", allow_random_weights=True, spatial_scale=SMALL, flow=True)
 
 
 def test_patch_features_share_t_and_are_marked_reconstructed(tmp_path):

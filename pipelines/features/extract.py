@@ -10,15 +10,18 @@ extracted and the clip features are copied from it. The output (layout in ``pipe
 records every preset parameter, the weights' sha256 (or "random-init"), the source frames file and its own
 provenance; it is written under a temporary name and renamed once complete.
 
-Optical flow: the ``arnet`` preset's second stream is I3D on TV-L1 flow. The OpenCV here has no TV-L1
-(``cv2.optflow`` needs the contrib build), so the flow stream is left out: such features hold the RGB
-stream only and say so in ``missing_streams``.
+Optical flow: the ``arnet`` preset's second stream is I3D on TV-L1 flow (``pipelines.features.flow``: n flow
+frames for n frames, stored as 8-bit x, y images), preprocessed like the RGB frames and run through the
+preset's ``flow_backbone``; the feature is RGB then flow, concatenated. It is computed only with ``flow``
+(``--flow``, config ``features.flow``), one batch at a time like the frames; TV-L1 runs on the CPU even
+where the backbones have a GPU, and costs more than they do. Without it such features hold the RGB stream
+only and say so in ``missing_streams``.
 
 Run by hand::
 
     python -m pipelines.features.extract FRAMES.h5 OUT.h5 --feature-set rtfm_ssrl_patches \\
         --weights-dir resources/weights [--weights r50_nonlocal_k400=FILE] [--allow-random-weights] \\
-        [--batch-size 4] [--device auto] [--spatial-scale 1.0] [--seed 0] [--published-clip CLIP.npy]
+        [--batch-size 4] [--device auto] [--spatial-scale 1.0] [--seed 0] [--published-clip CLIP.npy] [--flow]
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import torch
 from pipelines.atomic import atomic_path
 from pipelines.features import store
 from pipelines.features.feature_sets import FEATURE_SETS, backbones_needed, missing_streams, parse_feature_set
+from pipelines.features.flow import TVL1Params, block_flow
 from pipelines.features.presets import ClipPreset, PatchPreset, snippet_frame_indices
 from pipelines.features.preprocess import preprocess_clip, preprocess_patch_clip
 from pipelines.features.published import PublishedFeaturesError, copy_rows, load_clip
@@ -43,7 +47,7 @@ from pipelines.features.weights import REGISTRY, ChecksumMismatchError, WeightsM
 from pipelines.frame_store import FrameReader
 from pipelines.provenance import sha256_file, versions
 
-FLOW_NOTE = "flow stream left out: this OpenCV build has no TV-L1 optical flow (cv2.optflow needs opencv-contrib)"
+FLOW_OFF_NOTE = "flow stream not requested (features.flow false, no --flow): the features hold the RGB stream only"
 
 
 def _scaled(size: int, scale: float) -> int:
@@ -80,6 +84,12 @@ def _as_rgb(frames: np.ndarray) -> np.ndarray:
     return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
+def _flow_note(feature_set: str, flow_params: TVL1Params | None) -> str:
+    if flow_params is not None:
+        return flow_params.describe()
+    return FLOW_OFF_NOTE if missing_streams(feature_set) else "not part of this preset"
+
+
 def _run(backbone: torch.nn.Module, clips: torch.Tensor, device: str) -> torch.Tensor:
     with torch.inference_mode():
         return backbone(clips.to(device)).float().cpu()
@@ -98,11 +108,13 @@ def extract(
     spatial_scale: float = 1.0,
     seed: int = 0,
     published_clip: Path | None = None,
+    flow: bool = False,
 ) -> dict:
     """Write the features of one video; return the attributes written.
 
     With ``published_clip`` (a published clip features file of the video, e.g. RTFM's) the clip features
-    are taken from it, checked against the frame count, and only the patch features are extracted.
+    are taken from it, checked against the frame count, and only the patch features are extracted. With
+    ``flow`` (presets with a ``flow_backbone`` only) the clip features are RGB then TV-L1 flow features.
 
     Raises WeightsMissingError (naming where to put the file) when a backbone has no weights and random
     ones are not allowed, and ChecksumMismatchError for a weights file with the wrong content.
@@ -113,6 +125,11 @@ def extract(
     if published_clip is not None and patch_preset is None:
         raise ValueError(f"{feature_set} has no patch features to extract: convert published clip features with "
                          "python -m pipelines.features.published convert")
+    if flow and (clip_preset.flow_backbone is None or published_clip is not None):
+        why = "its clip features are published" if published_clip is not None else \
+            f"preset {clip_preset.name} has no flow stream"
+        raise ValueError(f"{feature_set}: flow asked for, but {why}")
+    flow_params = TVL1Params() if flow else None
     unscaled_name = clip_preset.name
     clip_preset = scale_preset(clip_preset, spatial_scale)
     patch_preset = scale_preset(patch_preset, spatial_scale) if patch_preset else None
@@ -120,7 +137,7 @@ def extract(
     weights = dict(weights or {})
     backbones = {
         name: load_backbone(name, weights.get(name), allow_random_weights, cache_dir=weights_dir, seed=seed).to(device)
-        for name in backbones_needed(feature_set, published_clip is not None)
+        for name in backbones_needed(feature_set, published_clip is not None, flow)
     }
     started = time.perf_counter()
     with FrameReader(frames_path) as reader, atomic_path(out) as tmp, h5py.File(tmp, "w") as handle:
@@ -131,7 +148,7 @@ def extract(
             published = load_clip(Path(published_clip), unscaled_name, n_frames)
             copy_rows(published, store.create_dataset(handle, store.FEATURES, *published.shape))
         else:
-            clip_dim = REGISTRY[clip_preset.rgb_backbone].feature_dim
+            clip_dim = clip_preset.feature_dim if flow else REGISTRY[clip_preset.rgb_backbone].feature_dim
             clip_out = store.create_dataset(handle, store.FEATURES, n, clip_preset.n_crops, clip_dim)
         grids = patch_preset.grids if patch_preset else ()
         patch_dim = REGISTRY[patch_preset.backbone].feature_dim if patch_preset else 0
@@ -140,10 +157,18 @@ def extract(
         for start in range(0, n, batch_size):
             batch = snippets[start : start + batch_size]
             first, last = int(batch[0].min()), int(batch[-1].max())
-            frames = _as_rgb(reader.clip(first, last - first + 1))
+            # With flow, one frame more than the batch uses: the last frame's flow needs its successor.
+            stop = min(last + 2, n_frames) if flow else last + 1
+            raw = reader.clip(first, stop - first)
+            frames = _as_rgb(raw)
             if published_clip is None:
                 views = [preprocess_clip(clip_preset, frames[idx - first]) for idx in batch]
                 features = _run(backbones[clip_preset.rgb_backbone], torch.cat(views), device)
+                if flow:
+                    flows = block_flow(raw, ends_video=stop == n_frames, params=flow_params)
+                    views = [preprocess_clip(clip_preset, flows[idx - first]) for idx in batch]
+                    flow_features = _run(backbones[clip_preset.flow_backbone], torch.cat(views), device)
+                    features = torch.cat([features, flow_features], dim=1)
                 clip_out[start : start + len(batch)] = features.reshape(len(batch), clip_preset.n_crops,
                                                                         clip_dim).numpy()
             for grid in grids:
@@ -163,8 +188,8 @@ def extract(
             "frames_source_shape": list(reader.shape),
             "backbones": used if published_clip is None else
             used | {"upstream extractor": f"published features from {Path(published_clip).parent}"},
-            "missing_streams": list(missing_streams(feature_set)),
-            "flow": FLOW_NOTE if missing_streams(feature_set) else "not part of this preset",
+            "missing_streams": list(missing_streams(feature_set, flow)),
+            "flow": _flow_note(feature_set, flow_params),
             "spatial_scale": spatial_scale,
             "patch_grids": [list(grid) for grid in grids],
             "patches_reconstructed": bool(patch_preset),
@@ -176,6 +201,8 @@ def extract(
             "seconds": round(time.perf_counter() - started, 3),
             "versions": versions(),
         }
+        if flow:
+            attrs["flow_params"] = dataclasses.asdict(flow_params)
         if published_clip is not None:
             attrs["published_files"] = {str(published_clip): sha256_file(published_clip)}
         if patch_preset:
@@ -210,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of a random backbone")
     parser.add_argument("--published-clip", type=Path,
                         help="published clip features of the video (.npy): extract only the patch features")
+    parser.add_argument("--flow", action="store_true",
+                        help="add the preset's TV-L1 flow stream (arnet); slow on a CPU")
     args = parser.parse_args(argv)
     try:
         attrs = extract(args.frames, args.out, args.feature_set, weights=dict(args.weights),
                         weights_dir=args.weights_dir, allow_random_weights=args.allow_random_weights,
                         batch_size=args.batch_size, device=args.device, spatial_scale=args.spatial_scale,
-                        seed=args.seed, published_clip=args.published_clip)
+                        seed=args.seed, published_clip=args.published_clip, flow=args.flow)
     except (WeightsMissingError, ChecksumMismatchError, PublishedFeaturesError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -24,14 +24,17 @@ def parse_feature_set(name: str) -> tuple[ClipPreset, PatchPreset | None]:
     return PRESETS[clip], (PRESETS[patches] if patches else None)
 
 
-def backbones_needed(name: str, published_clip: bool = False) -> list[str]:
-    """Registry names of the backbones whose weights extracting a feature set needs (flow left out); with
-    published clip features only the patch backbone."""
+def backbones_needed(name: str, published_clip: bool = False, flow: bool = False) -> list[str]:
+    """Registry names of the backbones whose weights extracting a feature set needs: the flow backbone only
+    with ``flow`` (features.flow) and a preset that has one; with published clip features only the patch
+    backbone."""
     clip, patches = parse_feature_set(name)
-    needed = ([] if published_clip else [clip.rgb_backbone]) + ([patches.backbone] if patches else [])
-    return sorted(set(needed))
+    needed = [] if published_clip else [clip.rgb_backbone]
+    if flow and clip.flow_backbone and not published_clip:
+        needed.append(clip.flow_backbone)
+    return sorted(set(needed + ([patches.backbone] if patches else [])))
 
 
-def missing_streams(name: str) -> tuple[str, ...]:
-    """Streams a feature set's preset asks for that extraction here cannot produce."""
-    return ("flow",) if parse_feature_set(name)[0].flow_backbone else ()
+def missing_streams(name: str, flow: bool = False) -> tuple[str, ...]:
+    """Streams a feature set's preset asks for that its features lack: the flow stream unless ``flow``."""
+    return ("flow",) if parse_feature_set(name)[0].flow_backbone and not flow else ()

@@ -146,7 +146,7 @@ class FeatureSource:
 
     ``backbones`` pairs each backbone with its weights ("sha256:...", a file name, or "random-init");
     published features name the upstream folder instead. ``missing_streams`` lists streams the preset wants
-    but the features lack (the flow stream when no TV-L1 is available).
+    but the features lack (the flow stream when features.flow is off).
     """
 
     feature_set: str

@@ -49,11 +49,20 @@ def weights_file(backbone):
     return str(default) if default.is_file() else None
 
 
+def extracts_flow(dataset, set_name):
+    """Whether the features of a dataset get the preset's TV-L1 flow stream here (features.flow, extracted
+    clip features, a preset with a flow backbone)."""
+    clip = FEATURE_SETS[set_name][0]
+    return FEATURES["flow"] and feature_mode(dataset, set_name) == "extracted" and bool(PRESETS[clip].flow_backbone)
+
+
 def extracted_backbones(dataset, set_name):
     """Backbones the features of a dataset need here: none when published, the patch backbone alone when
-    only the clip features are."""
+    only the clip features are, the flow backbone too when the flow stream is extracted."""
     mode = feature_mode(dataset, set_name)
-    return [] if mode == "published" else backbones_needed(set_name, published_clip=mode == "published_clip")
+    if mode == "published":
+        return []
+    return backbones_needed(set_name, published_clip=mode == "published_clip", flow=extracts_flow(dataset, set_name))
 
 
 def features_file(method, dataset, split, video):
@@ -75,7 +84,8 @@ def planned_source(method, dataset):
                for b in extracted_backbones(dataset, set_name)]
     if mode == "extracted":
         return FeatureSource(set_name, "extracted", tuple(weights), tail, float(FEATURES["spatial_scale"]),
-                             missing_streams(set_name), patches_reconstructed=patches is not None)
+                             missing_streams(set_name, extracts_flow(dataset, set_name)),
+                             patches_reconstructed=patches is not None)
     upstream = ("upstream extractor", f"published features from {', '.join(published_folders(dataset, clip))}")
     if mode == "published":
         return FeatureSource(set_name, "published", (upstream,), tail)
@@ -136,6 +146,8 @@ def extraction_args(wildcards):
             args.append(f"--weights {shlex.quote(f'{backbone}={weights_file(backbone)}')}")
     if FEATURES["allow_random_weights"]:
         args.append("--allow-random-weights")
+    if extracts_flow(wildcards.dataset, wildcards.feature_set):
+        args.append("--flow")
     return " ".join(args)
 
 
