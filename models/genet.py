@@ -40,6 +40,7 @@ from models.stg_nf import (
     flow_from_params,
     flow_identity,
     load_released_flow,
+    pose_protocol,
     segment_nll,
     training_schedule,
 )
@@ -209,10 +210,4 @@ class GENetMethod(Method):
         return VideoScore(scores, np.ones(scores.size, bool))
 
     def protocol(self, label_convention: str) -> Protocol:
-        return Protocol(
-            pooling="micro",
-            normalisation="none",
-            smoothing_sigmas=tuple(self.params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
-            label_convention=label_convention,
-            skipped_start_frames=0,
-        )
+        return pose_protocol(self.params, label_convention)

@@ -462,6 +462,18 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def pose_protocol(params: dict[str, Any], label_convention: str) -> Protocol:
+    """STG-NF's evaluation, shared by the methods built on it: micro AUC of raw frame scores after the
+    gaussian passes of ``smoothing_sigmas`` (the release's 1..6), nothing skipped."""
+    return Protocol(
+        pooling="micro",
+        normalisation="none",
+        smoothing_sigmas=tuple(params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
+        label_convention=label_convention,
+        skipped_start_frames=0,
+    )
+
+
 @register
 class STGNFMethod(Method):
     """STG-NF (Hirschorn & Avidan, ICCV 2023), unsupervised: trained on the normal training poses.
@@ -526,10 +538,4 @@ class STGNFMethod(Method):
         return VideoScore(scores, np.ones(scores.size, bool))
 
     def protocol(self, label_convention: str) -> Protocol:
-        return Protocol(
-            pooling="micro",
-            normalisation="none",
-            smoothing_sigmas=tuple(self.params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
-            label_convention=label_convention,
-            skipped_start_frames=0,
-        )
+        return pose_protocol(self.params, label_convention)
