@@ -57,19 +57,34 @@ def extract(source: str | Path, out: str | Path, params: FrameParams, fps: float
     return _extract_video(source, Path(out), params)
 
 
-def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
-    info = probe(source)
-    height, width = params.size or (info.height, info.width)
-    channels = PIXEL_FORMATS[params.pixel_format]
-    frame_bytes = height * width * channels
+def _start_decoder(source: Path, params: FrameParams):
+    """ffmpeg decoding ``source`` to raw frames on its stdout. The command does not depend on the
+    probe (a configured size always goes through the scale filter, which passes frames of that size
+    through), so decoding starts while ffprobe reads the header."""
     stream = ffmpeg.input(str(source))
-    if (height, width) != (info.height, info.width):
+    if params.size:
+        height, width = params.size
         stream = stream.filter("scale", width, height, flags="bilinear")
-    process = (
+    return (
         stream.output("pipe:", format="rawvideo", pix_fmt=params.pixel_format, fps_mode="passthrough")
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-xerror")
         .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
     )
+
+
+def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
+    if not source.is_file():
+        raise VideoError(f"{source}: video file not found")
+    process = _start_decoder(source, params)
+    try:
+        info = probe(source)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    height, width = params.size or (info.height, info.width)
+    channels = PIXEL_FORMATS[params.pixel_format]
+    frame_bytes = height * width * channels
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
     drain.start()
