@@ -73,11 +73,9 @@ def _start_decoder(source: Path, params: FrameParams):
 
 
 def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
-    if not source.is_file():
-        raise VideoError(f"{source}: video file not found")
     process = _start_decoder(source, params)
     try:
-        info = probe(source)
+        info = probe(source)  # a missing or unreadable file stops here, naming it
     except BaseException:
         process.kill()
         process.wait()
