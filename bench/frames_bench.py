@@ -3,8 +3,9 @@
 1. Extraction: our ``pipelines.frames.extract`` (ffmpeg -> pipe -> compressed HDF5) against ffmpeg
    alone decoding the same video to raw frames of the stored size and pixel format into a pipe
    that is read and discarded (target: ratio >= 0.8), and against ``ffmpeg -i VIDEO -f null -``.
-   Frame folders (Ped2) are decoded by OpenCV in our pipeline; their ffmpeg baseline decodes the
-   same JPEG sequence with ffmpeg's image2 demuxer.
+   Frame folders (Ped2) are decoded by OpenCV in our pipeline, one thread per CPU this process may
+   use; their ffmpeg baseline decodes the same JPEG sequence with ffmpeg's image2 demuxer (ffmpeg
+   picks its threads from the same CPUs).
 2. Per compression: the extraction ratio again, and clip reading: 16 consecutive frames at random
    starts from our HDF5 against reading the same frames from a JPEG folder with OpenCV (target: ratio >= 3), with the
    storage of each.

@@ -42,11 +42,12 @@ class FrameWriter:
 
     Blosc codecs compress each frame with python-blosc (multi-threaded, outside the GIL) and
     write the chunk directly: the bytes are exactly what the HDF5 Blosc filter reads back, at a
-    fraction of the cost of compressing inside the HDF5 filter pipeline.
+    fraction of the cost of compressing inside the HDF5 filter pipeline. Uncompressed frames are
+    written directly too (a chunk is then the frame's raw bytes), skipping h5py's selection path.
     """
 
     def __init__(self, path: Path, height: int, width: int, channels: int, compression: str):
-        self._direct = compression in _BLOSC_LEVELS
+        self._direct = compression in _BLOSC_LEVELS or compression == "none"
         self._compression = compression
         self._file = h5py.File(path, "w")
         self._frames = self._file.create_dataset(
@@ -65,14 +66,18 @@ class FrameWriter:
         if self._direct:
             block = np.ascontiguousarray(block)
             for i, frame in enumerate(block):
-                chunk = blosc.compress(
-                    frame.data, typesize=1, clevel=_BLOSC_LEVELS[self._compression],
-                    shuffle=blosc.NOSHUFFLE, cname=self._compression,
-                )
-                self._frames.id.write_direct_chunk((self.n_frames + i, 0, 0, 0), chunk)
+                self._frames.id.write_direct_chunk((self.n_frames + i, 0, 0, 0), self._chunk(frame))
         else:
             self._frames[self.n_frames : self.n_frames + n] = block
         self.n_frames += n
+
+    def _chunk(self, frame: np.ndarray):
+        """The stored bytes of one frame's chunk."""
+        if self._compression == "none":
+            return frame.data
+        return blosc.compress(
+            frame.data, typesize=1, clevel=_BLOSC_LEVELS[self._compression], shuffle=blosc.NOSHUFFLE, cname=self._compression
+        )
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():

@@ -10,10 +10,13 @@ Run by hand: ``python -m pipelines.frames SOURCE OUT.h5 [--size H W] [--pixel-fo
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import queue
 import re
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,14 +49,18 @@ class FrameParams:
             raise ValueError(f"compression {self.compression!r}: expected one of {COMPRESSIONS}")
 
 
-def extract(source: str | Path, out: str | Path, params: FrameParams, fps: float | None = None) -> int:
+def extract(
+    source: str | Path, out: str | Path, params: FrameParams, fps: float | None = None, threads: int | None = None
+) -> int:
     """Decode ``source`` (a video file or a folder of images) into ``out``; return the frame count.
 
-    ``fps`` is recorded for frame folders (which carry none) and ignored for videos.
+    ``fps`` is recorded for frame folders (which carry none) and ignored for videos. ``threads``
+    decode a frame folder's images in parallel (default: the CPUs this process may use); ffmpeg
+    picks its own threads from the same CPU set. The output does not depend on it.
     """
     source = Path(source)
     if source.is_dir():
-        return _extract_folder(source, Path(out), params, fps)
+        return _extract_folder(source, Path(out), params, fps, threads or len(os.sched_getaffinity(0)))
     return _extract_video(source, Path(out), params)
 
 
@@ -86,18 +93,29 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
     drain.start()
-    # A reader thread keeps ffmpeg decoding while this thread compresses; the bounded queue keeps
-    # memory at a few blocks whatever the video's length.
-    blocks: queue.Queue[bytes] = queue.Queue(maxsize=2)
-    reader = threading.Thread(target=_read_blocks, args=(process.stdout, frame_bytes * params.block_frames, blocks), daemon=True)
+    _widen_pipe(process.stdout)
+    # A reader thread keeps ffmpeg decoding while this thread compresses. Blocks travel in a ring
+    # of reused buffers: memory stays at RING blocks whatever the video's length, and no block's
+    # pages are allocated (and zeroed by the kernel) anew.
+    block_bytes = frame_bytes * max(1, min(params.block_frames, READ_BYTES // frame_bytes))
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(RING):
+        free.put(bytearray(block_bytes))
+    filled: queue.Queue[tuple[bytearray, int]] = queue.Queue()
+    reader = threading.Thread(target=_read_blocks, args=(process.stdout, free, filled), daemon=True)
     reader.start()
     try:
         with atomic_path(out) as tmp:
             with FrameWriter(tmp, height, width, channels, params.compression) as writer:
-                while data := blocks.get():
-                    if len(data) % frame_bytes:
+                while True:
+                    buffer, size = filled.get()
+                    if size % frame_bytes:
                         raise VideoError(f"{source}: ffmpeg stopped inside a frame (truncated output)")
-                    writer.append(np.frombuffer(data, np.uint8).reshape(-1, height, width, channels))
+                    if size:
+                        writer.append(np.frombuffer(buffer, np.uint8, count=size).reshape(-1, height, width, channels))
+                    free.put(buffer)
+                    if size < block_bytes:
+                        break
                 returncode = process.wait()
                 drain.join()
                 message = b"".join(errors).decode(errors="replace").strip()
@@ -114,19 +132,34 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
         if process.poll() is None:
             process.kill()
         process.wait()
-        while reader.is_alive():  # unblock the reader if this thread stopped early
-            try:
-                blocks.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        free.put(bytearray())  # an empty buffer stops a reader still waiting for one
+        reader.join()
 
 
-def _read_blocks(stream, size: int, blocks: "queue.Queue[bytes]") -> None:
-    """Move fixed-size blocks from ffmpeg's pipe into ``blocks``; an empty block marks the end."""
+RING = 3  # blocks in flight between the reader thread and the writer
+READ_BYTES = 16 << 20  # a block holds at most block_frames frames and at most this many bytes
+
+
+def _widen_pipe(stream) -> None:
+    """Let ffmpeg run up to a megabyte ahead of the reader (the default pipe holds 64 KiB)."""
+    try:
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+    except OSError:  # above the system's pipe-max-size: keep the default
+        pass
+
+
+def _read_blocks(stream, free: "queue.Queue[bytearray]", filled: "queue.Queue[tuple[bytearray, int]]") -> None:
+    """Fill free buffers from ffmpeg's pipe and pass them on with their byte count; a count
+    below the buffer's size marks the end of the stream."""
     while True:
-        data = stream.read(size)
-        blocks.put(data)
-        if not data:
+        buffer = free.get()
+        if not buffer:
+            return
+        view, size = memoryview(buffer), 0
+        while size < len(buffer) and (n := stream.readinto(view[size:])):
+            size += n
+        filled.put((buffer, size))
+        if size < len(buffer):
             return
 
 
@@ -155,25 +188,31 @@ def _read_image(path: Path, pixel_format: str) -> np.ndarray:
     return image[..., None] if pixel_format == "gray" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | None) -> int:
+def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | None, threads: int) -> int:
     files = list_images(folder)
     first = _read_image(files[0], params.pixel_format)
     original = first.shape[:2]
     height, width = params.size or original
     channels = PIXEL_FORMATS[params.pixel_format]
-    with atomic_path(out) as tmp:
+
+    def load(path: Path) -> np.ndarray:
+        image = _read_image(path, params.pixel_format)
+        if image.shape[:2] != original:
+            raise VideoError(f"{path}: size {image.shape[:2]} differs from the folder's {original}")
+        if (height, width) != original:
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, channels)
+        return image
+
+    blocks = [files[start : start + params.block_frames] for start in range(0, len(files), params.block_frames)]
+    # OpenCV decodes outside the GIL: the pool decodes the next block while this thread writes
+    # the current one, and at most two blocks are in memory whatever the folder's length.
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, atomic_path(out) as tmp:
         with FrameWriter(tmp, height, width, channels, params.compression) as writer:
-            for start in range(0, len(files), params.block_frames):
-                block = []
-                for path in files[start : start + params.block_frames]:
-                    image = first if path == files[0] else _read_image(path, params.pixel_format)
-                    if image.shape[:2] != original:
-                        raise VideoError(f"{path}: size {image.shape[:2]} differs from the folder's {original}")
-                    if (height, width) != original:
-                        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).reshape(
-                            height, width, channels
-                        )
-                    block.append(image)
+            pending = [pool.submit(load, path) for path in blocks[0]]
+            for index in range(len(blocks)):
+                block = [future.result() for future in pending]
+                if index + 1 < len(blocks):
+                    pending = [pool.submit(load, path) for path in blocks[index + 1]]
                 writer.append(np.stack(block))
             writer.set_attrs(
                 _provenance(folder, "frame_folder", sha256_folder(folder, files), params, fps or 0.0, original)
@@ -202,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pixel-format", default="rgb24", choices=sorted(PIXEL_FORMATS))
     parser.add_argument("--compression", default="lz4", choices=COMPRESSIONS)
     parser.add_argument("--fps", type=float, help="frame rate to record for a frame folder")
+    parser.add_argument("--threads", type=int, help="threads decoding a frame folder (default: all CPUs allowed)")
     args = parser.parse_args(argv)
     params = FrameParams(tuple(args.size) if args.size else None, args.pixel_format, args.compression)
     try:
-        n = extract(args.source, args.out, params, args.fps)
+        n = extract(args.source, args.out, params, args.fps, args.threads)
     except VideoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

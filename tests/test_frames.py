@@ -49,9 +49,12 @@ def test_resize_and_gray(tmp_path):
         assert reader.shape == (10, 24, 32, 1)
 
 
-def test_block_streaming_matches_single_block(tmp_path):
+@pytest.mark.parametrize("block_frames", [5, 7])
+def test_block_streaming_matches_single_block(tmp_path, block_frames):
+    """Many blocks through the reader's ring of reused buffers (50 frames: 10 full blocks of 5, or
+    7 blocks of 7 and a last one of 1) give the frames of a single block."""
     video = encode_video(tmp_path / "clip.mp4", moving_square_frames(50))
-    extract(video, tmp_path / "a.h5", FrameParams(block_frames=7))
+    assert extract(video, tmp_path / "a.h5", FrameParams(block_frames=block_frames)) == 50
     extract(video, tmp_path / "b.h5", FrameParams(block_frames=64))
     with FrameReader(tmp_path / "a.h5") as a, FrameReader(tmp_path / "b.h5") as b:
         assert np.array_equal(a.clip(0, 50), b.clip(0, 50))
@@ -122,6 +125,27 @@ def test_corrupt_image_in_folder_names_the_file(tmp_path):
     with pytest.raises(VideoError, match="001.png"):
         extract(folder, tmp_path / "f.h5", FrameParams())
     assert not (tmp_path / "f.h5").exists()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_folder_decoded_in_parallel_keeps_order_and_content(tmp_path, threads):
+    """Blocks of 4 images, decoded by a pool: the frames come out in file order, identical to a
+    single-threaded decode, and a wrongly sized image in a later block names the file."""
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(11):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((6, 10, 3), (i * 23, 255 - i * 23, i), np.uint8))
+    params = FrameParams(block_frames=4)
+    assert extract(folder, tmp_path / "f.h5", params, threads=threads) == 11
+    with FrameReader(tmp_path / "f.h5") as reader:
+        frames = reader.clip(0, 11)
+    assert frames[:, 0, 0].tolist() == [[i, 255 - i * 23, i * 23] for i in range(11)]  # written BGR, stored RGB
+    cv2.imwrite(str(folder / "009.png"), np.zeros((6, 12, 3), np.uint8))
+    with pytest.raises(VideoError, match="009.png"):
+        extract(folder, tmp_path / "g.h5", params, threads=threads)
+    assert not (tmp_path / "g.h5").exists() and _leftovers(tmp_path) == []
 
 
 def test_real_ped2_folder_and_vtest_video(shared_data, tmp_path):
