@@ -8,7 +8,8 @@ protocols:
 * F4 - F0: the mean squared change over the 5-frame clip, scored with STD's protocol (reciprocal,
   per-video min-max, clip i paired with the label of frame i + 5).
 
-Frames are resized to SIZE x SIZE (bilinear) in [0, 1], RGB, as the methods' presets do.
+Frames are converted exactly as the methods' clip loader does (``pipelines.frame_clips.convert``:
+SIZE x SIZE, area interpolation when shrinking, RGB in [0, 1]).
 
 Usage: ``python bench/trivial_predictors.py [--frames ../shared/data/ped2/testing/frames]
 [--labels ../shared/data/ped2/frame_labels_ped2.npy] [--sizes 32 64 128 256]``.
@@ -26,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipelines.frame_clips import FrameFormat, convert  # noqa: E402
 from pipelines.frames import list_images  # noqa: E402
 
 PED2 = REPO.parent / "shared" / "data" / "ped2"
@@ -36,7 +38,7 @@ def minmax(values: np.ndarray) -> np.ndarray:
     return (values - values.min()) / span if span > 0 else np.zeros_like(values)
 
 
-def video_scores(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def video_scores(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(normality of frames 4.., anomaly of clips 0..n-6) for one video."""
     n = len(frames)
     copy_mse = np.array([np.mean((frames[t] - frames[t - 1]) ** 2) for t in range(4, n)])
@@ -63,7 +65,7 @@ def main() -> int:
     for size in args.sizes:
         normality, anomaly, y_copy, y_change, offset = [], [], [], [], 0
         for frames in originals:
-            small = [cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255 for f in frames]
+            small = convert(np.stack(frames), FrameFormat(size, "rgb", 0.0, 1.0)).numpy()
             y = labels[offset : offset + len(frames)]
             offset += len(frames)
             copy_score, change_score = video_scores(small)
