@@ -7,7 +7,6 @@ import h5py
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
 from tests.workflow_helpers import planned_jobs, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
