@@ -60,7 +60,7 @@ def extract(
     """
     source = Path(source)
     if source.is_dir():
-        return _extract_folder(source, Path(out), params, fps, threads or len(os.sched_getaffinity(0)))
+        return _extract_folder(source, Path(out), params, fps, threads or usable_cpus())
     return _extract_video(source, Path(out), params)
 
 
@@ -140,10 +140,22 @@ RING = 3  # blocks in flight between the reader thread and the writer
 READ_BYTES = 16 << 20  # a block holds at most block_frames frames and at most this many bytes
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a Slurm job's allocation), or all of them where the
+    platform cannot tell."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _widen_pipe(stream) -> None:
-    """Let ffmpeg run up to a megabyte ahead of the reader (the default pipe holds 64 KiB)."""
+    """Let ffmpeg run up to a megabyte ahead of the reader (a Linux pipe holds 64 KiB by default;
+    other platforms keep theirs)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return
     try:
-        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        fcntl.fcntl(stream.fileno(), set_size, 1 << 20)
     except OSError:  # above the system's pipe-max-size: keep the default
         pass
 
