@@ -101,7 +101,7 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     free: queue.Queue[bytearray] = queue.Queue()
     for _ in range(RING):
         free.put(bytearray(block_bytes))
-    filled: queue.Queue[tuple[bytearray, int]] = queue.Queue()
+    filled: queue.Queue[tuple[bytearray, int | Exception]] = queue.Queue()
     reader = threading.Thread(target=_read_blocks, args=(process.stdout, free, filled), daemon=True)
     reader.start()
     try:
@@ -109,6 +109,8 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
             with FrameWriter(tmp, height, width, channels, params.compression) as writer:
                 while True:
                     buffer, size = filled.get()
+                    if isinstance(size, BaseException):
+                        raise VideoError(f"{source}: reading ffmpeg's output failed: {size}") from size
                     if size % frame_bytes:
                         raise VideoError(f"{source}: ffmpeg stopped inside a frame (truncated output)")
                     if size:
@@ -160,19 +162,24 @@ def _widen_pipe(stream) -> None:
         pass
 
 
-def _read_blocks(stream, free: "queue.Queue[bytearray]", filled: "queue.Queue[tuple[bytearray, int]]") -> None:
+def _read_blocks(stream, free: "queue.Queue[bytearray]", filled: "queue.Queue[tuple[bytearray, int | Exception]]") -> None:
     """Fill free buffers from ffmpeg's pipe and pass them on with their byte count; a count
-    below the buffer's size marks the end of the stream."""
-    while True:
-        buffer = free.get()
-        if not buffer:
-            return
-        view, size = memoryview(buffer), 0
-        while size < len(buffer) and (n := stream.readinto(view[size:])):
-            size += n
-        filled.put((buffer, size))
-        if size < len(buffer):
-            return
+    below the buffer's size marks the end of the stream, an exception in its place a failed read
+    (so that the writer never waits for a reader that is gone)."""
+    buffer = bytearray()
+    try:
+        while True:
+            buffer = free.get()
+            if not buffer:
+                return
+            view, size = memoryview(buffer), 0
+            while size < len(buffer) and (n := stream.readinto(view[size:])):
+                size += n
+            filled.put((buffer, size))
+            if size < len(buffer):
+                return
+    except Exception as err:  # noqa: BLE001 - handed to the writer, which raises it
+        filled.put((buffer, err))
 
 
 def _last_lines(message: str, n: int = 3) -> str:

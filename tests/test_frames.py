@@ -152,3 +152,28 @@ def test_real_ped2_folder_and_vtest_video(shared_data, tmp_path):
     assert extract(shared_data / "ped2" / "testing" / "frames" / "01", tmp_path / "p.h5", FrameParams()) == 180
     n = extract(shared_data / "videos" / "vtest.avi", tmp_path / "v.h5", FrameParams(size=(144, 192)))
     assert n == 795
+
+
+def test_reader_hands_a_failed_read_to_the_writer():
+    """A read error in the reader thread reaches the writer as the block's count, so the writer
+    raises instead of waiting for a block that never comes; a clean stream ends with a short block."""
+    import io
+    import queue
+
+    from pipelines.frames import _read_blocks
+
+    class FailingPipe(io.RawIOBase):
+        def readinto(self, buffer):
+            raise OSError("pipe broke")
+
+    free, filled = queue.Queue(), queue.Queue()
+    free.put(bytearray(8))
+    _read_blocks(FailingPipe(), free, filled)
+    buffer, outcome = filled.get_nowait()
+    assert isinstance(outcome, OSError) and len(buffer) == 8
+
+    for _ in range(2):
+        free.put(bytearray(8))
+    _read_blocks(io.BufferedReader(io.BytesIO(bytes(range(12)))), free, filled)
+    (first, n1), (second, n2) = filled.get_nowait(), filled.get_nowait()
+    assert (n1, n2) == (8, 4) and bytes(first) == bytes(range(8)) and bytes(second[:4]) == bytes(range(8, 12))
