@@ -10,7 +10,7 @@ A benchmark, not a test. For each method at the ``cpu_budget`` and ``paper`` res
   process (peak RSS, Linux VmHWM): streaming keeps it flat.
 
 Videos are random frames at UCSD Ped2's size (240 x 360) and networks are untrained: neither
-changes the cost. Run: ``python bench/methods_bench.py [--threads 1] [--train-steps 2] [--presets ...]``.
+changes the cost. Run: ``python bench/methods_bench.py [--threads 1] [--train-steps 2] [--presets ...] [--methods ...]``.
 """
 from __future__ import annotations
 
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-frames", type=int, default=48, help="frames of the short video; the long has 4x")
     parser.add_argument("--memory-preset", default="cpu_budget", choices=PRESETS)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--memory-child", nargs=4, metavar=("METHOD", "PRESET", "CHECKPOINT", "VIDEO"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         short = write_video(tmp / "short.h5", args.memory_frames)
         long = write_video(tmp / "long.h5", 4 * args.memory_frames, seed=1)
-        for method_name in METHODS:
+        for method_name in args.methods:
             for preset, score_frames in zip(PRESETS, args.score_frames):
                 if preset not in args.presets:
                     continue
