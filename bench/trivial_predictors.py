@@ -29,13 +29,9 @@ sys.path.insert(0, str(REPO))
 
 from pipelines.frame_clips import FrameFormat, convert  # noqa: E402
 from pipelines.frames import list_images  # noqa: E402
+from pipelines.metrics import minmax_per_video  # noqa: E402
 
 PED2 = REPO.parent / "shared" / "data" / "ped2"
-
-
-def minmax(values: np.ndarray) -> np.ndarray:
-    span = values.max() - values.min()
-    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
 
 
 def video_scores(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +40,7 @@ def video_scores(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     copy_mse = np.array([np.mean((frames[t] - frames[t - 1]) ** 2) for t in range(4, n)])
     psnr = 10 * np.log10(1 / np.maximum(copy_mse, 1e-12))
     change = np.array([np.mean((frames[i + 4] - frames[i]) ** 2) for i in range(n - 5)])
-    return minmax(psnr), 1 - minmax(1 / np.maximum(change, 1e-12))
+    return minmax_per_video(psnr), 1 - minmax_per_video(1 / np.maximum(change, 1e-12))
 
 
 def main() -> int:
