@@ -109,7 +109,7 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
             with FrameWriter(tmp, height, width, channels, params.compression) as writer:
                 while True:
                     buffer, size = filled.get()
-                    if isinstance(size, BaseException):
+                    if isinstance(size, Exception):
                         raise VideoError(f"{source}: reading ffmpeg's output failed: {size}") from size
                     if size % frame_bytes:
                         raise VideoError(f"{source}: ffmpeg stopped inside a frame (truncated output)")
@@ -214,20 +214,22 @@ def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | N
     height, width = params.size or original
     channels = PIXEL_FORMATS[params.pixel_format]
 
-    def load(path: Path) -> np.ndarray:
-        image = _read_image(path, params.pixel_format)
+    def fit(image: np.ndarray, path: Path) -> np.ndarray:
         if image.shape[:2] != original:
             raise VideoError(f"{path}: size {image.shape[:2]} differs from the folder's {original}")
         if (height, width) != original:
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, channels)
         return image
 
+    def load(path: Path) -> np.ndarray:
+        return fit(_read_image(path, params.pixel_format), path)
+
     blocks = [files[start : start + params.block_frames] for start in range(0, len(files), params.block_frames)]
     # OpenCV decodes outside the GIL: the pool decodes the next block while this thread writes
     # the current one, and at most two blocks are in memory whatever the folder's length.
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, atomic_path(out) as tmp:
         with FrameWriter(tmp, height, width, channels, params.compression) as writer:
-            pending = [pool.submit(load, path) for path in blocks[0]]
+            pending = [pool.submit(fit, first, files[0])] + [pool.submit(load, path) for path in blocks[0][1:]]
             for index in range(len(blocks)):
                 block = [future.result() for future in pending]
                 if index + 1 < len(blocks):
