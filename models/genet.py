@@ -45,9 +45,10 @@ from models.stg_nf import (
     training_schedule,
 )
 from pipelines.metrics import Protocol
-from pipelines.poses.segment_data import dataset_of, frame_anomaly_scores, resolve_params
+from pipelines.poses.segment_data import dataset_of, frame_anomaly_scores
 from pipelines.poses.segments import hflip, model_input
 from pipelines.poses.tubes import Tubes, read_tubes
+from pipelines.presets import resolve_params
 from pipelines.provenance import sha256_file
 from pipelines.training import StageRun, check_finite, load_checkpoint
 

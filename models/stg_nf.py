@@ -32,9 +32,9 @@ from pipelines.poses.segment_data import (
     WindowSettings,
     dataset_of,
     frame_anomaly_scores,
-    resolve_params,
 )
 from pipelines.poses.store import read_poses
+from pipelines.presets import resolve_params
 from pipelines.provenance import sha256_file
 from pipelines.training import StageRun, check_finite, load_checkpoint
 

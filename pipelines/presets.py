@@ -2,7 +2,8 @@
 
 A method entry in config.yaml names a ``preset`` (``paper``: the published values;
 ``cpu_budget``: sized for a small CPU run) and may set any of the preset's keys; a key left
-null takes the preset's value.
+null takes the preset's value. A method entry may also carry ``per_dataset`` overrides
+(``resolve_params``). Nothing heavy is imported here: the workflow uses it while building the DAG.
 """
 from __future__ import annotations
 
@@ -19,3 +20,10 @@ def resolve_preset(method: str, presets: dict[str, dict[str, Any]], params: dict
     if unknown:
         raise ValueError(f"{method}: unknown parameters {unknown}; known: preset, {', '.join(sorted(known))}")
     return {**presets[name], **{k: v for k, v in params.items() if v is not None and k != "preset"}, "preset": name}
+
+
+def resolve_params(params: dict[str, Any], dataset: str | None) -> dict[str, Any]:
+    """A method's parameters with the ``per_dataset`` overrides of ``dataset`` applied."""
+    resolved = {k: v for k, v in params.items() if k != "per_dataset"}
+    resolved.update((params.get("per_dataset") or {}).get(dataset, {}) if dataset else {})
+    return resolved

@@ -1,6 +1,8 @@
 """Dataset adapters against the real label files, and the contract every adapter keeps."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,22 @@ def test_adapter_contract(name):
     assert adapter.label_convention.startswith(name)
     with pytest.raises(DatasetError):
         adapter.check_split("nonsense")
+
+
+def test_synthetic_videos_live_in_the_shard_folder_their_rule_outputs():
+    adapter = get_adapter("synthetic", {"root": "raw", "n_train": 3, "n_test": 5, "n_train_abnormal": 1,
+                                        "videos_per_job": 2})
+    sources = [video.source for video in adapter.videos("test")]
+    assert [str(adapter.rule_output(s)) for s in sources] == ["raw/test/shard_000"] * 2 + ["raw/test/shard_001"] * 2 + [
+        "raw/test/shard_002"]
+    assert adapter.label_files("test")[4] == Path("raw/test/shard_002/test_004.npy")
+    assert adapter.pose_files("test")["test_004"].parent == Path("raw/test/shard_002")
+    assert adapter.rule_output(Path("results/alphapose/synthetic/test/test_004/alphapose-results.json")).name == (
+        "alphapose-results.json")  # made by another rule, depended on directly
+    assert adapter.shards() == [("test", "shard_000"), ("test", "shard_001"), ("test", "shard_002"),
+                                ("train", "shard_000"), ("train", "shard_001"), ("train_abnormal", "shard_000")]
+    # Data found on disk is depended on directly.
+    assert get_adapter("ped2", {"root": "x", "labels": "y"}).rule_output(Path("x/01")) == Path("x/01")
 
 
 def test_unknown_dataset_is_refused():

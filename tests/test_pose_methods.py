@@ -17,7 +17,8 @@ from models.stg_nf import STGNF
 from pipelines.features.weights import WeightsMissingError, load_backbone
 from pipelines.frame_store import FrameReader, FrameWriter
 from pipelines.poses.convert import PoseFormatError, find_pose_json
-from pipelines.poses.segment_data import SegmentBank, WindowSettings, frame_anomaly_scores, resolve_params
+from pipelines.poses.segment_data import SegmentBank, WindowSettings, frame_anomaly_scores
+from pipelines.presets import resolve_params
 from pipelines.poses.segments import model_input, segment_track
 from pipelines.poses.store import PoseTracks, read_poses, write_poses
 from pipelines.poses.tubes import TubeSettings, crop_detections, extract, read_tubes, tube_boxes

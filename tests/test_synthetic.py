@@ -243,3 +243,30 @@ def test_command_line_renders_a_video_and_the_split_files(tmp_path):
     failed = subprocess.run(run + ["splits", "--params-json", '{"height": 63}', "--weak-split", str(tmp_path / "x.csv"),
                                    "--manifest", str(tmp_path / "x.json")], cwd=REPO, capture_output=True, text=True)
     assert failed.returncode == 1 and "height must be an even integer" in failed.stderr
+
+
+def test_a_shard_renders_its_consecutive_videos_into_one_folder(tmp_path):
+    run = [sys.executable, "-m", "pipelines.synthetic.generate"]
+    params = {"seed": 3, "n_frames": 16, "height": 32, "width": 48, "n_test": 5}
+    folder = tmp_path / "test" / "shard_001"
+    subprocess.run(run + ["shard", "--params-json", json.dumps(params), "--split", "test", "--shard", "shard_001",
+                          "--videos-per-job", "2", "--out", str(folder)], cwd=REPO, check=True, capture_output=True)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"test_00{i}{suffix}" for i in (2, 3) for suffix in (".mp4", ".npy", "_alphapose_tracked_person.json")]
+    assert [p.name for p in tmp_path.joinpath("test").iterdir()] == ["shard_001"]  # no temporary folder left
+    # The same video rendered alone is byte-identical: sharding changes the layout, not the data.
+    alone = _render(SyntheticParams.from_mapping(params), "test", "test_003", tmp_path)
+    assert alone["video"].read_bytes() == (folder / "test_003.mp4").read_bytes()
+    np.testing.assert_array_equal(np.load(alone["labels"]), np.load(folder / "test_003.npy"))
+
+
+def test_a_shard_outside_the_split_or_already_present_is_refused(tmp_path):
+    from pipelines.synthetic.generate import render_shard
+
+    params = SyntheticParams(n_test=5, n_frames=16, height=32, width=48)
+    with pytest.raises(ParamsError, match=r"no shard 'shard_003' at 2 videos per job \(shards: shard_000 .. shard_002\)"):
+        render_shard(params, "test", "shard_003", 2, tmp_path / "x")
+    (tmp_path / "old").mkdir()
+    with pytest.raises(ParamsError, match="old: already exists"):
+        render_shard(params, "test", "shard_000", 2, tmp_path / "old")
+    assert not list((tmp_path / "old").iterdir()) and not (tmp_path / "x").exists()

@@ -67,7 +67,7 @@ def test_changing_the_frame_storage_reruns_frames_and_what_follows(demo):
     changed = json.loads(json.dumps(config))
     changed["frames"]["compression"] = "gzip"
     jobs = planned_jobs(workdir, changed)
-    assert "synthetic_video" not in jobs and jobs["extract_frames"] == 2 + 4 and jobs["score_video"] == 4, jobs
+    assert "synthetic_shard" not in jobs and jobs["extract_frames"] == 2 + 4 and jobs["score_video"] == 4, jobs
 
 
 def test_deleting_one_frames_file_reruns_only_that_video(demo):
@@ -75,7 +75,7 @@ def test_deleting_one_frames_file_reruns_only_that_video(demo):
     victim = sorted((workdir / "results" / "frames" / "synthetic" / "test").glob("*.h5"))[1]
     victim.unlink()
     jobs = planned_jobs(workdir, config)
-    assert jobs["extract_frames"] == 1 and jobs["score_video"] == 1 and "synthetic_video" not in jobs, jobs
+    assert jobs["extract_frames"] == 1 and jobs["score_video"] == 1 and "synthetic_shard" not in jobs, jobs
     run_snakemake(workdir, config)
     assert victim.is_file()
 

@@ -64,6 +64,11 @@ class DatasetAdapter(ABC):
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
         """Frame labels (uint8, 1 = abnormal) per video, checked against ``n_frames``."""
 
+    def rule_output(self, path: Path) -> Path:
+        """What a rule must depend on to read ``path``: the path itself for data found on disk; for
+        data the workflow renders, the rule's output that holds it (a folder)."""
+        return Path(path)
+
     def video_labels(self, split: str, frame_labels: dict[str, np.ndarray]) -> dict[str, int]:
         """Video-level labels: 1 when any frame is abnormal. Weak splits may override."""
         return {name: int(labels.any()) for name, labels in frame_labels.items()}

@@ -1,9 +1,11 @@
 """The synthetic demo dataset: rendered by ``pipelines.synthetic`` inside the DAG.
 
-Its rule file renders each video with its frame labels (``.npy``, 1 = abnormal) and
-ground-truth skeletons under ``root`` (``videos/<split>/<name>.mp4``,
-``labels/<split>/<name>.npy``, ``poses/...``); the video list is a pure function of the
-generator parameters, so the DAG is known before anything is rendered.
+Its rule file renders the videos in shards, one job per ``videos_per_job`` consecutive videos of
+a generator split: each video with its frame labels (``.npy``, 1 = abnormal) and ground-truth
+skeletons in ``root/<split>/shard_<k>/`` (``<name>.mp4``, ``<name>.npy``,
+``<name>_alphapose_tracked_person.json``). The shard folder is the rule's output, so the steps
+that read a video depend on its folder (``rule_output``). The video list is a pure function of
+the generator parameters, so the DAG is known before anything is rendered.
 """
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import numpy as np
 
 from pipelines.datasets import register
 from pipelines.datasets.base import DatasetAdapter, Video, check_count, load_npy
-from pipelines.synthetic.generate import SyntheticParams, video_names
+from pipelines.synthetic.params import SyntheticParams, shard_files, shard_name, video_names
+
+#: Videos rendered by one job unless the config says otherwise (the schema's default).
+DEFAULT_VIDEOS_PER_JOB = 25
 
 # Canonical split -> generator splits it is made of.
 _PARTS = {"train": ("train",), "test": ("test",), "weak_train": ("train", "train_abnormal"), "weak_test": ("test",)}
@@ -39,17 +44,36 @@ class Synthetic(DatasetAdapter):
     def splits(self) -> tuple[str, ...]:
         return ("train", "test", "weak_train", "weak_test")
 
-    def parts(self, split: str) -> list[tuple[str, str]]:
-        """(generator split, video name) pairs of a canonical split."""
+    @property
+    def videos_per_job(self) -> int:
+        return int(self.config.get("videos_per_job", DEFAULT_VIDEOS_PER_JOB))
+
+    def parts(self, split: str) -> list[tuple[str, str, Path]]:
+        """(generator split, video name, shard folder) of each video of a canonical split."""
         self.check_split(split)
         names = video_names(params_from_config(self.config))
-        return [(part, name) for part in _PARTS[split] for name in names[part]]
+        root, per_job = self.root, self.videos_per_job
+        return [(part, name, root / part / shard_name(index, per_job))
+                for part in _PARTS[split] for index, name in enumerate(names[part])]
+
+    def shards(self) -> list[tuple[str, str]]:
+        """(generator split, shard name) of every rendering job."""
+        return sorted({(part, folder.name) for split in self.splits() for part, _, folder in self.parts(split)})
 
     def videos(self, split: str) -> list[Video]:
-        return [Video(name, self.root / "videos" / part / f"{name}.mp4") for part, name in self.parts(split)]
+        return [Video(name, shard_files(folder, name)[0]) for _, name, folder in self.parts(split)]
 
     def label_files(self, split: str) -> list[Path]:
-        return [self.root / "labels" / part / f"{name}.npy" for part, name in self.parts(split)]
+        return [shard_files(folder, name)[1] for _, name, folder in self.parts(split)]
+
+    def pose_files(self, split: str) -> dict[str, Path]:
+        """Ground-truth skeletons (AlphaPose tracked-person JSON) of each video of a split."""
+        return {name: shard_files(folder, name)[2] for _, name, folder in self.parts(split)}
+
+    def rule_output(self, path: Path) -> Path:
+        """A rendered file's shard folder, which the rendering rule outputs; any other path itself."""
+        path = Path(path)
+        return path.parent if path.parent.parent.parent == self.root else path
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
         files = {path.stem: path for path in self.label_files(split)}

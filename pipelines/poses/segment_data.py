@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -30,13 +30,6 @@ class WindowSettings:
     max_missing: int = 2
     released_rule: bool = False
     frame_size: tuple[int, int] = (856, 480)
-
-
-def resolve_params(params: dict[str, Any], dataset: str | None) -> dict[str, Any]:
-    """A pose method's parameters with the ``per_dataset`` overrides of ``dataset`` applied."""
-    resolved = {k: v for k, v in params.items() if k != "per_dataset"}
-    resolved.update((params.get("per_dataset") or {}).get(dataset, {}) if dataset else {})
-    return resolved
 
 
 def dataset_of(files: Sequence[Path]) -> str | None:

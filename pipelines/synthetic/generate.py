@@ -1,8 +1,12 @@
-"""Rendering the synthetic demo dataset: one video with its labels and poses, and the split files.
+"""Rendering the synthetic demo dataset: videos with their labels and poses, and the split files.
 
-The Snakemake rules call ``render_video`` once per video (in parallel jobs) and ``write_split_files`` once;
-both are also reachable from the command line::
+The Snakemake rules call ``render_shard`` once per shard (a folder of consecutive videos of one split, one
+job each, in parallel) and ``write_split_files`` once. Shards rather than single videos keep the DAG small:
+a 1,000-video dataset is 40 rendering jobs at 25 videos per job, not 1,000. Everything is also reachable
+from the command line::
 
+    python -m pipelines.synthetic.generate shard --params-json '{"seed": 1}' --split test --shard shard_000 \\
+        --videos-per-job 25 --out results/raw/synthetic/test/shard_000
     python -m pipelines.synthetic.generate video --params-json '{"seed": 1}' --split test --name test_000 \\
         --video test_000.mp4 --labels test_000.npy --poses test_000.json
     python -m pipelines.synthetic.generate splits --params-json '{}' --weak-split weak.csv --manifest manifest.json
@@ -28,6 +32,8 @@ from pipelines.synthetic.params import (
     SPLITS,
     ParamsError,
     SyntheticParams,
+    shard_files,
+    shard_videos,
     video_index,
     video_names,
 )
@@ -78,6 +84,22 @@ def render_video(params: SyntheticParams, split: str, name: str, video_out: Path
         poses_part.write_text(json.dumps(ordered, separators=(",", ":")))
 
 
+def render_shard(params: SyntheticParams, split: str, shard: str, videos_per_job: int, out_dir: Path) -> list[str]:
+    """Renders every video of one shard of ``split`` into the folder ``out_dir`` (see ``shard_files``).
+
+    The folder is built under a temporary name and renamed when all its videos are done, so a killed job
+    leaves no folder that looks complete. Returns the names rendered.
+    """
+    names = shard_videos(params, split, shard, videos_per_job)
+    if Path(out_dir).exists():
+        raise ParamsError(f"{out_dir}: already exists; a shard is written whole, remove the old one first")
+    with atomic_path(out_dir) as folder:
+        folder.mkdir()
+        for name in names:
+            render_video(params, split, name, *shard_files(folder, name))
+    return names
+
+
 def _pose_entry(shape: Shape, width: int, height: int) -> dict:
     # Rounded first, so that a joint written as inside the frame really is.
     x, y = np.round(shape.keypoints[:, 0], 2), np.round(shape.keypoints[:, 1], 2)
@@ -121,10 +143,15 @@ def write_split_files(params: SyntheticParams, weak_split_out: Path, manifest_ou
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.synthetic.generate", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    shard = commands.add_parser("shard", help="render one shard (a folder of videos with their labels and poses)")
     video = commands.add_parser("video", help="render one video with its labels and poses")
     splits = commands.add_parser("splits", help="write the weak split CSV and the manifest")
-    for command in (video, splits):
+    for command in (shard, video, splits):
         command.add_argument("--params-json", default="{}", help="SyntheticParams as a JSON object (default: {})")
+    shard.add_argument("--split", required=True, choices=SPLITS)
+    shard.add_argument("--shard", required=True, help="shard name, e.g. shard_000")
+    shard.add_argument("--videos-per-job", required=True, type=int, help="videos per shard")
+    shard.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     video.add_argument("--split", required=True, choices=SPLITS)
     video.add_argument("--name", required=True, help="video name, e.g. test_000")
     video.add_argument("--video", required=True, type=Path, help="output video (.mp4, .mkv or .avi)")
@@ -138,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(values, dict):
             raise ParamsError(f"--params-json must be a JSON object, found {type(values).__name__}")
         params = SyntheticParams.from_mapping(values)
-        if args.command == "video":
+        if args.command == "shard":
+            names = render_shard(params, args.split, args.shard, args.videos_per_job, args.out)
+            print(f"{args.out}: {len(names)} videos ({names[0]} .. {names[-1]})")
+        elif args.command == "video":
             render_video(params, args.split, args.name, args.video, args.labels, args.poses)
         else:
             write_split_files(params, args.weak_split, args.manifest)

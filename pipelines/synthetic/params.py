@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,31 @@ def video_names(params: SyntheticParams) -> dict[str, list[str]]:
         digits = max(3, len(str(count - 1)))
         names[split] = [f"{_NAME_PREFIX[split]}_{index:0{digits}d}" for index in range(count)]
     return names
+
+
+def shard_name(index: int, videos_per_job: int) -> str:
+    """The shard (one rendering job's folder) holding the video at ``index`` of its split."""
+    if videos_per_job < 1:
+        raise ParamsError(f"videos_per_job must be at least 1, got {videos_per_job}")
+    return f"shard_{index // videos_per_job:03d}"
+
+
+def shard_files(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """(video, frame labels, poses) of video ``name`` inside its shard folder."""
+    folder = Path(folder)
+    return folder / f"{name}.mp4", folder / f"{name}.npy", folder / f"{name}_alphapose_tracked_person.json"
+
+
+def shard_videos(params: SyntheticParams, split: str, shard: str, videos_per_job: int) -> list[str]:
+    """Names of the videos of ``split`` that shard ``shard`` renders; an error names the valid shards."""
+    check_split(split)
+    names = video_names(params)[split]
+    chosen = [name for index, name in enumerate(names) if shard_name(index, videos_per_job) == shard]
+    if not chosen:
+        last = shard_name(len(names) - 1, videos_per_job) if names else "none"
+        raise ParamsError(f"split {split!r} has no shard {shard!r} at {videos_per_job} videos per job "
+                          f"(shards: shard_000 .. {last})")
+    return chosen
 
 
 def video_index(params: SyntheticParams, split: str, name: str) -> int:

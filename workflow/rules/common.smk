@@ -105,16 +105,23 @@ def split_frames(dataset, split):
 
 
 def frame_source(wildcards):
+    """The video file or frame folder that one frames file is decoded from."""
     return str(videos(wildcards.dataset, wildcards.split)[wildcards.video].source)
 
 
+def frame_source_input(wildcards):
+    """What the frames job depends on: the source itself, or the rendering rule's folder holding it."""
+    return str(adapter(wildcards.dataset).rule_output(frame_source(wildcards)))
+
+
 def frame_args(wildcards):
+    """The frames step's options, then its source (quoted): one params function per job, not two."""
     cfg = frames_config(wildcards.dataset)
     size = f"--size {cfg['size'][0]} {cfg['size'][1]} " if cfg["size"] else ""
     fps = adapter(wildcards.dataset).folder_fps
     return f"{size}--pixel-format {cfg['pixel_format']} --compression {cfg['compression']}" + (
         f" --fps {fps}" if fps else ""
-    )
+    ) + f" {shlex.quote(frame_source(wildcards))}"
 
 
 # Labels (one rule per dataset, in rules/datasets/) ---------------------------------------
@@ -129,9 +136,10 @@ def labels_inputs(dataset):
     """Input function of a dataset's labels rule: the split's frames files and its label files."""
 
     def inputs(wildcards):
+        found = adapter(dataset)
         return {
             "frames": split_frames(dataset, wildcards.split),
-            "label_files": [str(p) for p in adapter(dataset).label_files(wildcards.split)],
+            "label_files": sorted({str(found.rule_output(p)) for p in found.label_files(wildcards.split)}),
         }
 
     return inputs
@@ -144,7 +152,7 @@ SYNTHETIC_ROOT = config["datasets"].get("synthetic", {}).get("root", "results/ra
 
 def synthetic_json():
     entry = config["datasets"].get("synthetic", {})
-    return json.dumps({k: v for k, v in entry.items() if k not in ("enabled", "frames", "root")}, sort_keys=True)
+    return json.dumps({k: v for k, v in entry.items() if k not in ("enabled", "frames", "root", "videos_per_job")}, sort_keys=True)
 
 
 # Methods ----------------------------------------------------------------------------------
@@ -204,8 +212,18 @@ def train_labels(wildcards):
     return [f"results/labels/{wildcards.dataset}/{split}.h5"] if split.startswith("weak_") else []
 
 
-def score_input(wildcards):
-    return method_input(wildcards.method, wildcards.dataset, wildcards.split, wildcards.video)
+def score_inputs(wildcards):
+    """A scoring job's inputs: the file the method reads for the video, the final checkpoint if it trains."""
+    return {
+        "video": method_input(wildcards.method, wildcards.dataset, wildcards.split, wildcards.video),
+        "checkpoint": final_checkpoint(wildcards),
+    }
+
+
+def score_args(wildcards, input):
+    """A scoring job's --checkpoint (when there is one) and --params-json, from one function: Snakemake
+    spends about 0.1 ms on each function of each job, paid at every start of a 1,000-video DAG."""
+    return f"{optional_path('--checkpoint', input.checkpoint)} --params-json {shlex.quote(method_json(wildcards))}"
 
 
 def score_files(method, dataset, split):

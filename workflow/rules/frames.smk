@@ -1,7 +1,7 @@
 rule extract_frames:
     """Decode one video or frame folder into a frames HDF5 file."""
     input:
-        source=frame_source,
+        source=frame_source_input,
     output:
         "results/frames/{dataset}/{split}/{video}.h5",
     params:
@@ -11,4 +11,4 @@ rule extract_frames:
     conda:
         "../../envs/frames.yaml"
     shell:
-        "python -m pipelines.frames {input.source:q} {output:q} {params.args} > {log:q} 2>&1"
+        "python -m pipelines.frames {params.args} {output:q} > {log:q} 2>&1"

@@ -26,13 +26,11 @@ rule train_stage:
 rule score_video:
     """Score every frame of one test video."""
     input:
-        video=score_input,
-        checkpoint=final_checkpoint,
+        unpack(score_inputs),
     output:
         "results/scores/{method}/{dataset}/{split}/{video}.h5",
     params:
-        method=method_json,
-        checkpoint=lambda wildcards, input: optional_path("--checkpoint", input.checkpoint),
+        args=score_args,
         seed=config["seed"],
     threads: 1
     resources:
@@ -42,5 +40,5 @@ rule score_video:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.checkpoint}"
-        " --params-json {params.method:q} --seed {params.seed} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.args}"
+        " --seed {params.seed} > {log:q} 2>&1"

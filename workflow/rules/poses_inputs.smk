@@ -2,10 +2,10 @@
 # dataset's skeletons, what each job reads, and the shell commands; registers the input kinds "poses"
 # and "person_tubes".
 
+import functools
 import os
 
-from pipelines.poses.convert import PoseFormatError, find_pose_json
-from pipelines.poses.segment_data import resolve_params
+from pipelines.presets import resolve_params
 
 
 POSES = config["poses"]
@@ -34,14 +34,22 @@ def alphapose_path(relative):
     return os.path.join(POSES["alphapose"]["checkout"], relative)
 
 
+@functools.cache
+def ground_truth_poses(dataset, split):
+    return adapter(dataset).pose_files(split)
+
+
 def pose_json(dataset, split, video):
     """The JSON skeletons a non-BlazePose backend converts."""
     backend = pose_backend(dataset)
     if backend == "alphapose":
         return f"results/alphapose/{dataset}/{split}/{video}/alphapose-results.json"
     if backend == "ground_truth":
-        part = videos(dataset, split)[video].source.parent.name
-        return f"{SYNTHETIC_ROOT}/poses/{part}/{video}_alphapose_tracked_person.json"
+        return str(ground_truth_poses(dataset, split)[video])
+    # Imported here: the converter's module loads h5py, Blosc and OpenCV, which building the DAG
+    # otherwise does without (a third of a second at every start).
+    from pipelines.poses.convert import PoseFormatError, find_pose_json
+
     try:
         return str(find_pose_json(POSES["precomputed"][dataset], video, split))
     except PoseFormatError as err:
@@ -57,7 +65,7 @@ def pose_inputs(wildcards):
             if settings[key]:
                 inputs[key] = settings[key]
     else:
-        inputs["json"] = pose_json(d, s, v)
+        inputs["json"] = str(adapter(d).rule_output(pose_json(d, s, v)))
     return inputs
 
 
@@ -73,7 +81,8 @@ def pose_command(wildcards, input, output):
             if key in input.keys():
                 args += [f"--{key.replace('_', '-')}", input[key]]
         return shlex.join(args)
-    args = ["python", "-m", "pipelines.poses.convert", input.json, output[0], "--frames", input.frames,
+    json_path = pose_json(wildcards.dataset, wildcards.split, wildcards.video)
+    args = ["python", "-m", "pipelines.poses.convert", json_path, output[0], "--frames", input.frames,
             "--backend", backend, "--dataset", wildcards.dataset]
     if backend == "alphapose":
         source = videos(wildcards.dataset, wildcards.split)[wildcards.video].source
@@ -90,7 +99,7 @@ def pose_command(wildcards, input, output):
 def alphapose_inputs(wildcards):
     settings = POSES["alphapose"]
     inputs = {
-        "source": frame_source(wildcards),
+        "source": frame_source_input(wildcards),
         "cfg": alphapose_path(settings["cfg"]),
         "checkpoint": alphapose_path(settings["checkpoint"]),
         "detector_weights": alphapose_path(settings["detector_weights"]),
@@ -103,7 +112,7 @@ def alphapose_inputs(wildcards):
 def alphapose_args(wildcards, input, output):
     """demo_inference.py arguments; paths absolute, since the script runs inside the checkout."""
     settings = POSES["alphapose"]
-    source = os.path.abspath(input.source)
+    source = os.path.abspath(frame_source(wildcards))
     args = ["--cfg", os.path.abspath(input.cfg), "--checkpoint", os.path.abspath(input.checkpoint),
             "--indir" if os.path.isdir(source) else "--video", source,
             "--outdir", os.path.abspath(os.path.dirname(output[0])), "--detector", settings["detector"],

@@ -1,26 +1,26 @@
-# The synthetic demo dataset: rendered here, one job per video, deterministic from its seed.
+# The synthetic demo dataset: rendered here in shards of videos_per_job videos (one job each),
+# deterministic from its seed.
 # Its layout is read by pipelines/datasets/synthetic.py; its config entry is datasets.synthetic.
 
 
-rule synthetic_video:
-    """Render one synthetic video with its frame labels and ground-truth skeleton tracks."""
+rule synthetic_shard:
+    """Render one shard: datasets.synthetic.videos_per_job consecutive videos of a generator split,
+    each with its frame labels and ground-truth skeleton tracks, into one folder."""
     output:
-        video=f"{SYNTHETIC_ROOT}/videos/{{part}}/{{name}}.mp4",
-        labels=f"{SYNTHETIC_ROOT}/labels/{{part}}/{{name}}.npy",
-        poses=f"{SYNTHETIC_ROOT}/poses/{{part}}/{{name}}_alphapose_tracked_person.json",
+        directory(f"{SYNTHETIC_ROOT}/{{part}}/{{shard}}"),
     params:
         generator=synthetic_json(),
+        videos_per_job=adapter("synthetic").videos_per_job if "synthetic" in config["datasets"] else 0,
     wildcard_constraints:
         part=r"train|test|train_abnormal",
-        name=r"[a-z]+_\d+",
+        shard=r"shard_\d+",
     log:
-        "logs/synthetic_video/{part}/{name}.log",
+        "logs/synthetic_shard/{part}/{shard}.log",
     conda:
         "../../../envs/frames.yaml"
     shell:
-        "python -m pipelines.synthetic.generate video --params-json {params.generator:q} --split {wildcards.part}"
-        " --name {wildcards.name} --video {output.video:q} --labels {output.labels:q} --poses {output.poses:q}"
-        " > {log:q} 2>&1"
+        "python -m pipelines.synthetic.generate shard --params-json {params.generator:q} --split {wildcards.part}"
+        " --shard {wildcards.shard} --videos-per-job {params.videos_per_job} --out {output:q} > {log:q} 2>&1"
 
 
 rule synthetic_splits:
