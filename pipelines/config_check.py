@@ -93,7 +93,7 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
             for split in adapter.splits():
                 adapter.videos(split)
                 if adapter.generated_by_workflow:
-                    continue  # rendered by its own rules: nothing to find on disk yet
+                    break  # rendered by its own rules: one listing checks its parameters, nothing is on disk yet
                 missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
                 if missing:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")

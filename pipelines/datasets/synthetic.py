@@ -9,13 +9,14 @@ the generator parameters, so the DAG is known before anything is rendered.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.datasets import register
 from pipelines.datasets.base import DatasetAdapter, Video, check_count, load_npy
-from pipelines.synthetic.params import SyntheticParams, shard_files, shard_name, video_names
+from pipelines.synthetic.params import SyntheticParams, shard_file, shard_name, video_names
 
 #: Videos rendered by one job unless the config says otherwise (the schema's default).
 DEFAULT_VIDEOS_PER_JOB = 25
@@ -37,7 +38,11 @@ class Synthetic(DatasetAdapter):
     label_convention = "synthetic: generator frame labels, 1 = anomalous actor visible"
     generated_by_workflow = True
 
-    @property
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self._parts: dict[str, list[tuple[str, str, Path]]] = {}
+
+    @functools.cached_property
     def root(self) -> Path:
         return Path(self.config.get("root", "results/raw/synthetic"))
 
@@ -49,26 +54,35 @@ class Synthetic(DatasetAdapter):
         return int(self.config.get("videos_per_job", DEFAULT_VIDEOS_PER_JOB))
 
     def parts(self, split: str) -> list[tuple[str, str, Path]]:
-        """(generator split, video name, shard folder) of each video of a canonical split."""
-        self.check_split(split)
-        names = video_names(params_from_config(self.config))
-        root, per_job = self.root, self.videos_per_job
-        return [(part, name, root / part / shard_name(index, per_job))
-                for part in _PARTS[split] for index, name in enumerate(names[part])]
+        """(generator split, video name, shard folder) of each video of a canonical split; computed once
+        per split, since the workflow asks for thousands of these paths while it builds the DAG."""
+        if split not in self._parts:
+            self.check_split(split)
+            names = video_names(params_from_config(self.config))
+            folders: dict[tuple[str, str], Path] = {}
+            rows = []
+            for part in _PARTS[split]:
+                for index, name in enumerate(names[part]):
+                    shard = shard_name(index, self.videos_per_job)
+                    if (part, shard) not in folders:
+                        folders[part, shard] = self.root / part / shard
+                    rows.append((part, name, folders[part, shard]))
+            self._parts[split] = rows
+        return self._parts[split]
 
     def shards(self) -> list[tuple[str, str]]:
         """(generator split, shard name) of every rendering job."""
         return sorted({(part, folder.name) for split in self.splits() for part, _, folder in self.parts(split)})
 
     def videos(self, split: str) -> list[Video]:
-        return [Video(name, shard_files(folder, name)[0]) for _, name, folder in self.parts(split)]
+        return [Video(name, shard_file(folder, name, "video")) for _, name, folder in self.parts(split)]
 
     def label_files(self, split: str) -> list[Path]:
-        return [shard_files(folder, name)[1] for _, name, folder in self.parts(split)]
+        return [shard_file(folder, name, "labels") for _, name, folder in self.parts(split)]
 
     def pose_files(self, split: str) -> dict[str, Path]:
         """Ground-truth skeletons (AlphaPose tracked-person JSON) of each video of a split."""
-        return {name: shard_files(folder, name)[2] for _, name, folder in self.parts(split)}
+        return {name: shard_file(folder, name, "poses") for _, name, folder in self.parts(split)}
 
     def rule_output(self, path: Path) -> Path:
         """A rendered file's shard folder, which the rendering rule outputs; any other path itself."""

@@ -104,10 +104,18 @@ def shard_name(index: int, videos_per_job: int) -> str:
     return f"shard_{index // videos_per_job:03d}"
 
 
+#: File name endings of a video's three files in its shard folder.
+SHARD_SUFFIXES = {"video": ".mp4", "labels": ".npy", "poses": "_alphapose_tracked_person.json"}
+
+
+def shard_file(folder: Path, name: str, kind: str) -> Path:
+    """The ``kind`` file (video, labels or poses) of video ``name`` inside its shard folder."""
+    return Path(folder) / f"{name}{SHARD_SUFFIXES[kind]}"
+
+
 def shard_files(folder: Path, name: str) -> tuple[Path, Path, Path]:
     """(video, frame labels, poses) of video ``name`` inside its shard folder."""
-    folder = Path(folder)
-    return folder / f"{name}.mp4", folder / f"{name}.npy", folder / f"{name}_alphapose_tracked_person.json"
+    return tuple(shard_file(folder, name, kind) for kind in SHARD_SUFFIXES)
 
 
 def shard_videos(params: SyntheticParams, split: str, shard: str, videos_per_job: int) -> list[str]:

@@ -5,7 +5,6 @@ import shlex
 
 from pipelines.features.feature_sets import FEATURE_SETS, backbones_needed, missing_streams
 from pipelines.features.presets import PRESETS, SSRL_PATCHES
-from pipelines.features.published import find_clip_file, find_patch_file
 from pipelines.features.store import FeatureSource, feature_set_name
 from pipelines.features.registry import REGISTRY
 from pipelines.weak_methods import FEATURE_SOURCE_KEY
@@ -161,6 +160,9 @@ def video_frames(wildcards):
 
 
 def published_clip(wildcards):
+    # Imported here, as in the pose rules: the module loads Blosc and OpenCV, which the DAG does without.
+    from pipelines.features.published import find_clip_file
+
     clip = FEATURE_SETS[wildcards.feature_set][0]
     return str(find_clip_file(published_folders(wildcards.dataset, clip), wildcards.video))
 
@@ -169,6 +171,8 @@ def published_patches(wildcards):
     patches = FEATURE_SETS[wildcards.feature_set][1]
     if patches is None:
         return []
+    from pipelines.features.published import find_patch_file
+
     folders = published_folders(wildcards.dataset, patches)
     return [str(find_patch_file(folders, wildcards.video, grid)) for grid in SSRL_PATCHES.grids]
 
