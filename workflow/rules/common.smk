@@ -147,12 +147,13 @@ def labels_inputs(dataset):
 
 # The synthetic dataset's generator parameters (everything in its entry but what the DAG uses).
 
-SYNTHETIC_ROOT = config["datasets"].get("synthetic", {}).get("root", "results/raw/synthetic")
+SYNTHETIC = config["datasets"].get("synthetic", {})
+SYNTHETIC_ROOT = SYNTHETIC.get("root", "results/raw/synthetic")
 
 
 def synthetic_json():
-    entry = config["datasets"].get("synthetic", {})
-    return json.dumps({k: v for k, v in entry.items() if k not in ("enabled", "frames", "root", "videos_per_job")}, sort_keys=True)
+    layout = ("enabled", "frames", "root", "videos_per_job")
+    return json.dumps({k: v for k, v in SYNTHETIC.items() if k not in layout}, sort_keys=True)
 
 
 # Methods ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ rule synthetic_shard:
         directory(f"{SYNTHETIC_ROOT}/{{part}}/{{shard}}"),
     params:
         generator=synthetic_json(),
-        videos_per_job=adapter("synthetic").videos_per_job if "synthetic" in config["datasets"] else 0,
+        videos_per_job=get_adapter("synthetic", SYNTHETIC).videos_per_job,
     wildcard_constraints:
         part=r"train|test|train_abnormal",
         shard=r"shard_\d+",
