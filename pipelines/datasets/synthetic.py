@@ -70,10 +70,6 @@ class Synthetic(DatasetAdapter):
             self._parts[split] = rows
         return self._parts[split]
 
-    def shards(self) -> list[tuple[str, str]]:
-        """(generator split, shard name) of every rendering job."""
-        return sorted({(part, folder.name) for split in self.splits() for part, _, folder in self.parts(split)})
-
     def videos(self, split: str) -> list[Video]:
         return [Video(name, shard_file(folder, name, "video")) for _, name, folder in self.parts(split)]
 

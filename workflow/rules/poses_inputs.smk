@@ -39,8 +39,10 @@ def ground_truth_poses(dataset, split):
     return adapter(dataset).pose_files(split)
 
 
+@functools.cache
 def pose_json(dataset, split, video):
-    """The JSON skeletons a non-BlazePose backend converts."""
+    """The JSON skeletons a non-BlazePose backend converts; cached, since both a job's input and its
+    command ask for it and a precomputed backend searches a folder to answer."""
     backend = pose_backend(dataset)
     if backend == "alphapose":
         return f"results/alphapose/{dataset}/{split}/{video}/alphapose-results.json"
