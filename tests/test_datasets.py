@@ -44,6 +44,18 @@ def test_synthetic_videos_live_in_the_shard_folder_their_rule_outputs():
     assert get_adapter("ped2", {"root": "x", "labels": "y"}).rule_output(Path("x/01")) == Path("x/01")
 
 
+def test_a_file_deleted_from_a_rendered_shard_is_refused_by_name(tmp_path):
+    adapter = get_adapter("synthetic", {"root": str(tmp_path), "n_test": 3, "videos_per_job": 2})
+    sources = [video.source for video in adapter.videos("test")]
+    folder = sources[0].parent
+    folder.mkdir(parents=True)
+    sources[0].touch()  # the shard renders test_000 and test_001; test_001 is missing
+    assert adapter.rule_output(sources[0]) == folder
+    assert adapter.rule_output(sources[2]) == sources[2].parent  # its shard is not rendered yet
+    with pytest.raises(DatasetError, match=rf"test_001.mp4 is missing from its rendered shard folder .*shard_000: delete"):
+        adapter.rule_output(sources[1])
+
+
 def test_unknown_dataset_is_refused():
     with pytest.raises(DatasetError, match="unknown dataset 'mydata'"):
         get_adapter("mydata", {})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import pandas as pd
@@ -78,6 +79,21 @@ def test_deleting_one_frames_file_reruns_only_that_video(demo):
     assert jobs["extract_frames"] == 1 and jobs["score_video"] == 1 and "synthetic_shard" not in jobs, jobs
     run_snakemake(workdir, config)
     assert victim.is_file()
+
+
+def test_a_video_deleted_inside_its_rendered_shard_stops_the_dag_with_the_fix(demo):
+    workdir, config = demo
+    victim = sorted((workdir / "results" / "raw" / "synthetic" / "test").glob("shard_*/*.mp4"))[1]
+    kept, times = victim.read_bytes(), [(p, p.stat()) for p in (victim, victim.parent)]
+    victim.unlink()
+    try:
+        proc = run_snakemake(workdir, config, "-n", check=False)
+        assert proc.returncode != 0 and f"{victim.name} is missing from its rendered shard folder" in proc.stdout
+        assert f"delete {victim.parent.relative_to(workdir)} to render its videos again" in proc.stdout, proc.stdout[-3000:]
+    finally:
+        victim.write_bytes(kept)
+        for path, stat in times:  # as rendered, so later tests see an up-to-date DAG
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_lint_is_clean(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import register
-from pipelines.datasets.base import DatasetAdapter, Video, check_count, load_npy
+from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_count, load_npy
 from pipelines.synthetic.params import SyntheticParams, shard_file, shard_name, video_names
 
 #: Videos rendered by one job unless the config says otherwise (the schema's default).
@@ -41,6 +41,7 @@ class Synthetic(DatasetAdapter):
     def __init__(self, config: dict):
         super().__init__(config)
         self._parts: dict[str, list[tuple[str, str, Path]]] = {}
+        self._shard_contents: dict[Path, frozenset[str] | None] = {}
 
     @functools.cached_property
     def root(self) -> Path:
@@ -81,9 +82,21 @@ class Synthetic(DatasetAdapter):
         return {name: shard_file(folder, name, "poses") for _, name, folder in self.parts(split)}
 
     def rule_output(self, path: Path) -> Path:
-        """A rendered file's shard folder, which the rendering rule outputs; any other path itself."""
+        """A rendered file's shard folder, which the rendering rule outputs; any other path itself.
+
+        A shard folder that exists without the file (deleted by hand) is refused by name: the DAG
+        sees the folder, not what is inside it, so it would never render that file again."""
         path = Path(path)
-        return path.parent if path.parent.parent.parent == self.root else path
+        folder = path.parent
+        if folder.parent.parent != self.root:
+            return path
+        if folder not in self._shard_contents:  # one listing per shard folder, not a stat per file
+            self._shard_contents[folder] = frozenset(p.name for p in folder.iterdir()) if folder.is_dir() else None
+        present = self._shard_contents[folder]
+        if present is not None and path.name not in present:
+            raise DatasetError(f"{path} is missing from its rendered shard folder {folder}: "
+                               f"delete {folder} to render its videos again")
+        return folder
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
         files = {path.stem: path for path in self.label_files(split)}
