@@ -13,7 +13,6 @@ import numpy as np
 
 from models import register
 from models.base import Method, VideoScore
-from pipelines.frame_store import FrameReader
 from pipelines.metrics import Protocol
 
 
@@ -25,6 +24,8 @@ class TemporalDifferenceEnergy(Method):
     protocol_params = ("normalisation", "smoothing_sigmas")
 
     def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
+        from pipelines.frame_store import FrameReader  # h5py and Blosc: not while the workflow builds its DAG
+
         with FrameReader(video) as reader:
             scores = np.zeros(len(reader), np.float32)
             previous = None

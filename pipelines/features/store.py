@@ -14,10 +14,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
+
+if TYPE_CHECKING:  # h5py is imported where a file is opened: the workflow imports this module to build its DAG
+    import h5py
 
 FORMAT = "vadbench-features-1"
 FEATURES = "features"
@@ -76,6 +78,8 @@ class FeatureReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
+            import h5py
+
             self._file = h5py.File(self.path, "r")
             self._features = self._file[FEATURES]
         except (OSError, KeyError) as err:
