@@ -1,6 +1,7 @@
 """Dataset adapters against the real label files, and the contract every adapter keeps."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,28 @@ def test_a_file_deleted_from_a_rendered_shard_is_refused_by_name(tmp_path):
     sources = [video.source for video in adapter.videos("test")]
     folder = sources[0].parent
     folder.mkdir(parents=True)
-    sources[0].touch()  # the shard renders test_000 and test_001; test_001 is missing
+    (folder / "shard.json").write_text(json.dumps({"videos": ["test_000", "test_001"]}))
+    sources[0].touch()  # the shard rendered test_000 and test_001; test_001 is gone
     assert adapter.rule_output(sources[0]) == folder
     assert adapter.rule_output(sources[2]) == sources[2].parent  # its shard is not rendered yet
-    with pytest.raises(DatasetError, match=rf"test_001.mp4 is missing from its rendered shard folder .*shard_000: delete"):
+    with pytest.raises(DatasetError, match=r"test_001.mp4 is missing from its rendered shard folder .*shard_000: delete"):
         adapter.rule_output(sources[1])
+
+
+def test_a_shard_rendered_under_other_settings_is_left_to_its_rule(tmp_path):
+    """One video per job before, two now: the old shard_000 never held test_001, so the DAG goes on
+    (the rendering rule reruns on its changed params) instead of calling the file deleted."""
+    adapter = get_adapter("synthetic", {"root": str(tmp_path), "n_test": 3, "videos_per_job": 2})
+    sources = [video.source for video in adapter.videos("test")]
+    folder = sources[0].parent
+    folder.mkdir(parents=True)
+    (folder / "shard.json").write_text(json.dumps({"videos": ["test_000"]}))
+    sources[0].touch()
+    assert adapter.rule_output(sources[1]) == folder
+    broken = get_adapter("synthetic", {"root": str(tmp_path), "n_test": 3, "videos_per_job": 2})
+    (folder / "shard.json").write_text("{")
+    with pytest.raises(DatasetError, match=r"shard.json: not a shard record .* delete .*shard_000"):
+        broken.rule_output(sources[1])
 
 
 def test_unknown_dataset_is_refused():

@@ -251,8 +251,9 @@ def test_a_shard_renders_its_consecutive_videos_into_one_folder(tmp_path):
     folder = tmp_path / "test" / "shard_001"
     subprocess.run(run + ["shard", "--params-json", json.dumps(params), "--split", "test", "--shard", "shard_001",
                           "--videos-per-job", "2", "--out", str(folder)], cwd=REPO, check=True, capture_output=True)
-    assert sorted(p.name for p in folder.iterdir()) == [
+    assert sorted(p.name for p in folder.iterdir()) == ["shard.json"] + [
         f"test_00{i}{suffix}" for i in (2, 3) for suffix in (".mp4", ".npy", "_alphapose_tracked_person.json")]
+    assert json.loads((folder / "shard.json").read_text()) == {"videos": ["test_002", "test_003"]}
     assert [p.name for p in tmp_path.joinpath("test").iterdir()] == ["shard_001"]  # no temporary folder left
     # The same video rendered alone is byte-identical: sharding changes the layout, not the data.
     alone = _render(SyntheticParams.from_mapping(params), "test", "test_003", tmp_path)

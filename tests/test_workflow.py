@@ -81,6 +81,14 @@ def test_deleting_one_frames_file_reruns_only_that_video(demo):
     assert victim.is_file()
 
 
+def test_changing_videos_per_job_renders_the_shards_again(demo):
+    workdir, config = demo
+    changed = json.loads(json.dumps(config))
+    changed["datasets"]["synthetic"]["videos_per_job"] = 2  # one shard per split before, now two of the 4 test videos each
+    jobs = planned_jobs(workdir, changed)
+    assert jobs["synthetic_shard"] == 1 + 2 and jobs["extract_frames"] == 2 + 4, jobs
+
+
 def test_a_video_deleted_inside_its_rendered_shard_stops_the_dag_with_the_fix(demo):
     workdir, config = demo
     victim = sorted((workdir / "results" / "raw" / "synthetic" / "test").glob("shard_*/*.mp4"))[1]

@@ -3,20 +3,22 @@
 Its rule file renders the videos in shards, one job per ``videos_per_job`` consecutive videos of
 a generator split: each video with its frame labels (``.npy``, 1 = abnormal) and ground-truth
 skeletons in ``root/<split>/shard_<k>/`` (``<name>.mp4``, ``<name>.npy``,
-``<name>_alphapose_tracked_person.json``). The shard folder is the rule's output, so the steps
+``<name>_alphapose_tracked_person.json``, and ``shard.json`` listing the videos). The shard folder
+is the rule's output, so the steps
 that read a video depend on its folder (``rule_output``). The video list is a pure function of
 the generator parameters, so the DAG is known before anything is rendered.
 """
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.datasets import register
 from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_count, load_npy
-from pipelines.synthetic.params import SyntheticParams, shard_file, shard_name, video_names
+from pipelines.synthetic.params import SHARD_RECORD, SHARD_SUFFIXES, SyntheticParams, shard_file, shard_name, video_names
 
 #: Videos rendered by one job unless the config says otherwise (the schema's default).
 DEFAULT_VIDEOS_PER_JOB = 25
@@ -41,7 +43,7 @@ class Synthetic(DatasetAdapter):
     def __init__(self, config: dict):
         super().__init__(config)
         self._parts: dict[str, list[tuple[str, str, Path]]] = {}
-        self._shard_contents: dict[Path, frozenset[str] | None] = {}
+        self._shard_contents: dict[Path, tuple[frozenset[str], frozenset[str]]] = {}
 
     @functools.cached_property
     def root(self) -> Path:
@@ -84,19 +86,36 @@ class Synthetic(DatasetAdapter):
     def rule_output(self, path: Path) -> Path:
         """A rendered file's shard folder, which the rendering rule outputs; any other path itself.
 
-        A shard folder that exists without the file (deleted by hand) is refused by name: the DAG
-        sees the folder, not what is inside it, so it would never render that file again."""
+        A file that its shard's job rendered (its record says so) but that is gone from the folder was
+        deleted by hand: it is refused by name, because the DAG sees the folder, not what is inside it,
+        and would never render the file again. A shard rendered under other settings (another
+        ``videos_per_job`` or split size) does not list the video; its rule reruns on the changed params.
+        """
         path = Path(path)
         folder = path.parent
         if folder.parent.parent != self.root:
             return path
-        if folder not in self._shard_contents:  # one listing per shard folder, not a stat per file
-            self._shard_contents[folder] = frozenset(p.name for p in folder.iterdir()) if folder.is_dir() else None
-        present = self._shard_contents[folder]
-        if present is not None and path.name not in present:
+        present, rendered = self._shard_state(folder)
+        video = next((path.name[: -len(s)] for s in SHARD_SUFFIXES.values() if path.name.endswith(s)), None)
+        if video in rendered and path.name not in present:
             raise DatasetError(f"{path} is missing from its rendered shard folder {folder}: "
                                f"delete {folder} to render its videos again")
         return folder
+
+    def _shard_state(self, folder: Path) -> tuple[frozenset[str], frozenset[str]]:
+        """(files present, videos its job rendered) of a shard folder; read once per folder, since the
+        workflow asks about thousands of files while it builds the DAG. Empty while not rendered."""
+        if folder not in self._shard_contents:
+            present = frozenset(p.name for p in folder.iterdir()) if folder.is_dir() else frozenset()
+            rendered = frozenset()
+            if SHARD_RECORD in present:
+                try:
+                    rendered = frozenset(json.loads((folder / SHARD_RECORD).read_text())["videos"])
+                except (ValueError, KeyError, TypeError) as err:
+                    raise DatasetError(f"{folder / SHARD_RECORD}: not a shard record ({err}); delete {folder} "
+                                       "to render its videos again") from None
+            self._shard_contents[folder] = (present, rendered)
+        return self._shard_contents[folder]
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
         files = {path.stem: path for path in self.label_files(split)}

@@ -29,6 +29,7 @@ from pipelines.synthetic.actors import Shape, actor_shape
 from pipelines.synthetic.encode import EncodingError, container_of, encode_video
 from pipelines.synthetic.params import (
     GENERATOR_VERSION,
+    SHARD_RECORD,
     SPLITS,
     ParamsError,
     SyntheticParams,
@@ -85,7 +86,9 @@ def render_video(params: SyntheticParams, split: str, name: str, video_out: Path
 
 
 def render_shard(params: SyntheticParams, split: str, shard: str, videos_per_job: int, out_dir: Path) -> list[str]:
-    """Renders every video of one shard of ``split`` into the folder ``out_dir`` (see ``shard_files``).
+    """Renders every video of one shard of ``split`` into the folder ``out_dir`` (see ``shard_files``),
+    with ``SHARD_RECORD`` listing them (what lets the workflow tell a file deleted by hand from a shard
+    rendered under other settings).
 
     The folder is built under a temporary name and renamed when all its videos are done, so a killed job
     leaves no folder that looks complete. Returns the names rendered.
@@ -97,6 +100,7 @@ def render_shard(params: SyntheticParams, split: str, shard: str, videos_per_job
         folder.mkdir()
         for name in names:
             render_video(params, split, name, *shard_files(folder, name))
+        (folder / SHARD_RECORD).write_text(json.dumps({"videos": names}))
     return names
 
 

@@ -108,6 +108,10 @@ def shard_name(index: int, videos_per_job: int) -> str:
 SHARD_SUFFIXES = {"video": ".mp4", "labels": ".npy", "poses": "_alphapose_tracked_person.json"}
 
 
+#: The file in a shard folder that lists the videos its job rendered (JSON: ``{"videos": [...]}``).
+SHARD_RECORD = "shard.json"
+
+
 def shard_file(folder: Path, name: str, kind: str) -> Path:
     """The ``kind`` file (video, labels or poses) of video ``name`` inside its shard folder."""
     return Path(folder) / f"{name}{SHARD_SUFFIXES[kind]}"
