@@ -13,17 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from models.base import TrainInputs, VideoScore
 from pipelines.atomic import atomic_path
-from pipelines.features.store import FeatureReader, FeatureSource
+from pipelines.features.store import FEATURE_SOURCE_KEY, FeatureReader, FeatureSource
 from pipelines.metrics import Protocol, expand_snippets
 from pipelines.weak_protocol import FRAMES_PER_SNIPPET, TRAIN_SEGMENTS, snippet_count
 
-# The key under which the workflow hands a feature method the description of its features per dataset
-# (workflow/rules/features.smk fills it from the features section of the config).
-FEATURE_SOURCE_KEY = "feature_source"
 _RULE_OF_TAIL = {"loop_pad": "pad_last", "drop": "truncate"}
 
 
@@ -96,22 +94,16 @@ class SegmentCache:
         key = json.dumps({"files": [str(f) for f in files], "grids": [list(g) for g in grids]})
         if not self._matches(key):
             self._build(files, grids, key)
-        import h5py  # here, not at the top: the workflow imports this module while it builds its DAG
-
         self._file = h5py.File(self.path, "r")
         self._items = self._file["segments"]
 
     def _matches(self, key: str) -> bool:
         if not self.path.is_file():
             return False
-        import h5py
-
         with h5py.File(self.path, "r") as handle:
             return handle.attrs.get("key") == key
 
     def _build(self, files: Sequence[Path], grids: Sequence[tuple[int, int]], key: str) -> None:
-        import h5py
-
         with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as handle:
             items = None
             for index, path in enumerate(files):

@@ -144,6 +144,12 @@ class FeatureReader:
         self.close()
 
 
+# The key under which the workflow hands a feature method the description of its features per dataset
+# (workflow/rules/feature_inputs.smk fills it from the features section of the config). Here, beside
+# FeatureSource, so that the workflow need not import the weak methods to build its DAG.
+FEATURE_SOURCE_KEY = "feature_source"
+
+
 @dataclass(frozen=True)
 class FeatureSource:
     """Where a method's features came from, as far as comparing with its paper is concerned.

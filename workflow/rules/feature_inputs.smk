@@ -5,9 +5,8 @@ import shlex
 
 from pipelines.features.feature_sets import FEATURE_SETS, backbones_needed, missing_streams
 from pipelines.features.presets import PRESETS, SSRL_PATCHES
-from pipelines.features.store import FeatureSource, feature_set_name
+from pipelines.features.store import FEATURE_SOURCE_KEY, FeatureSource, feature_set_name
 from pipelines.features.registry import REGISTRY
-from pipelines.weak_methods import FEATURE_SOURCE_KEY
 
 FEATURES = config["features"]
 # How a dataset's feature set is made, and the folder under results/features/ it goes to.
