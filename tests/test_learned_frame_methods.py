@@ -235,7 +235,7 @@ def test_presets_fill_unset_keys_and_reject_unknown_ones():
     paper = get_method("std", {"preset": "paper", "joint_iterations": None})
     assert (paper.cfg.image_size, paper.cfg.joint_iterations, paper.cfg.ae_lr) == (256, 100_000, 1e-5)
     budget = get_method("lgn_net", {"preset": "cpu_budget", "lr": 1e-3})
-    assert (budget.cfg.image_size, budget.cfg.lr, budget.settings["steps_per_epoch"]) == (32, 1e-3, 100)
+    assert (budget.cfg.image_size, budget.cfg.lr, budget.settings["steps_per_epoch"]) == (64, 1e-3, 100)
     with pytest.raises(ValueError, match="unknown parameters \\['image_sise'\\]"):
         get_method("lgn_net", {"image_sise": 64})
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
