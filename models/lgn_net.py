@@ -384,7 +384,7 @@ PRESETS = {
         "loss_compact": 10.0, "loss_separate": 5.0, "test_lambda": 0.6, "test_gamma": 0.009,
         "checkpoint_every": 1000,
     },
-    # About an hour of training on two CPU cores: 64 px frames, 6 short epochs of 100 steps. At
+    # About 40 minutes of training on two CPU cores: 64 px frames, 6 short epochs of 100 steps. At
     # 32 px a step costs a third as much, but a copy of the last input frame already scores
     # lower there (README, "What resolution allows").
     "cpu_budget": {
