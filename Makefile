@@ -33,7 +33,7 @@ run: $(INSTALLED)
 # The Slurm tests start a local cluster where they can (root, apt) and are skipped, saying why,
 # where they cannot; `make test-slurm` runs only them and fails instead of skipping.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 test-slurm: $(INSTALLED)
 	VADBENCH_REQUIRE_SLURM=1 $(BIN)/python -m pytest tests/test_slurm.py

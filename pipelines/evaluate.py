@@ -2,7 +2,7 @@
 
 Reads the split's canonical labels and the per-video score files, applies the method's paper
 protocol (normalisation, smoothing, unscored frames) and writes one JSON record: the numbers,
-the protocol that produced them, the pooled ROC curve, the config hash and the versions.
+the training seed, the protocol that produced them, the pooled ROC curve, the config hash and the versions.
 
 Run by hand: ``python -m pipelines.evaluate METHOD DATASET SPLIT LABELS.h5 OUT.json SCORES.h5 ...``.
 """
@@ -47,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scores", type=Path, nargs="+")
     parser.add_argument("--params-json", default="{}")
     parser.add_argument("--config-hash", default="")
+    parser.add_argument("--seed", type=int, default=0, help="the training seed of the scores (recorded)")
     args = parser.parse_args(argv)
     result = evaluate_split(args.method, json.loads(args.params_json), args.labels, args.scores)
-    record = {"method": args.method, "dataset": args.dataset, "split": args.split, **result}
+    record = {"method": args.method, "dataset": args.dataset, "split": args.split, "seed": args.seed, **result}
     record |= {"config_hash": args.config_hash, "versions": versions()}
     write_text(args.out, json.dumps(record, indent=1))
-    print(f"{args.method} on {args.dataset}/{args.split}: micro AUC {result['auc_micro']:.4f}, macro {result['auc_macro']:.4f}")
+    print(f"{args.method} (seed {args.seed}) on {args.dataset}/{args.split}: micro AUC {result['auc_micro']:.4f}, macro {result['auc_macro']:.4f}")
     return 0
 
 

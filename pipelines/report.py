@@ -1,9 +1,11 @@
 """Report tables and plots from the evaluation records.
 
 ``auc_table.csv`` (and the same as Markdown and HTML) has one row per method x dataset x split:
-our micro and macro AUC and AP in percent beside the paper's number and reference, the
-protocol in words, the number of videos and frames, and the config hash. ``roc_<dataset>.png``
-overlays the pooled ROC curves of every method on a dataset.
+our micro and macro AUC and AP in percent, each the mean over the training seeds with its
+sample standard deviation (empty for one seed), beside the paper's number and reference, the
+protocol in words, the number of videos and frames, the seeds and the config hash (of everything
+but the seed). ``auc_by_seed.csv`` has each seed's numbers. ``roc_<dataset>.png`` overlays the
+pooled ROC curves of every method on a dataset (each method's first seed).
 
 Run by hand: ``python -m pipelines.report OUT_DIR PAPERS.csv EVAL.json ...``.
 """
@@ -23,9 +25,14 @@ import pandas as pd  # noqa: E402
 from pipelines.atomic import atomic_path, write_text  # noqa: E402
 
 COLUMNS = [
-    "dataset", "method", "split", "auc_micro", "auc_macro", "ap",
-    "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "config_hash",
+    "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
+    "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
 ]
+METRICS = ("auc_micro", "auc_macro", "ap")
+# Fields that every seed of one row must share: the seeds may differ in their numbers only.
+SHARED = ("n_videos", "n_frames", "n_macro_skipped", "protocol", "config_hash")
+SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, "n_videos", "n_frames", "config_hash"]
+RUN_KEY = ["dataset", "method", "split"]
 
 
 def describe_protocol(record: dict) -> str:
@@ -44,25 +51,61 @@ def describe_protocol(record: dict) -> str:
     return "; ".join(parts)
 
 
+def seed_table(records: list[dict]) -> pd.DataFrame:
+    """One row per record (method x dataset x split x seed), numbers in percent."""
+    rows = [{**{k: r[k] for k in SEED_COLUMNS if k not in METRICS}, **{m: 100 * r[m] for m in METRICS}} for r in records]
+    table = pd.DataFrame(rows, columns=SEED_COLUMNS)
+    duplicated = table[table.duplicated(RUN_KEY + ["seed"])]
+    if len(duplicated):
+        first = duplicated.iloc[0]
+        raise ValueError(f"two evaluation records of {first.method} on {first.dataset}/{first.split} with seed {first.seed}")
+    return table.sort_values(RUN_KEY + ["seed"]).reset_index(drop=True)
+
+
+def _check_seeds_agree(records: list[dict]) -> None:
+    """Seeds of one row must be runs of one configuration on the same frames."""
+    first = records[0]
+    for other in records[1:]:
+        for field in SHARED:
+            if other[field] != first[field]:
+                raise ValueError(
+                    f"{first['method']} on {first['dataset']}/{first['split']}: seeds {first['seed']} and "
+                    f"{other['seed']} differ in {field} ({first[field]!r} against {other[field]!r})"
+                )
+
+
 def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
+    """One row per method x dataset x split: the mean over its seeds of each number (in percent), their
+    sample standard deviation (empty for a single seed), and the seeds."""
+    per_seed = seed_table(records)
     rows = []
-    for r in records:
-        rows.append({
-            "dataset": r["dataset"], "method": r["method"], "split": r["split"],
-            "auc_micro": round(100 * r["auc_micro"], 2), "auc_macro": round(100 * r["auc_macro"], 2),
-            "ap": round(100 * r["ap"], 2), "protocol": describe_protocol(r),
-            "n_videos": r["n_videos"], "n_frames": r["n_frames"], "config_hash": r["config_hash"],
-        })
+    for key, group in per_seed.groupby(RUN_KEY, sort=True):
+        members = [r for r in records if (r["dataset"], r["method"], r["split"]) == key]
+        _check_seeds_agree(members)
+        row = dict(zip(RUN_KEY, key))
+        for metric in METRICS:
+            row[metric] = round(group[metric].mean(), 2)
+            row[f"{metric}_std"] = round(group[metric].std(ddof=1), 2) if len(group) > 1 else float("nan")
+        row |= {
+            "protocol": describe_protocol(members[0]), "n_videos": members[0]["n_videos"],
+            "n_frames": members[0]["n_frames"], "seeds": " ".join(str(s) for s in group["seed"]),
+            "config_hash": members[0]["config_hash"],
+        }
+        rows.append(row)
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("paper_auc", "paper_ref")])
-    table = table.merge(papers, on=["method", "dataset", "split"], how="left")
+    table = table.merge(papers, on=RUN_KEY, how="left")
     table["paper_ref"] = table["paper_ref"].fillna("")
     return table[COLUMNS].sort_values(["dataset", "split", "method"]).reset_index(drop=True)
 
 
 def plot_roc(records: list[dict], dataset: str, out: Path) -> None:
+    """Pooled ROC curves on one dataset: one per method and split, from its first seed."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for r in sorted(records, key=lambda r: r["method"]):
-        ax.plot(r["roc"]["fpr"], r["roc"]["tpr"], label=f"{r['method']} ({r['split']}) {100 * r['auc_micro']:.1f}")
+    first_seeds = {}
+    for r in sorted(records, key=lambda r: (r["method"], r["split"], r["seed"])):
+        first_seeds.setdefault((r["method"], r["split"]), r)
+    for (method, split), r in first_seeds.items():
+        ax.plot(r["roc"]["fpr"], r["roc"]["tpr"], label=f"{method} ({split}, seed {r['seed']}) {100 * r['auc_micro']:.1f}")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{dataset}: pooled frame ROC")
     ax.legend(loc="lower right", fontsize=8)
@@ -72,11 +115,21 @@ def plot_roc(records: list[dict], dataset: str, out: Path) -> None:
     plt.close(fig)
 
 
+def read_record(path: Path) -> dict:
+    record = json.loads(Path(path).read_text())
+    missing = [k for k in (*RUN_KEY, "seed", *METRICS, *SHARED, "roc") if k not in record]
+    if missing:
+        raise ValueError(f"{path}: evaluation record without {', '.join(missing)}; rerun its evaluate job")
+    return record
+
+
 def write_report(out_dir: Path, papers_csv: Path, eval_files: list[Path]) -> pd.DataFrame:
-    records = [json.loads(Path(p).read_text()) for p in eval_files]
+    records = [read_record(p) for p in eval_files]
     table = build_table(records, pd.read_csv(papers_csv))
+    write_text(out_dir / "auc_by_seed.csv", seed_table(records).round(2).to_csv(index=False))
     write_text(out_dir / "auc_table.csv", table.to_csv(index=False))
-    write_text(out_dir / "auc_table.md", table.to_markdown(index=False) + "\n")
+    # Empty cells, not "nan", where a number does not exist (the std of one seed, a paper without the dataset).
+    write_text(out_dir / "auc_table.md", table.astype(object).where(table.notna(), "").to_markdown(index=False) + "\n")
     write_text(out_dir / "auc_table.html", table.to_html(index=False, na_rep="", border=0))
     for dataset in sorted({r["dataset"] for r in records}):
         plot_roc([r for r in records if r["dataset"] == dataset], dataset, out_dir / f"roc_{dataset}.png")
@@ -90,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("evals", type=Path, nargs="+", help="evaluation records (JSON)")
     args = parser.parse_args(argv)
     table = write_report(args.out_dir, args.papers, args.evals)
-    shown = table[["dataset", "method", "split", "auc_micro", "auc_macro", "ap", "paper_auc", "n_videos", "n_frames"]]
+    shown = table[["dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "ap", "paper_auc", "n_frames", "seeds"]]
     print(shown.to_string(index=False))
     return 0
 

@@ -29,6 +29,12 @@ def test_shipped_config_is_valid_and_defaults_are_filled(config):
     assert validate(config, SCHEMA, RULES)["features"]["flow"] is True
 
 
+@pytest.mark.parametrize("seed", [0, 7, [0], [2, 0, 1]])
+def test_seed_is_one_integer_or_a_list_of_distinct_ones(config, seed):
+    config["seed"] = seed
+    assert validate(config, SCHEMA, RULES)["seed"] == seed
+
+
 def test_every_key_of_the_shipped_config_has_a_comment():
     lines = (REPO / "config.yaml").read_text().splitlines()
     for number, line in enumerate(lines):
@@ -50,6 +56,11 @@ def test_every_key_of_the_shipped_config_has_a_comment():
         (lambda c: c["features"].update(flow="yes"), r"'features\.flow'"),
         (lambda c: c["datasets"]["synthetic"].update(enabled=False), r"no dataset is enabled"),
         (lambda c: c["datasets"]["ped2"].update(enabled=True, root="/no/such/ped2"), r"'datasets\.ped2\.root': /no/such/ped2 does not exist"),
+        (lambda c: c.update(seed=-1), r"'seed': -1 is less than the minimum of 0"),
+        (lambda c: c.update(seed=[0, 1, 0]), r"'seed': \[0, 1, 0\] has non-unique elements"),
+        (lambda c: c.update(seed=[]), r"'seed': \[\] should be non-empty|'seed': \[\] is too short"),
+        (lambda c: c.update(seed=[0, "1"]), r"'seed\.1': '1' is not of type 'integer'"),
+        (lambda c: c.update(seed=True), r"'seed': True is not of type 'integer', 'array'"),
     ],
 )
 def test_bad_config_names_the_key(config, edit, message):

@@ -244,19 +244,43 @@ def test_presets_fill_unset_keys_and_reject_unknown_ones():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
-def test_the_dag_trains_scores_and_reports_on_cpu(method, tmp_path):
-    from tests.workflow_helpers import run_snakemake, tiny_config
+def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
+    """`seed: [0, 1]`: the method trains and scores once per seed, the baseline (nothing to train)
+    once; its row is the mean and sample std of the per-seed rows; adding a seed runs only that seed."""
+    from pipelines.training import load_checkpoint
+    from tests.workflow_helpers import planned_jobs, run_snakemake, tiny_config
 
     config = tiny_config(n_train=2, n_test=2, n_frames=24, height=48, width=64)
-    for name, entry in config["methods"].items():
-        entry["enabled"] = name == method
-    config["methods"][method].update(tiny(method))
+    config["methods"][method].update(tiny(method), enabled=True)
+    config["seed"] = [0, 1]
     run_snakemake(tmp_path, config)
-    for stage in get_method_class(method).stages:
-        assert (tmp_path / "results" / "models" / method / "synthetic" / f"{stage}.pt").is_file()
-    table = pd.read_csv(tmp_path / "results" / "report" / "auc_table.csv")
-    row = table[table.method == method].iloc[0]
-    assert (row.dataset, row.split, row.n_videos) == ("synthetic", "test", 2)
+    results = tmp_path / "results"
+
+    stages = get_method_class(method).stages
+    for stage in stages:
+        for seed in (0, 1):
+            assert (results / "models" / method / "synthetic" / f"seed_{seed}" / f"{stage}.pt").is_file()
+    weights = [load_checkpoint(results / "models" / method / "synthetic" / f"seed_{s}" / f"{stages[-1]}.pt", method)
+               for s in (0, 1)]
+    assert [w["seed"] for w in weights] == [0, 1]
+    first = weights[0]["model"]
+    assert any(not torch.equal(first[k], weights[1]["model"][k]) for k in first), "two seeds, identical weights"
+    assert [p.name for p in sorted((results / "scores" / "tde" / "synthetic").iterdir())] == ["seed_0"]
+
+    by_seed = pd.read_csv(results / "report" / "auc_by_seed.csv")
+    ours = by_seed[by_seed.method == method]
+    assert list(ours.seed) == [0, 1] and list(by_seed[by_seed.method == "tde"].seed) == [0]
+    table = pd.read_csv(results / "report" / "auc_table.csv").set_index("method")
+    row = table.loc[method]
+    assert (row.dataset, row.split, row.n_videos, row.seeds) == ("synthetic", "test", 2, "0 1")
     assert 0 <= row.auc_micro <= 100 and np.isfinite(row.auc_micro)
-    record = json.loads((tmp_path / "results" / "eval" / method / "synthetic" / "test.json").read_text())
+    assert row.auc_micro == pytest.approx(ours.auc_micro.mean(), abs=0.01)
+    assert row.auc_micro_std == pytest.approx(ours.auc_micro.std(ddof=1), abs=0.01)
+    assert str(table.loc["tde"].seeds) == "0" and np.isnan(table.loc["tde"].auc_micro_std)
+    record = json.loads((results / "eval" / method / "synthetic" / "seed_1" / "test.json").read_text())
+    assert record["seed"] == 1
     assert record["protocol"]["skipped_start_frames"] == get_method(method, tiny(method)).protocol("").skipped_start_frames
+
+    config["seed"] = [0, 1, 2]
+    jobs = planned_jobs(tmp_path, config)
+    assert jobs == {"train_stage": len(stages), "score_video": 2, "evaluate": 1, "report_tables": 1, "all": 1}

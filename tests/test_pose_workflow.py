@@ -55,7 +55,7 @@ def test_pose_and_tube_files_carry_their_provenance(pose_demo):
     with h5py.File(results / "tubes" / "genet" / "synthetic" / "train" / "train_000.h5") as handle:
         assert json.loads(handle.attrs["settings"])["window"]["stride"] == 6
     for stage in ("guidance", "exploration"):
-        assert (results / "models" / "genet" / "synthetic" / f"{stage}.pt").stat().st_size > 0
+        assert (results / "models" / "genet" / "synthetic" / "seed_0" / f"{stage}.pt").stat().st_size > 0
 
 
 def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):

@@ -93,7 +93,7 @@ def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
     # AR-Net's features drop each video's partial last window, whose frames are left out of its AUC.
     assert table.loc["arnet"].n_frames < table.loc["ssrl"].n_frames
 
-    record = json.loads((results / "eval" / "ssrl" / "synthetic" / "weak_test.json").read_text())
+    record = json.loads((results / "eval" / "ssrl" / "synthetic" / "seed_0" / "weak_test.json").read_text())
     assert record["protocol"]["snippet_length"] == 16
     features = sorted((results / "features" / "rtfm_ssrl_patches" / "synthetic").glob("*/*.h5"))
     assert len(features) == 4  # 1 normal + 1 abnormal training video, 2 test videos, each extracted once
@@ -102,6 +102,6 @@ def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
         assert json.loads(handle.attrs["backbones"]) == {"r50_nonlocal_k400": "random-init"}
         assert handle.attrs["n_snippets"] == -(-handle.attrs["n_frames"] // 16)
     for stage in ("stage1", "stage2", "stage3", "stage4"):
-        assert (results / "models" / "ssrl" / "synthetic" / f"{stage}.pt").is_file()
+        assert (results / "models" / "ssrl" / "synthetic" / "seed_0" / f"{stage}.pt").is_file()
 
     assert "Nothing to be done" in run_snakemake(workdir, config).stdout

@@ -25,8 +25,8 @@ def test_demo_produces_the_report(demo):
     workdir, _ = demo
     table = pd.read_csv(workdir / "results" / "report" / "auc_table.csv")
     assert list(table.columns) == [
-        "dataset", "method", "split", "auc_micro", "auc_macro", "ap",
-        "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "config_hash",
+        "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
+        "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
     ]
     row = table.iloc[0]
     assert (row.dataset, row.method, row.split, row.n_videos) == ("synthetic", "tde", "test", 4)
@@ -38,7 +38,7 @@ def test_demo_produces_the_report(demo):
 
 def test_outputs_carry_provenance(demo):
     workdir, _ = demo
-    record = json.loads((workdir / "results" / "eval" / "tde" / "synthetic" / "test.json").read_text())
+    record = json.loads((workdir / "results" / "eval" / "tde" / "synthetic" / "seed_0" / "test.json").read_text())
     assert record["protocol"]["label_convention"].startswith("synthetic")
     assert record["versions"]["torch"].startswith("2.13.0") and len(record["config_hash"]) == 12
     frames = sorted((workdir / "results" / "frames" / "synthetic" / "test").glob("*.h5"))

@@ -31,10 +31,23 @@ wildcard_constraints:
     split=r"train|test|weak_train|weak_test",
     video=r"[^/]+",
     stage=r"[a-z0-9_]+",
+    seed=r"\d+",
 
 
 def dataset_rule_files():
     return sorted(str(p.relative_to(Path(workflow.basedir))) for p in (REPO / "workflow" / "rules" / "datasets").glob("*.smk"))
+
+
+def configured_seeds():
+    """The run's seeds: `seed` is one integer or a list of them."""
+    seed = config["seed"]
+    return [seed] if isinstance(seed, int) else list(seed)
+
+
+SEEDS = configured_seeds()
+# Random choices in data preparation (a seeded random backbone in smoke runs) are shared by every
+# training seed, so that the seeds differ only in training.
+DATA_SEED = SEEDS[0]
 
 
 def enabled_datasets():
@@ -164,6 +177,12 @@ def method_splits(method):
     return ONE_CLASS_SPLITS[get_method_class(method).supervision]
 
 
+def method_seeds(method):
+    """The seeds a method runs with: all of them when it trains; only the first when it has no
+    training stage, since its scores cannot depend on the seed."""
+    return SEEDS if get_method_class(method).stages else SEEDS[:1]
+
+
 def runs():
     """(method, dataset, evaluation split) of every enabled method on every dataset that fits it."""
     found = []
@@ -188,19 +207,19 @@ def method_input(method, dataset, split, video):
     return INPUT_FILES[kind](method, dataset, split, video)
 
 
-def stage_checkpoint(method, dataset, stage):
-    return f"results/models/{method}/{dataset}/{stage}.pt"
+def stage_checkpoint(method, dataset, seed, stage):
+    return f"results/models/{method}/{dataset}/seed_{seed}/{stage}.pt"
 
 
 def final_checkpoint(wildcards):
     stages = get_method_class(wildcards.method).stages
-    return [stage_checkpoint(wildcards.method, wildcards.dataset, stages[-1])] if stages else []
+    return [stage_checkpoint(wildcards.method, wildcards.dataset, wildcards.seed, stages[-1])] if stages else []
 
 
 def previous_checkpoint(wildcards):
     stages = get_method_class(wildcards.method).stages
     index = stages.index(wildcards.stage)
-    return [stage_checkpoint(wildcards.method, wildcards.dataset, stages[index - 1])] if index else []
+    return [stage_checkpoint(wildcards.method, wildcards.dataset, wildcards.seed, stages[index - 1])] if index else []
 
 
 def train_inputs(wildcards):
@@ -227,19 +246,25 @@ def score_args(wildcards, input):
     return f"{optional_path('--checkpoint', input.checkpoint)} --params-json {shlex.quote(method_json(wildcards))}"
 
 
-def score_files(method, dataset, split):
-    return [f"results/scores/{method}/{dataset}/{split}/{video}.h5" for video in videos(dataset, split)]
+def score_files(method, dataset, seed, split):
+    return [f"results/scores/{method}/{dataset}/seed_{seed}/{split}/{video}.h5" for video in videos(dataset, split)]
 
 
 def split_scores(wildcards):
-    return score_files(wildcards.method, wildcards.dataset, wildcards.split)
+    """The score files of one seed's run on a split."""
+    return score_files(wildcards.method, wildcards.dataset, wildcards.seed, wildcards.split)
+
+
+def first_seed_scores(wildcards):
+    """The score files of a method's first seed on a split (what the timeline plots show)."""
+    return score_files(wildcards.method, wildcards.dataset, method_seeds(wildcards.method)[0], wildcards.split)
 
 
 def run_hash(wildcards):
-    """Hash of every config value that can change a row of the table."""
+    """Hash of every config value apart from the seed that can change a row of the table (rows
+    average over seeds and list them in their own column)."""
     return config_hash(
         {
-            "seed": config["seed"],
             "dataset": config["datasets"][wildcards.dataset],
             "frames": frames_config(wildcards.dataset),
             "method": config["methods"][wildcards.method],
@@ -264,7 +289,8 @@ def optional_path(flag, paths):
 
 
 def eval_files():
-    return [f"results/eval/{m}/{d}/{s}.json" for m, d, s in runs()]
+    """One evaluation record per method x dataset x split x seed."""
+    return [f"results/eval/{m}/{d}/seed_{seed}/{s}.json" for m, d, s in runs() for seed in method_seeds(m)]
 
 
 def all_targets():
@@ -277,5 +303,6 @@ def all_targets():
         train_split = method_splits(method)[0]
         for each in (train_split, split):
             per_video.update(method_input(method, dataset, each, video) for video in videos(dataset, each))
-        per_video.update(score_files(method, dataset, split))
+        for seed in method_seeds(method):
+            per_video.update(score_files(method, dataset, seed, split))
     return ["results/report/auc_table.csv"] + timelines + sorted(per_video)

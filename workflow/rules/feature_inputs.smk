@@ -136,7 +136,7 @@ def extraction_args(wildcards):
         f"--batch-size {FEATURES['batch_size']}",
         f"--device {FEATURES['device']}",
         f"--spatial-scale {FEATURES['spatial_scale']}",
-        f"--seed {config['seed']}",
+        f"--seed {DATA_SEED}",
         f"--weights-dir {shlex.quote(FEATURES['weights_dir'])}",
     ]
     for backbone in extracted_backbones(wildcards.dataset, wildcards.feature_set):

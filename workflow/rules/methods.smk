@@ -5,22 +5,21 @@ rule train_stage:
         labels=train_labels,
         previous=previous_checkpoint,
     output:
-        "results/models/{method}/{dataset}/{stage}.pt",
+        "results/models/{method}/{dataset}/seed_{seed}/{stage}.pt",
     params:
         method=method_json,
         previous=lambda wildcards, input: optional_path("--previous", input.previous),
         labels=lambda wildcards, input: optional_path("--labels", input.labels),
-        seed=config["seed"],
     threads: 2  # profiles raise it (set-threads) on cluster nodes
     resources:
         **gpu_resources(method_resources),
     log:
-        "logs/train_stage/{method}/{dataset}/{stage}.log",
+        "logs/train_stage/{method}/{dataset}/seed_{seed}/{stage}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m pipelines.train {wildcards.method} {wildcards.stage} {output:q} {input.inputs:q}"
-        " {params.previous} {params.labels} --params-json {params.method:q} --seed {params.seed} > {log:q} 2>&1"
+        " {params.previous} {params.labels} --params-json {params.method:q} --seed {wildcards.seed} > {log:q} 2>&1"
 
 
 rule score_video:
@@ -28,17 +27,16 @@ rule score_video:
     input:
         unpack(score_inputs),
     output:
-        "results/scores/{method}/{dataset}/{split}/{video}.h5",
+        "results/scores/{method}/{dataset}/seed_{seed}/{split}/{video}.h5",
     params:
         args=score_args,
-        seed=config["seed"],
     threads: 1
     resources:
         **gpu_resources(method_resources),
     log:
-        "logs/score_video/{method}/{dataset}/{split}/{video}.log",
+        "logs/score_video/{method}/{dataset}/seed_{seed}/{split}/{video}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.args}"
-        " --seed {params.seed} > {log:q} 2>&1"
+        " --seed {wildcards.seed} > {log:q} 2>&1"

@@ -150,7 +150,7 @@ def tube_command(wildcards, input):
                 "released_rule": params["released_continuity_rule"], "frame_size": params["frame_size"],
                 "margin": params["tube_margin"], "crop_size": params["tube_crop_size"],
                 "batch_size": params["tube_batch_size"]}
-    args = ["--settings-json", json.dumps(settings, sort_keys=True), "--seed", str(config["seed"]),
+    args = ["--settings-json", json.dumps(settings, sort_keys=True), "--seed", str(DATA_SEED),
             "--dataset", wildcards.dataset]
     if "weights" in input.keys():
         args += ["--weights", input.weights]

@@ -1,27 +1,28 @@
 rule evaluate:
-    """Frame-level AUC (micro, macro) and AP of one method on one dataset split, with its protocol."""
+    """Frame-level AUC (micro, macro) and AP of one seed's run of a method on a dataset split, with its protocol."""
     input:
         labels="results/labels/{dataset}/{split}.h5",
         scores=split_scores,
     output:
-        "results/eval/{method}/{dataset}/{split}.json",
+        "results/eval/{method}/{dataset}/seed_{seed}/{split}.json",
     params:
         method=method_protocol_json,
         config_hash=run_hash,
     log:
-        "logs/evaluate/{method}/{dataset}/{split}.log",
+        "logs/evaluate/{method}/{dataset}/seed_{seed}/{split}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
         "python -m pipelines.evaluate {wildcards.method} {wildcards.dataset} {wildcards.split} {input.labels:q}"
-        " {output:q} {input.scores:q} --params-json {params.method:q} --config-hash {params.config_hash} > {log:q} 2>&1"
+        " {output:q} {input.scores:q} --params-json {params.method:q} --config-hash {params.config_hash} --seed {wildcards.seed}"
+        " > {log:q} 2>&1"
 
 
 rule plot_timelines:
-    """Score timelines of a few test videos with their abnormal frames shaded."""
+    """Score timelines of a few test videos (of the method's first seed) with their abnormal frames shaded."""
     input:
         labels="results/labels/{dataset}/{split}.h5",
-        scores=split_scores,
+        scores=first_seed_scores,
     output:
         report(
             "results/report/timelines/{dataset}_{split}_{method}.png",
@@ -44,13 +45,15 @@ rule plot_timelines:
 
 
 rule report_tables:
-    """The AUC table (CSV, Markdown, HTML) beside the papers' numbers, and a ROC plot per dataset."""
+    """The AUC table (CSV, Markdown, HTML; mean and std over seeds) beside the papers' numbers, each seed's
+    numbers, and a ROC plot per dataset."""
     input:
         papers=workflow.source_path("../resources/paper_results.csv"),
         evals=eval_files(),
     output:
         table=report("results/report/auc_table.csv", category="Tables", caption="../report/table.rst"),
         markdown="results/report/auc_table.md",
+        by_seed=report("results/report/auc_by_seed.csv", category="Tables", caption="../report/by_seed.rst"),
         html=report("results/report/auc_table.html", category="Tables", caption="../report/table.rst"),
         roc=[
             report(f"results/report/roc_{d}.png", category="ROC curves", caption="../report/roc.rst")

@@ -1,0 +1,83 @@
+"""The report tables: one row per method x dataset x split, the mean and standard deviation over seeds."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.metrics import Protocol, VideoScores, evaluate
+from pipelines.report import build_table, write_report
+from tests.conftest import REPO
+
+PAPERS = REPO / "workflow" / "resources" / "paper_results.csv"
+
+
+def record(method: str, seed: int, noise: float, *, config_hash: str = "abc123def456", n_frames: int = 60) -> dict:
+    """An evaluation record as pipelines.evaluate writes it, from scores that separate the classes
+    less as ``noise`` grows."""
+    rng = np.random.default_rng(seed)
+    videos = []
+    for index in range(3):
+        labels = np.zeros(n_frames, np.int8)
+        labels[20 + index:40] = 1
+        scores = (labels + noise * rng.standard_normal(n_frames)).astype(np.float32)
+        videos.append(VideoScores(f"v{index}", labels, scores, np.ones(n_frames, bool)))
+    result = evaluate(videos, Protocol(normalisation="minmax_per_video", label_convention="test", skipped_start_frames=1))
+    return {"method": method, "dataset": "ped2", "split": "test", "seed": seed, **result, "config_hash": config_hash}
+
+
+def test_one_row_per_method_with_mean_and_sample_std_over_seeds():
+    records = [record("lgn_net", seed, noise) for seed, noise in ((0, 0.6), (1, 0.9), (2, 1.2))]
+    records.append(record("tde", 0, 0.8))
+    table = build_table(records, pd.read_csv(PAPERS)).set_index("method")
+
+    micro = [100 * r["auc_micro"] for r in records[:3]]
+    assert len(set(np.round(micro, 2))) == 3, "the three seeds should give three different numbers"
+    lgn = table.loc["lgn_net"]
+    assert lgn.auc_micro == pytest.approx(round(float(np.mean(micro)), 2))
+    assert lgn.auc_micro_std == pytest.approx(round(float(np.std(micro, ddof=1)), 2))
+    assert lgn.ap == pytest.approx(round(float(np.mean([100 * r["ap"] for r in records[:3]])), 2))
+    assert lgn.seeds == "0 1 2" and lgn.paper_auc == 97.1 and lgn.n_frames == records[0]["n_frames"]
+    tde = table.loc["tde"]
+    assert tde.seeds == "0" and np.isnan(tde.auc_micro_std) and tde.auc_micro == round(100 * records[3]["auc_micro"], 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"config_hash": "000000000000"}, r"lgn_net on ped2/test: seeds 0 and 1 differ in config_hash"),
+        ({"n_frames": 50}, r"seeds 0 and 1 differ in n_frames"),
+    ],
+)
+def test_seeds_of_one_row_must_share_config_and_frames(change, message):
+    records = [record("lgn_net", 0, 0.6), record("lgn_net", 1, 0.9, **change)]
+    with pytest.raises(ValueError, match=message):
+        build_table(records, pd.read_csv(PAPERS))
+
+
+def test_the_same_seed_twice_is_an_error():
+    with pytest.raises(ValueError, match="two evaluation records of lgn_net on ped2/test with seed 0"):
+        build_table([record("lgn_net", 0, 0.6), record("lgn_net", 0, 0.9)], pd.read_csv(PAPERS))
+
+
+def test_report_files_and_a_record_without_a_seed(tmp_path):
+    paths = []
+    for seed, noise in ((0, 0.6), (1, 0.9)):
+        paths.append(tmp_path / f"seed_{seed}.json")
+        paths[-1].write_text(json.dumps(record("std", seed, noise)))
+    write_report(tmp_path / "report", PAPERS, paths)
+    by_seed = pd.read_csv(tmp_path / "report" / "auc_by_seed.csv")
+    assert list(by_seed.seed) == [0, 1] and set(by_seed.method) == {"std"}
+    table = pd.read_csv(tmp_path / "report" / "auc_table.csv")
+    assert table.auc_micro.iloc[0] == pytest.approx(round(by_seed.auc_micro.mean(), 2), abs=0.01)
+    assert "auc_micro_std" in (tmp_path / "report" / "auc_table.md").read_text()
+    assert (tmp_path / "report" / "roc_ped2.png").stat().st_size > 0
+
+    old = json.loads(paths[0].read_text())
+    del old["seed"]
+    paths[0].write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=rf"{paths[0]}: evaluation record without seed; rerun its evaluate job"):
+        write_report(tmp_path / "again", PAPERS, paths)
+    assert not (tmp_path / "again").exists()
