@@ -54,42 +54,43 @@ def describe_protocol(record: dict) -> str:
 def seed_table(records: list[dict]) -> pd.DataFrame:
     """One row per record (method x dataset x split x seed), numbers in percent."""
     rows = [{**{k: r[k] for k in SEED_COLUMNS if k not in METRICS}, **{m: 100 * r[m] for m in METRICS}} for r in records]
-    table = pd.DataFrame(rows, columns=SEED_COLUMNS)
-    duplicated = table[table.duplicated(RUN_KEY + ["seed"])]
-    if len(duplicated):
-        first = duplicated.iloc[0]
-        raise ValueError(f"two evaluation records of {first.method} on {first.dataset}/{first.split} with seed {first.seed}")
-    return table.sort_values(RUN_KEY + ["seed"]).reset_index(drop=True)
+    return pd.DataFrame(rows, columns=SEED_COLUMNS).sort_values(RUN_KEY + ["seed"]).reset_index(drop=True)
 
 
-def _check_seeds_agree(records: list[dict]) -> None:
-    """Seeds of one row must be runs of one configuration on the same frames."""
-    first = records[0]
-    for other in records[1:]:
-        for field in SHARED:
-            if other[field] != first[field]:
-                raise ValueError(
-                    f"{first['method']} on {first['dataset']}/{first['split']}: seeds {first['seed']} and "
-                    f"{other['seed']} differ in {field} ({first[field]!r} against {other[field]!r})"
-                )
+def group_seeds(records: list[dict]) -> dict[tuple, list[dict]]:
+    """The records of each method x dataset x split, in seed order; the seeds of one row must be
+    distinct runs of one configuration on the same frames."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(records, key=lambda r: (*(r[k] for k in RUN_KEY), r["seed"])):
+        groups.setdefault(tuple(r[k] for k in RUN_KEY), []).append(r)
+    for (dataset, method, split), members in groups.items():
+        first = members[0]
+        for previous, other in zip(members, members[1:]):
+            if other["seed"] == previous["seed"]:
+                raise ValueError(f"two evaluation records of {method} on {dataset}/{split} with seed {other['seed']}")
+            for field in SHARED:
+                if other[field] != first[field]:
+                    raise ValueError(
+                        f"{method} on {dataset}/{split}: seeds {first['seed']} and {other['seed']} differ in "
+                        f"{field} ({first[field]!r} against {other[field]!r})"
+                    )
+    return groups
 
 
 def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
     """One row per method x dataset x split: the mean over its seeds of each number (in percent), their
     sample standard deviation (empty for a single seed), and the seeds."""
-    per_seed = seed_table(records)
     rows = []
-    for key, group in per_seed.groupby(RUN_KEY, sort=True):
-        members = [r for r in records if (r["dataset"], r["method"], r["split"]) == key]
-        _check_seeds_agree(members)
+    for key, members in group_seeds(records).items():
+        first = members[0]
         row = dict(zip(RUN_KEY, key))
         for metric in METRICS:
-            row[metric] = round(group[metric].mean(), 2)
-            row[f"{metric}_std"] = round(group[metric].std(ddof=1), 2) if len(group) > 1 else float("nan")
+            values = pd.Series([100 * r[metric] for r in members])
+            row[metric] = round(values.mean(), 2)
+            row[f"{metric}_std"] = round(values.std(ddof=1), 2) if len(values) > 1 else float("nan")
         row |= {
-            "protocol": describe_protocol(members[0]), "n_videos": members[0]["n_videos"],
-            "n_frames": members[0]["n_frames"], "seeds": " ".join(str(s) for s in group["seed"]),
-            "config_hash": members[0]["config_hash"],
+            "protocol": describe_protocol(first), "n_videos": first["n_videos"], "n_frames": first["n_frames"],
+            "seeds": " ".join(str(r["seed"]) for r in members), "config_hash": first["config_hash"],
         }
         rows.append(row)
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("paper_auc", "paper_ref")])
@@ -101,10 +102,7 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
 def plot_roc(records: list[dict], dataset: str, out: Path) -> None:
     """Pooled ROC curves on one dataset: one per method and split, from its first seed."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    first_seeds = {}
-    for r in sorted(records, key=lambda r: (r["method"], r["split"], r["seed"])):
-        first_seeds.setdefault((r["method"], r["split"]), r)
-    for (method, split), r in first_seeds.items():
+    for (_, method, split), (r, *_) in group_seeds(records).items():
         ax.plot(r["roc"]["fpr"], r["roc"]["tpr"], label=f"{method} ({split}, seed {r['seed']}) {100 * r['auc_micro']:.1f}")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{dataset}: pooled frame ROC")
