@@ -5,7 +5,8 @@ our micro and macro AUC and AP in percent, each the mean over the training seeds
 sample standard deviation (empty for one seed), beside the paper's number and reference, the
 protocol in words, the number of videos and frames, the seeds and the config hash (of everything
 but the seed). ``auc_by_seed.csv`` has each seed's numbers. ``roc_<dataset>.png`` overlays the
-pooled ROC curves of every method on a dataset (each method's first seed).
+pooled ROC curves of every method on a dataset: the mean true-positive rate over the seeds at each
+false-positive rate (vertical averaging), shaded between the lowest and highest seed.
 
 Run by hand: ``python -m pipelines.report OUT_DIR PAPERS.csv EVAL.json ...``.
 """
@@ -20,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipelines.atomic import atomic_path, write_text  # noqa: E402
@@ -99,11 +101,25 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
     return table[COLUMNS].sort_values(["dataset", "split", "method"]).reset_index(drop=True)
 
 
+def seed_roc(members: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The seeds' pooled ROC curves on the first seed's false-positive-rate grid: the grid, the mean
+    true-positive rate over the seeds, and its lowest and highest seed at each point."""
+    fpr = np.asarray(members[0]["roc"]["fpr"], dtype=float)
+    tpr = np.stack([np.interp(fpr, r["roc"]["fpr"], r["roc"]["tpr"]) for r in members])
+    return fpr, tpr.mean(axis=0), tpr.min(axis=0), tpr.max(axis=0)
+
+
 def plot_roc(records: list[dict], dataset: str, out: Path) -> None:
-    """Pooled ROC curves on one dataset: one per method and split, from its first seed."""
+    """Pooled ROC curves on one dataset: one per method and split, the mean over its seeds with the
+    band between the lowest and highest seed."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for (_, method, split), (r, *_) in group_seeds(records).items():
-        ax.plot(r["roc"]["fpr"], r["roc"]["tpr"], label=f"{method} ({split}, seed {r['seed']}) {100 * r['auc_micro']:.1f}")
+    for (_, method, split), members in group_seeds(records).items():
+        fpr, mean, low, high = seed_roc(members)
+        micro = pd.Series([100 * r["auc_micro"] for r in members])
+        auc = f"{micro.mean():.1f}" if len(members) == 1 else f"{micro.mean():.1f} ± {micro.std(ddof=1):.1f}, {len(members)} seeds"
+        (line,) = ax.plot(fpr, mean, label=f"{method} ({split}) {auc}")
+        if len(members) > 1:
+            ax.fill_between(fpr, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{dataset}: pooled frame ROC")
     ax.legend(loc="lower right", fontsize=8)

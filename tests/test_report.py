@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipelines.metrics import Protocol, VideoScores, evaluate
-from pipelines.report import build_table, write_report
+from pipelines.report import build_table, seed_roc, write_report
 from tests.conftest import REPO
 
 PAPERS = REPO / "workflow" / "resources" / "paper_results.csv"
@@ -81,3 +81,18 @@ def test_report_files_and_a_record_without_a_seed(tmp_path):
     with pytest.raises(ValueError, match=rf"{paths[0]}: evaluation record without seed; rerun its evaluate job"):
         write_report(tmp_path / "again", PAPERS, paths)
     assert not (tmp_path / "again").exists()
+
+
+def test_the_roc_of_a_row_is_the_mean_of_its_seeds_between_their_extremes():
+    records = [record("lgn_net", seed, noise) for seed, noise in ((0, 0.6), (1, 0.9), (2, 1.2))]
+    fpr, mean, low, high = seed_roc(records)
+    tprs = np.array([r["roc"]["tpr"] for r in records])
+    assert fpr.tolist() == records[0]["roc"]["fpr"]
+    np.testing.assert_allclose(mean, tprs.mean(axis=0))
+    np.testing.assert_array_equal(low, tprs.min(axis=0))
+    np.testing.assert_array_equal(high, tprs.max(axis=0))
+    assert (high - low).max() > 0.05, "seeds this far apart should give visibly different curves"
+    # A record stored on another grid is read at the first record's points.
+    coarse = dict(records[1], roc={"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})
+    _, mean, _, _ = seed_roc([records[0], coarse])
+    np.testing.assert_allclose(mean, (np.array(records[0]["roc"]["tpr"]) + fpr) / 2)
