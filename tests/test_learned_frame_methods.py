@@ -4,12 +4,14 @@ checkpoints and inputs, their paper protocols, and (slow) the DAG end to end on 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from models import TrainInputs, get_method, get_method_class, method_names
 from models.std import std_regularity, std_video_score
@@ -284,3 +286,27 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
     config["seed"] = [0, 1, 2]
     jobs = planned_jobs(tmp_path, config)
     assert jobs == {"train_stage": len(stages), "score_video": 2, "evaluate": 1, "report_tables": 1, "all": 1}
+
+
+def test_the_paper_overlay_plans_three_seeds_of_gpu_training_on_ped2(shared_data, tmp_path):
+    """configs/ped2_paper.yaml (the GPU command of the README): every training stage of both methods
+    once per seed, each asking for a GPU, each with the paper preset; every test video scored per seed."""
+    from tests.workflow_helpers import REPO, base_config, merge_config, run_snakemake
+
+    config = base_config()
+    for overlay in ("ped2.yaml", "ped2_paper.yaml"):
+        merge_config(config, yaml.safe_load((REPO / "configs" / overlay).read_text()))
+    config["datasets"]["ped2"].update(root=str(shared_data / "ped2"), labels=str(shared_data / "ped2" / "frame_labels_ped2.npy"))
+    out = run_snakemake(tmp_path, config, "-n", "-p").stdout
+
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.MULTILINE))
+    stages = len(get_method_class("lgn_net").stages) + len(get_method_class("std").stages)
+    n_test = len(list((shared_data / "ped2" / "testing" / "frames").iterdir()))
+    assert int(counts["train_stage"]) == 3 * stages
+    assert int(counts["score_video"]) == 3 * 2 * n_test + n_test  # the baseline once
+    trainings = re.findall(r"python -m pipelines\.train (\w+) (\w+) .*--params-json '(\{.*?\})' --seed (\d)", out)
+    assert sorted({(m, s) for m, _, _, s in trainings}) == [(m, s) for m in ("lgn_net", "std") for s in "012"]
+    assert {json.loads(params)["preset"] for _, _, params, _ in trainings} == {"paper"}
+    train_jobs = out.split("rule train_stage:")[1:]
+    assert len(train_jobs) == 3 * stages and all(re.search(r"resources:.*\bgpu=1\b", job) for job in train_jobs)
+

@@ -12,30 +12,21 @@ import yaml
 
 from pipelines.config_check import load_schema
 from tests.conftest import REPO
-from tests.workflow_helpers import planned_jobs, run_snakemake, tiny_config
+from tests.workflow_helpers import merge_config, planned_jobs, run_snakemake, tiny_config
 
 OVERLAY = REPO / "configs" / "weak_tiny.yaml"
 
 
-def _merge(base: dict, overlay: dict) -> dict:
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def weak_config(**features) -> dict:
     """The shipped config with the CPU smoke overlay of the weak methods (random backbones allowed there)."""
-    config = _merge(tiny_config(), yaml.safe_load(OVERLAY.read_text()))
+    config = merge_config(tiny_config(), yaml.safe_load(OVERLAY.read_text()))
     config["features"].update(features)
     return config
 
 
 @pytest.mark.parametrize("overlay", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_overlay_configs_fit_the_schema(overlay):
-    config = _merge(yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load(overlay.read_text()))
+    config = merge_config(yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load(overlay.read_text()))
     schema = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
     assert [error.message for error in jsonschema.Draft7Validator(schema).iter_errors(config)] == []
 

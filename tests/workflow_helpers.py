@@ -17,6 +17,16 @@ def base_config() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
+def merge_config(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into ``base`` as Snakemake merges config files (nested mappings key by key)."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_config(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def tiny_config(**synthetic) -> dict:
     """The shipped config with a small synthetic dataset and only the baseline enabled."""
     config = base_config()
