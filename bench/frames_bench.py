@@ -5,7 +5,9 @@
    that is read and discarded (target: ratio >= 0.8), and against ``ffmpeg -i VIDEO -f null -``.
    Frame folders (Ped2) are decoded by OpenCV in our pipeline, one thread per CPU this process may
    use; their ffmpeg baseline decodes the same JPEG sequence with ffmpeg's image2 demuxer (ffmpeg
-   picks its threads from the same CPUs).
+   picks its threads from the same CPUs). Each source is stored in the pixel format its config
+   stores: the synthetic video and ``vtest.avi`` in colour (the default), Ped2 grey
+   (``configs/ped2.yaml``; its JPEG baseline is then read as grey too).
 2. Per compression: the extraction ratio again, and clip reading: 16 consecutive frames at random
    starts from our HDF5 against reading the same frames from a JPEG folder with OpenCV (target: ratio >= 3), with the
    storage of each.
@@ -70,13 +72,14 @@ def ffmpeg_null(source: Path, folder_pattern: str | None) -> None:
 
 
 def jpeg_folder_of(h5: Path, folder: Path) -> list[Path]:
-    """The frames of an HDF5 file as a JPEG folder (quality 95), the layout most VAD code reads."""
+    """The frames of an HDF5 file as a JPEG folder (quality 95), the layout most VAD code reads;
+    grey frames as grey JPEGs."""
     folder.mkdir(parents=True, exist_ok=True)
     with FrameReader(h5) as reader:
         for start, block in reader.blocks():
             for i, frame in enumerate(block):
-                cv2.imwrite(str(folder / f"{start + i:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+                image = frame[..., 0] if frame.shape[-1] == 1 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+                cv2.imwrite(str(folder / f"{start + i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     return list_images(folder)
 
 
@@ -90,12 +93,14 @@ def read_h5_clips(h5: Path, starts) -> None:
             reader.clip(int(s), 16)
 
 
-def read_jpeg_clips(files: list[Path], starts) -> None:
+def read_jpeg_clips(files: list[Path], starts, pixel_format: str) -> None:
+    flag = cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR
     for s in starts:
-        np.stack([cv2.imread(str(files[i])) for i in range(s, s + 16)])
+        np.stack([cv2.imread(str(files[i]), flag) for i in range(s, s + 16)])
 
 
-def bench_source(name: str, source: Path, work: Path) -> dict:
+def bench_source(name: str, source: Path, work: Path, pixel_format: str) -> dict:
+    """Both parts for one source, stored in ``pixel_format`` (the one its config stores)."""
     folder_pattern = None
     if source.is_dir():
         files = list_images(source)
@@ -107,24 +112,26 @@ def bench_source(name: str, source: Path, work: Path) -> dict:
     out = work / f"{name}.h5"
     # Snakemake removes a job's old output before the job runs; unlinking a large file is slow on
     # some filesystems, so it happens untimed here too.
-    ours = best_of(lambda: extract(source, out, FrameParams()), before=lambda: out.unlink(missing_ok=True))
+    params = FrameParams(pixel_format=pixel_format)
+    ours = best_of(lambda: extract(source, out, params), before=lambda: out.unlink(missing_ok=True))
     with FrameReader(out) as reader:
         n = len(reader)
-    raw = best_of(lambda: ffmpeg_raw_pipe(source, "rgb24", folder_pattern))
+    raw = best_of(lambda: ffmpeg_raw_pipe(source, pixel_format, folder_pattern))
     null = best_of(lambda: ffmpeg_null(source, folder_pattern))
     row = {
-        "source": name, "frames": n, "size": f"{n_pixels[1]}x{n_pixels[0]}",
+        "source": name, "frames": n, "size": f"{n_pixels[1]}x{n_pixels[0]}", "pixel_format": pixel_format,
         "extract_fps": n / ours, "ratio_vs_raw_pipe": raw / ours, "ratio_vs_null": null / ours,
     }
     jpegs = jpeg_folder_of(out, work / f"{name}_jpeg")
     starts = clip_reads(n)
-    jpeg_time = best_of(lambda: read_jpeg_clips(jpegs, starts[:60]), 2) / 60
+    jpeg_time = best_of(lambda: read_jpeg_clips(jpegs, starts[:60], pixel_format), 2) / 60
     row["jpeg_clip_ms"] = 1e3 * jpeg_time
     row["jpeg_MB"] = sum(p.stat().st_size for p in jpegs) / 1e6
     for compression in COMPRESSIONS:
         path = work / f"{name}_{compression}.h5"
         row[f"extract_ratio_{compression}"] = raw / best_of(
-            lambda: extract(source, path, FrameParams(compression=compression)), 2, before=lambda: path.unlink(missing_ok=True))
+            lambda: extract(source, path, FrameParams(pixel_format=pixel_format, compression=compression)), 2,
+            before=lambda: path.unlink(missing_ok=True))
         h5_time = best_of(lambda: read_h5_clips(path, starts), 2) / len(starts)
         row[f"clip_ratio_{compression}"] = jpeg_time / h5_time
         row[f"MB_{compression}"] = path.stat().st_size / 1e6
@@ -177,13 +184,15 @@ def main() -> int:
         synthetic = work / "synthetic.mp4"
         params = SyntheticParams(n_frames=300, height=240, width=320)
         render_video(params, "test", "test_000", synthetic, work / "l.npy", work / "p.json")
-        sources = {"synthetic": synthetic}
+        # Each source in the pixel format its config stores: colour by default, Ped2 grey (configs/ped2.yaml).
+        sources = {"synthetic": (synthetic, "rgb24")}
         if DATA.is_dir():
-            sources |= {"vtest.avi": DATA / "videos" / "vtest.avi", "ped2_test_01": DATA / "ped2" / "testing" / "frames" / "01"}
+            sources |= {"vtest.avi": (DATA / "videos" / "vtest.avi", "rgb24"),
+                        "ped2_test_01": (DATA / "ped2" / "testing" / "frames" / "01", "gray")}
         else:
             print(f"note: {DATA} not found; benchmarking the synthetic video only")
-        for name, source in sources.items():
-            rows.append(bench_source(name, source, work))
+        for name, (source, pixel_format) in sources.items():
+            rows.append(bench_source(name, source, work, pixel_format))
             print_row(rows[-1])
         rerun = None if args.skip_rerun else noop_rerun(args.rerun_videos, work / "rerun", args.rerun_repeats)
     if rerun:
@@ -198,7 +207,7 @@ def main() -> int:
 
 
 def print_row(row: dict) -> None:
-    print(f"\n{row['source']} ({row['frames']} frames, {row['size']}):")
+    print(f"\n{row['source']} ({row['frames']} frames, {row['size']}, {row['pixel_format']}):")
     print(f"  extraction {row['extract_fps']:.0f} frames/s; ratio to ffmpeg raw pipe {row['ratio_vs_raw_pipe']:.2f} "
           f"(target >= 0.8); ratio to ffmpeg -f null {row['ratio_vs_null']:.2f}")
     print(f"  clip of 16 from JPEG folder (OpenCV): {row['jpeg_clip_ms']:.2f} ms, {row['jpeg_MB']:.1f} MB")

@@ -6,6 +6,7 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, probe
 from pipelines.frame_store import FRAMES, FrameReader
@@ -152,6 +153,29 @@ def test_real_ped2_folder_and_vtest_video(shared_data, tmp_path):
     assert extract(shared_data / "ped2" / "testing" / "frames" / "01", tmp_path / "p.h5", FrameParams()) == 180
     n = extract(shared_data / "videos" / "vtest.avi", tmp_path / "v.h5", FrameParams(size=(144, 192)))
     assert n == 795
+
+
+def test_grey_storage_of_ped2_is_lossless_for_the_methods(shared_data, tmp_path):
+    """configs/ped2.yaml stores Ped2 as one grey channel: its JPEGs carry three equal channels, so
+    the grey store holds the same pixels, and the clips LGN-Net (BGR, [-1, 1]) and STD (RGB,
+    [0, 1]) read from it equal those read from a colour store."""
+    from pipelines.frame_clips import FrameFormat, sliding_clips
+
+    folder = shared_data / "ped2" / "testing" / "frames" / "01"
+    colour, grey = tmp_path / "rgb.h5", tmp_path / "gray.h5"
+    assert extract(folder, colour, FrameParams(pixel_format="rgb24")) == 180
+    assert extract(folder, grey, FrameParams(pixel_format="gray")) == 180
+    with FrameReader(colour) as c, FrameReader(grey) as g:
+        rgb, one = c.clip(0, 180), g.clip(0, 180)
+    assert one.shape == (180, 240, 360, 1) and rgb.shape == (180, 240, 360, 3)
+    assert (rgb == one).all()  # broadcast: every channel equals the grey one
+    assert grey.stat().st_size < 0.6 * colour.stat().st_size  # lz4 already shrinks the repeated channels
+    for fmt in (FrameFormat(64, "bgr", -1.0, 1.0), FrameFormat(64, "rgb", 0.0, 1.0)):
+        from_colour = list(sliding_clips(colour, 5, fmt, batch=32))
+        from_grey = list(sliding_clips(grey, 5, fmt, batch=32))
+        assert len(from_colour) == len(from_grey) == 6  # 176 clips in batches of 32
+        for (start_c, clips_c), (start_g, clips_g) in zip(from_colour, from_grey):
+            assert start_c == start_g and clips_c.shape[2] == 3 and torch.equal(clips_c, clips_g)
 
 
 def test_reader_hands_a_failed_read_to_the_writer():
