@@ -29,6 +29,20 @@ def test_shipped_config_is_valid_and_defaults_are_filled(config):
     assert validate(config, SCHEMA, RULES)["features"]["flow"] is True
 
 
+def test_a_datasets_frames_section_overrides_only_the_keys_it_sets(config):
+    """Defaults fill the top-level frames section only: a dataset's own section that got them too
+    would put back lz4 over a user's top-level `compression: none` (what configs/ped2.yaml's
+    grey override must not do)."""
+    config["frames"] = {"compression": "none"}
+    config["datasets"]["synthetic"]["frames"] = {"pixel_format": "gray"}
+    checked = validate(config, SCHEMA, RULES)
+    assert checked["frames"] == {"size": None, "pixel_format": "rgb24", "compression": "none"}
+    assert checked["datasets"]["synthetic"]["frames"] == {"pixel_format": "gray"}
+    config["datasets"]["synthetic"]["frames"] = {"pixel_fromat": "gray"}
+    with pytest.raises(ConfigError, match=r"'datasets\.synthetic\.frames\.pixel_fromat' is not allowed"):
+        validate(config, SCHEMA, RULES)
+
+
 @pytest.mark.parametrize("seed", [0, 7, [0], [2, 0, 1]])
 def test_seed_is_one_integer_or_a_list_of_distinct_ones(config, seed):
     config["seed"] = seed
