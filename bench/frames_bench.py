@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -130,7 +131,7 @@ def bench_source(name: str, source: Path, work: Path, pixel_format: str) -> dict
     for compression in COMPRESSIONS:
         path = work / f"{name}_{compression}.h5"
         row[f"extract_ratio_{compression}"] = raw / best_of(
-            lambda: extract(source, path, FrameParams(pixel_format=pixel_format, compression=compression)), 2,
+            lambda: extract(source, path, replace(params, compression=compression)), 2,
             before=lambda: path.unlink(missing_ok=True))
         h5_time = best_of(lambda: read_h5_clips(path, starts), 2) / len(starts)
         row[f"clip_ratio_{compression}"] = jpeg_time / h5_time

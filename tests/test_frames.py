@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, probe
+from pipelines.frame_clips import FrameFormat, sliding_clips
 from pipelines.frame_store import FRAMES, FrameReader
 from pipelines.frames import FrameParams, extract, list_images, natural_key
 from tests.conftest import encode_video, moving_square_frames
@@ -159,8 +160,6 @@ def test_grey_storage_of_ped2_is_lossless_for_the_methods(shared_data, tmp_path)
     """configs/ped2.yaml stores Ped2 as one grey channel: its JPEGs carry three equal channels, so
     the grey store holds the same pixels, and the clips LGN-Net (BGR, [-1, 1]) and STD (RGB,
     [0, 1]) read from it equal those read from a colour store."""
-    from pipelines.frame_clips import FrameFormat, sliding_clips
-
     folder = shared_data / "ped2" / "testing" / "frames" / "01"
     colour, grey = tmp_path / "rgb.h5", tmp_path / "gray.h5"
     assert extract(folder, colour, FrameParams(pixel_format="rgb24")) == 180
