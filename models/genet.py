@@ -47,6 +47,7 @@ from models.stg_nf import (
 from pipelines.metrics import Protocol
 from pipelines.poses.segment_data import dataset_of, frame_anomaly_scores
 from pipelines.poses.segments import hflip, model_input
+from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.poses.tubes import Tubes, read_tubes
 from pipelines.presets import resolve_params
 from pipelines.provenance import sha256_file
@@ -115,7 +116,7 @@ class GENetMethod(Method):
     supervision = "one_class"
     stages = ("guidance", "exploration")
     uses_gpu = True
-    protocol_params = ("smoothing_sigmas",)
+    protocol_params = ("smoothing_sigmas", POSE_SOURCE_KEY)
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:
         params = resolve_params(self.params, dataset_of(files))

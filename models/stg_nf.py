@@ -34,6 +34,7 @@ from pipelines.poses.segment_data import (
     frame_anomaly_scores,
 )
 from pipelines.poses.store import read_poses
+from pipelines.poses.source import NOT_RECORDED, POSE_SOURCE_KEY
 from pipelines.presets import resolve_params
 from pipelines.provenance import sha256_file
 from pipelines.training import StageRun, check_finite, load_checkpoint
@@ -464,12 +465,16 @@ def _device() -> str:
 
 def pose_protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     """STG-NF's evaluation, shared by the methods built on it: micro AUC of raw frame scores after the
-    gaussian passes of ``smoothing_sigmas`` (the release's 1..6), nothing skipped."""
+    gaussian passes of ``smoothing_sigmas`` (the release's 1..6), nothing skipped; labelled with where
+    the skeletons came from (the workflow records it per dataset; every adapter's label convention
+    starts ``<dataset>:``)."""
+    dataset = label_convention.partition(":")[0]
+    skeletons = params.get(POSE_SOURCE_KEY, {}).get(dataset, NOT_RECORDED)
     return Protocol(
         pooling="micro",
         normalisation="none",
         smoothing_sigmas=tuple(params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
-        label_convention=label_convention,
+        label_convention=f"{label_convention}; {skeletons}",
         skipped_start_frames=0,
     )
 
@@ -492,7 +497,7 @@ class STGNFMethod(Method):
     supervision = "one_class"
     stages = ("train",)
     uses_gpu = True
-    protocol_params = ("smoothing_sigmas",)
+    protocol_params = ("smoothing_sigmas", POSE_SOURCE_KEY)
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:
         """Parameters for the dataset the input files belong to (``per_dataset`` overrides applied)."""

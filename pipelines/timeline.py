@@ -25,6 +25,13 @@ from pipelines.metrics import postprocess  # noqa: E402
 from pipelines.score import read_scores  # noqa: E402
 
 
+def abnormal_runs(abnormal: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame of each run of abnormal frames; each is shaded a whole frame wide, so a
+    one-frame event shows too."""
+    edges = np.diff(np.concatenate([[0], abnormal.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist()))
+
+
 def plot_timelines(method: str, params: dict, labels_file: Path, score_files: list[Path], out: Path, n_videos: int) -> None:
     labels, _, attrs = read_labels(labels_file)
     protocol = get_method(method, params).protocol(attrs["label_convention"])
@@ -36,10 +43,10 @@ def plot_timelines(method: str, params: dict, labels_file: Path, score_files: li
         frames = np.flatnonzero(result.scored)
         ax.plot(frames, postprocess(result.scores[result.scored], protocol), linewidth=1)
         abnormal = labels[video].astype(bool)
-        ax.fill_between(np.arange(abnormal.size), 0, 1, where=abnormal, color="red", alpha=0.2,
-                        transform=ax.get_xaxis_transform(), linewidth=0)
+        for first, last in abnormal_runs(abnormal):
+            ax.axvspan(first - 0.5, last + 0.5, color="red", alpha=0.2, linewidth=0)
         ax.set_ylabel(video, fontsize=8)
-        ax.set_xlim(0, abnormal.size - 1)
+        ax.set_xlim(-0.5, abnormal.size - 0.5)
     axes[-1, 0].set_xlabel("frame (red: abnormal)")
     fig.suptitle(f"{method}: anomaly score over time", fontsize=10)
     fig.tight_layout()

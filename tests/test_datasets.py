@@ -74,9 +74,16 @@ def test_a_shard_rendered_under_other_settings_is_left_to_its_rule(tmp_path):
         broken.rule_output(sources[1])
 
 
-def test_unknown_dataset_is_refused():
-    with pytest.raises(DatasetError, match="unknown dataset 'mydata'"):
+def test_unknown_dataset_is_refused_with_the_known_ones():
+    with pytest.raises(DatasetError, match="unknown dataset 'mydata'; known datasets: avenue, ped2, shanghaitech"):
         get_adapter("mydata", {})
+
+
+def test_a_missing_path_says_what_it_must_name(tmp_path):
+    with pytest.raises(DatasetError, match=r"datasets.ped2.labels: not set; set it to frame_labels_ped2.npy"):
+        get_adapter("ped2", {"root": str(tmp_path)}).frame_labels("test", {"01": 180})
+    with pytest.raises(DatasetError, match=r"datasets.ucf_crime.lists: .*nowhere does not exist; set it to the folder of Anomaly_Train"):
+        get_adapter("ucf_crime", {"root": str(tmp_path), "lists": str(tmp_path / "nowhere")}).videos("train")
 
 
 def _ped2_counts(data):
@@ -96,8 +103,13 @@ def test_ped2_count_mismatch_names_both_counts(shared_data):
     adapter = get_adapter("ped2", {"root": str(shared_data / "ped2"), "labels": str(shared_data / "ped2" / "frame_labels_ped2.npy")})
     counts = _ped2_counts(shared_data)
     counts["05"] -= 1
-    with pytest.raises(LabelError, match="2010 labels.*2009 frames"):
+    with pytest.raises(LabelError, match=r"ped2/05: the video has 149 frames, but .*frame_labels_ped2.npy holds labels for 150"):
         adapter.frame_labels("test", counts)
+    counts["06"] += 1  # the total is right again, but every label from video 05 on would shift by a frame
+    with pytest.raises(LabelError, match=r"ped2/05: the video has 149 frames"):
+        adapter.frame_labels("test", counts)
+    with pytest.raises(LabelError, match=r"2010 labels but the 13 videos .* have 2011 frames"):
+        adapter.frame_labels("test", _ped2_counts(shared_data) | {"13": 1})
 
 
 def test_shanghaitech_masks_and_mismatch_names_the_video(shared_data):
@@ -122,6 +134,12 @@ def test_shanghaitech_weak_split_sources(shared_data, tmp_path):
     assert (len(train), len(test)) == (238, 199)
     anomalous = [v for v in train if v.source.parent.name == "frames"]
     assert len(anomalous) == 63 and all(v.source.suffix == ".avi" for v in train if v not in anomalous)
+    # Training videos re-encoded as .mp4 (the one-class split accepts both) are found by the weak split too.
+    normal = [v for v in train if v not in anomalous]
+    (tmp_path / "training" / "videos").mkdir(parents=True)
+    (tmp_path / "training" / "videos" / f"{normal[0].name}.mp4").touch()
+    found = {v.name: v.source for v in adapter.videos("weak_train")}
+    assert found[normal[0].name].suffix == ".mp4" and found[normal[1].name].suffix == ".avi"
     assert len(adapter.label_files("weak_test")) == 44
 
 
@@ -139,6 +157,21 @@ def test_avenue_both_conventions(shared_data):
     other = liu.frame_labels("test", counts)
     assert sum(int(v.sum()) for v in other.values()) == 3867
     assert sum(not np.array_equal(labels[n], other[n]) for n in counts) == 15
+    assert masks.label_convention.startswith("avenue: masks,") and liu.label_convention.startswith("avenue: liu2018,")
+    with pytest.raises(LabelError, match=r"avenue/08: the video has 37 frames, but .*holds labels for 36"):
+        liu.frame_labels("test", counts | {"08": 37, "09": 1174})
+    with pytest.raises(LabelError, match=r"avenue/03: 923 labels in .*testing_label_mask/3_label.mat but the video has 924"):
+        masks.frame_labels("test", counts | {"03": 924})
+
+
+def test_avenue_labels_that_do_not_fit_the_convention_say_what_to_name(shared_data):
+    gt = shared_data / "gt" / "avenue"
+    folder_as_liu = get_adapter("avenue", {"labels": str(gt / "testing_label_mask"), "label_convention": "liu2018"})
+    with pytest.raises(LabelError, match=r"testing_label_mask is a folder, but label_convention liu2018 reads .*frame_labels_avenue.npy"):
+        folder_as_liu.frame_labels("test", {"01": 1439})
+    file_as_masks = get_adapter("avenue", {"labels": str(gt / "frame_labels_avenue.npy")})
+    with pytest.raises(LabelError, match=r"frame_labels_avenue.npy is not a folder, but label_convention masks reads"):
+        file_as_masks.frame_labels("test", {"01": 1439})
 
 
 def test_avenue_unknown_convention(shared_data):

@@ -40,6 +40,10 @@ def test_stg_nf_and_genet_report_rows(pose_demo):
         assert row.dataset == "synthetic" and row.n_videos == 3
         assert row.auc_micro > 65, f"{method}: micro AUC {row.auc_micro} on the synthetic demo"
         assert "gaussian sigmas 1,2,3,4,5,6" in row.protocol and "first 0 frames" in row.protocol
+        assert "skeletons: the synthetic set's rendered ground truth" in row.protocol
+    # GENet's tubes came from a random-init I3D here: its row says its number does not compare.
+    assert "NOT COMPARABLE to the paper: person tubes from a random-init I3D" in table.loc["genet"].protocol
+    assert "NOT COMPARABLE" not in table.loc["stg_nf"].protocol
 
 
 def test_pose_and_tube_files_carry_their_provenance(pose_demo):

@@ -96,3 +96,14 @@ def test_the_roc_of_a_row_is_the_mean_of_its_seeds_between_their_extremes():
     coarse = dict(records[1], roc={"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})
     _, mean, _, _ = seed_roc([records[0], coarse])
     np.testing.assert_allclose(mean, (np.array(records[0]["roc"]["tpr"]) + fpr) / 2)
+
+
+def test_timelines_shade_every_abnormal_run_a_whole_frame_wide():
+    from pipelines.timeline import abnormal_runs
+
+    labels = np.zeros(40, np.uint8)
+    labels[10] = 1  # a one-frame event
+    labels[20:35] = 1
+    labels[39] = 1  # an event that runs to the last frame
+    assert abnormal_runs(labels) == [(10, 10), (20, 34), (39, 39)]
+    assert abnormal_runs(np.zeros(5, np.uint8)) == [] and abnormal_runs(np.ones(3, np.uint8)) == [(0, 2)]

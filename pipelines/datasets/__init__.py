@@ -31,5 +31,5 @@ def get_adapter(name: str, config: dict[str, Any]) -> DatasetAdapter:
     if name not in _ADAPTERS and name in adapter_names():
         importlib.import_module(f"{__name__}.{name}")
     if name not in _ADAPTERS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(_ADAPTERS))}")
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(adapter_names())}")
     return _ADAPTERS[name](config)

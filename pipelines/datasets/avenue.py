@@ -31,13 +31,35 @@ from pipelines.datasets.base import (
 _VIDEO_FOLDERS = {"train": "training_videos", "test": "testing_videos"}
 _FRAME_FOLDERS = {"train": "training/frames", "test": "testing/frames"}
 CONVENTIONS = ("masks", "liu2018")
+# Frames of each test video as the dataset publishes them (the masks' lengths), which
+# frame_labels_avenue.npy runs through end to end.
+TEST_LENGTHS = dict(zip(
+    (f"{i:02d}" for i in range(1, 22)),
+    (1439, 1211, 923, 947, 1007, 1283, 605, 36, 1175, 841, 472, 1271, 549, 507, 1001, 740, 426, 294, 248, 273, 76),
+))
 
 
 @register
 class Avenue(DatasetAdapter):
     name = "avenue"
-    label_convention = "avenue: see the convention key (masks: any mask pixel set = abnormal; liu2018: npy)"
+    expects = {
+        "root": "the CUHK Avenue folder holding training_videos/ and testing_videos/",
+        "labels": (
+            "the testing_label_mask folder of <N>_label.mat files (label_convention masks) or "
+            "frame_labels_avenue.npy (label_convention liu2018)"
+        ),
+    }
     folder_fps = 25.0
+    _CONVENTION_TEXT = {
+        "masks": "avenue: masks, testing_label_mask/<N>_label.mat volLabel, a frame with any mask pixel set = abnormal",
+        "liu2018": "avenue: liu2018, frame_labels_avenue.npy (Liu et al. 2018; MNAD, LGN-Net), test videos "
+                   "concatenated, 1 = abnormal",
+    }
+
+    @property
+    def label_convention(self) -> str:  # type: ignore[override]
+        """The convention the labels were read with, as the reports record it."""
+        return self._CONVENTION_TEXT[self.convention]
 
     @property
     def convention(self) -> str:
@@ -73,14 +95,24 @@ class Avenue(DatasetAdapter):
         self.check_split(split)
         if split == "train":
             return {name: np.zeros(n, np.uint8) for name, n in n_frames.items()}
-        convention = self.convention
         labels = self.path("labels")
-        if convention == "liu2018":
-            return split_concatenated(self.name, load_npy(labels), n_frames, labels)
-        return {
-            name: check_count(self.name, name, read_mask_labels(self._mask_file(labels, name)), n, labels)
-            for name, n in n_frames.items()
-        }
+        if self.convention == "liu2018":
+            if labels.is_dir():
+                raise LabelError(
+                    f"datasets.avenue.labels: {labels} is a folder, but label_convention liu2018 reads the file "
+                    "frame_labels_avenue.npy (Liu et al. 2018); name that file, or set label_convention: masks"
+                )
+            return split_concatenated(self.name, load_npy(labels), n_frames, labels, TEST_LENGTHS)
+        if not labels.is_dir():
+            raise LabelError(
+                f"datasets.avenue.labels: {labels} is not a folder, but label_convention masks reads the dataset's "
+                "testing_label_mask/<N>_label.mat files; name that folder, or set label_convention: liu2018"
+            )
+        out = {}
+        for name, n in n_frames.items():
+            mask_file = self._mask_file(labels, name)
+            out[name] = check_count(self.name, name, read_mask_labels(mask_file), n, mask_file)
+        return out
 
 
 def read_mask_labels(path: Path) -> np.ndarray:

@@ -40,6 +40,8 @@ class DatasetAdapter(ABC):
     name: ClassVar[str]
     #: Which label file and which convention (what 1 means, where it comes from) the labels follow.
     label_convention: ClassVar[str]
+    #: What each configured path must name, for the message when it is missing.
+    expects: ClassVar[dict[str, str]] = {}
     #: Frame rate to record for frame folders, which carry none.
     folder_fps: ClassVar[float | None] = None
     #: True when the workflow itself renders the raw data (nothing to find on disk beforehand).
@@ -78,11 +80,12 @@ class DatasetAdapter(ABC):
     def path(self, key: str) -> Path:
         """A configured path, which must exist."""
         value = self.config.get(key)
+        hint = f"; set it to {self.expects[key]}" if key in self.expects else ""
         if value is None:
-            raise DatasetError(f"datasets.{self.name}.{key}: not set")
+            raise DatasetError(f"datasets.{self.name}.{key}: not set{hint}")
         path = Path(value)
         if not path.exists():
-            raise DatasetError(f"datasets.{self.name}.{key}: {path} does not exist")
+            raise DatasetError(f"datasets.{self.name}.{key}: {path} does not exist{hint}")
         return path
 
     def check_split(self, split: str) -> None:
@@ -101,10 +104,21 @@ def check_count(dataset: str, video: str, labels: np.ndarray, n_frames: int, sou
 
 
 def split_concatenated(
-    dataset: str, labels: np.ndarray, n_frames: dict[str, int], source: Path
+    dataset: str, labels: np.ndarray, n_frames: dict[str, int], source: Path, lengths: dict[str, int] | None = None
 ) -> dict[str, np.ndarray]:
-    """Cut labels stored for all test videos end to end into per-video arrays (sorted video order)."""
+    """Cut labels stored for all test videos end to end into per-video arrays (sorted video order).
+
+    ``lengths``: the frame count of each video the file was made for (the dataset's published
+    lengths). A file of labels end to end only knows its total, so a video one frame short beside
+    one a frame long would otherwise shift every label between them unnoticed.
+    """
     labels = np.asarray(labels).reshape(-1)
+    for name in sorted(n_frames):
+        if lengths and name in lengths and n_frames[name] != lengths[name]:
+            raise LabelError(
+                f"{dataset}/{name}: the video has {n_frames[name]} frames, but {source} holds labels for "
+                f"{lengths[name]} frames of it (the dataset's published length)"
+            )
     total = sum(n_frames.values())
     if labels.shape[0] != total:
         raise LabelError(

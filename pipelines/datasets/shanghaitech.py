@@ -21,11 +21,17 @@ from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_c
 
 _WEAK_LISTS = {"weak_train": "SH_Train.txt", "weak_test": "SH_Test.txt"}
 _TEST_ID = re.compile(r"^\d\d_\d{4}$")
+_VIDEO_SUFFIXES = (".avi", ".mp4")  # the training videos, as the dataset and its re-encodings ship them
 
 
 @register
 class ShanghaiTech(DatasetAdapter):
     name = "shanghaitech"
+    expects = {
+        "root": "the ShanghaiTech Campus folder holding training/videos/ and testing/frames/",
+        "labels": "the test_frame_mask folder of <video>.npy frame masks",
+        "weak_lists": "the folder of SH_Train.txt and SH_Test.txt (the weakly-supervised split), or null",
+    }
     label_convention = "shanghaitech: test_frame_mask/<video>.npy per video, 1 = abnormal"
     folder_fps = 24.0
 
@@ -37,7 +43,8 @@ class ShanghaiTech(DatasetAdapter):
         root = self.path("root")
         if _TEST_ID.match(video):
             return Video(video, root / "testing" / "frames" / video)
-        return Video(video, root / "training" / "videos" / f"{video}.avi")
+        candidates = [root / "training" / "videos" / f"{video}{suffix}" for suffix in _VIDEO_SUFFIXES]
+        return Video(video, next((p for p in candidates if p.exists()), candidates[0]))
 
     def _weak_ids(self, split: str) -> list[str]:
         path = self.path("weak_lists") / _WEAK_LISTS[split]
@@ -49,7 +56,7 @@ class ShanghaiTech(DatasetAdapter):
         self.check_split(split)
         root = self.path("root")
         if split == "train":
-            return [Video(p.stem, p) for p in sorted_children(root / "training" / "videos", suffixes=(".avi", ".mp4"))]
+            return [Video(p.stem, p) for p in sorted_children(root / "training" / "videos", suffixes=_VIDEO_SUFFIXES)]
         if split == "test":
             return [Video(p.name, p) for p in sorted_children(root / "testing" / "frames", dirs=True)]
         return [self._source(video) for video in self._weak_ids(split)]

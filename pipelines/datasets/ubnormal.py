@@ -26,6 +26,13 @@ _SUFFIX = "_tracks.txt"
 @register
 class UBnormal(DatasetAdapter):
     name = "ubnormal"
+    expects = {
+        "root": "the UBnormal folder holding Scene1/ ... Scene29/",
+        "labels": (
+            "the folder of <video>_tracks.txt label files and abnormal_*_video_names.txt "
+            "lists (as STG-NF distributes them)"
+        ),
+    }
     label_convention = "ubnormal: <video>_tracks.txt .npy arrays, 1 = normal in the file, inverted to 1 = abnormal"
 
     def splits(self) -> tuple[str, ...]:

@@ -27,6 +27,11 @@ def _is_normal(relative: str) -> bool:
 @register
 class UCFCrime(DatasetAdapter):
     name = "ucf_crime"
+    expects = {
+        "root": "the UCF-Crime folder holding Abuse/, ..., Testing_Normal_Videos_Anomaly/",
+        "lists": "the folder of Anomaly_Train.txt and Anomaly_Test.txt",
+        "labels": "Temporal_Anomaly_Annotation.txt (the official temporal annotation)",
+    }
     label_convention = "ucf_crime: Temporal_Anomaly_Annotation.txt, [start, end] inclusive 0-based, 1 = abnormal"
 
     def splits(self) -> tuple[str, ...]:

@@ -197,7 +197,8 @@ class FeatureSource:
     def describe(self, paper_feature_set: str) -> str:
         """One phrase for a report row, ending in NOT COMPARABLE and the reasons where that applies."""
         weights = ", ".join(f"{name} {value}" for name, value in self.backbones)
-        snippets = ("T = ceil(n/16), last snippet loop-padded" if self.tail == "loop_pad"
+        snippets = ("T = ceil(n/16), last snippet loop-padded, scored on the video's own n frames (RTFM's gt "
+                    "files count 16 * ceil(n/16), the last label repeated)" if self.tail == "loop_pad"
                     else "T = floor(n/16), frames after the last whole snippet unscored")
         text = f"features {self.feature_set} ({self.origin}; {weights}; {snippets})"
         if self.patches_reconstructed:

@@ -5,6 +5,7 @@
 import functools
 import os
 
+from pipelines.poses.source import POSE_SOURCE_KEY, describe_pose_source
 from pipelines.presets import resolve_params
 
 
@@ -21,6 +22,22 @@ def pose_backend(dataset):
     if backend == "alphapose" and not POSES["alphapose"]["checkout"]:
         raise WorkflowError("poses.alphapose.checkout: set it to an AlphaPose checkout to use the alphapose backend")
     return backend
+
+
+def pose_source(method, dataset):
+    """The phrase a pose method's report rows carry about the dataset's skeletons (and tubes)."""
+    backend = pose_backend(dataset)
+    random_tubes = (get_method_class(method).input_kind == "person_tubes"
+                    and bool(resolve_params(config["methods"][method], dataset).get("allow_random_backbone")))
+    settings = POSES[backend] if backend in ("alphapose", "blazepose") else None
+    return describe_pose_source(backend, settings, POSES["precomputed"].get(dataset), random_tubes)
+
+
+# Every pose method's entry gets the description of its skeletons per dataset, which its report rows
+# carry and its config hash covers (an evaluation-only key: see the methods' protocol_params).
+for _method, _dataset, _ in runs():
+    if get_method_class(_method).input_kind in ("poses", "person_tubes"):
+        config["methods"][_method].setdefault(POSE_SOURCE_KEY, {})[_dataset] = pose_source(_method, _dataset)
 
 
 def poses_file(dataset, split, video):
