@@ -224,3 +224,25 @@ def test_malformed_and_missing_label_files(tmp_path):
     (tmp_path / "01_0014.npy").write_bytes(b"not numpy")
     with pytest.raises(LabelError, match="01_0014.npy: not a readable"):
         adapter.frame_labels("test", {"01_0014": 10})
+
+
+def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path):
+    root, labels = tmp_path / "ubnormal", tmp_path / "gt"
+    (root / "Scene1").mkdir(parents=True)
+    labels.mkdir()
+    for n in (1, 2, 3):
+        (root / "Scene1" / f"normal_scene_1_scenario_{n}.mp4").touch()
+    np.save(labels / "test.npy", np.ones(5))
+    (labels / "test.npy").rename(labels / "normal_scene_1_scenario_3_tracks.txt")  # a test video's labels
+    adapter = get_adapter("ubnormal", {"root": str(root), "labels": str(labels)})
+
+    def train():
+        return [v.name for v in adapter.videos("train")]
+
+    assert train() == ["normal_scene_1_scenario_1", "normal_scene_1_scenario_2"]
+    assert adapter.label_convention.endswith("(no normal_*_video_names.txt: validation normals included)")
+    (labels / "normal_validation_video_names.txt").write_text("normal_scene_1_scenario_2\n")
+    assert train() == ["normal_scene_1_scenario_1"]
+    (labels / "normal_training_video_names.txt").write_text("normal_scene_1_scenario_2\n")
+    assert train() == ["normal_scene_1_scenario_2"]
+    assert adapter.label_convention.endswith("training normals: normal_training_video_names.txt")

@@ -6,9 +6,13 @@ distributes them, ``<video>_tracks.txt`` files that for test videos are really `
 ``obj_id,start,end`` track text files for abnormal training/validation videos, and the
 ``abnormal_{training,validation,test}_video_names.txt`` lists.
 
-Splits: ``test`` = videos with a .npy label file; ``train`` = normal videos that are neither
-test nor validation; ``weak_train`` = those plus the abnormal training videos (video label 1);
-``weak_test`` = test.
+Splits: ``test`` = videos with a .npy label file; ``train`` = the normal training videos;
+``weak_train`` = those plus the abnormal training videos (video label 1); ``weak_test`` = test.
+The normal training videos are those of UBnormal's own ``normal_training_video_names.txt``
+(from the dataset's repository, ``scripts/``) when the labels folder holds it. STG-NF's
+distribution ships only the abnormal lists; then every normal video that is not a test video and
+not in ``normal_validation_video_names.txt`` (when present) is a training video, which, without
+that list, includes the 26 normal validation videos. The split records which rule it used.
 """
 from __future__ import annotations
 
@@ -33,7 +37,14 @@ class UBnormal(DatasetAdapter):
             "lists (as STG-NF distributes them)"
         ),
     }
-    label_convention = "ubnormal: <video>_tracks.txt .npy arrays, 1 = normal in the file, inverted to 1 = abnormal"
+
+    @property
+    def label_convention(self) -> str:  # type: ignore[override]
+        """The test labels' convention, and which normal videos the training split holds."""
+        text = "ubnormal: <video>_tracks.txt .npy arrays, 1 = normal in the file, inverted to 1 = abnormal"
+        if self.config.get("labels") is None:  # nothing to read the split lists from yet
+            return text
+        return f"{text}; training normals: {self.normal_training_rule()}"
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test", "weak_train", "weak_test")
@@ -45,11 +56,28 @@ class UBnormal(DatasetAdapter):
             raise DatasetError(f"datasets.ubnormal.root: no Scene*/*.mp4 videos under {root}")
         return found
 
-    def _names_file(self, kind: str) -> set[str]:
-        path = self.path("labels") / f"abnormal_{kind}_video_names.txt"
+    def _names_file(self, kind: str, prefix: str = "abnormal", required: bool = True) -> set[str] | None:
+        path = self.path("labels") / f"{prefix}_{kind}_video_names.txt"
         if not path.is_file():
+            if not required:
+                return None
             raise DatasetError(f"datasets.ubnormal.labels: {path} not found")
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+    def normal_training_rule(self) -> str:
+        """How the normal training videos were chosen (see the module docstring)."""
+        if self._names_file("training", "normal", required=False) is not None:
+            return "normal_training_video_names.txt"
+        if self._names_file("validation", "normal", required=False) is not None:
+            return "normal videos outside the test and normal_validation lists"
+        return "normal videos outside the test set (no normal_*_video_names.txt: validation normals included)"
+
+    def _normal_training(self, available: dict[str, Path], test: set[str]) -> set[str]:
+        listed = self._names_file("training", "normal", required=False)
+        if listed is not None:
+            return listed
+        held_out = test | (self._names_file("validation", "normal", required=False) or set())
+        return {n for n in available if n.startswith("normal_") and n not in held_out}
 
     def _test_names(self) -> set[str]:
         names = set()
@@ -66,8 +94,7 @@ class UBnormal(DatasetAdapter):
         if split in ("test", "weak_test"):
             chosen = test
         else:
-            held_out = test | self._names_file("validation")
-            chosen = {n for n in available if n.startswith("normal_") and n not in held_out}
+            chosen = self._normal_training(available, test)
             if split == "weak_train":
                 chosen |= self._names_file("training")
         missing = sorted(chosen - set(available))
