@@ -87,3 +87,17 @@ def test_missing_label_file_names_it(config, shared_data, tmp_path):
     config["datasets"]["ped2"].update(enabled=True, root=str(shared_data / "ped2"), labels=str(tmp_path / "labels.npy"))
     with pytest.raises(ConfigError, match=r"datasets\.ped2\.labels.*labels\.npy"):
         validate(config, SCHEMA, RULES)
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_overlay_fits_the_schema(config, overlay):
+    """Each configs/*.yaml over config.yaml passes the schema (its data folders may be absent here,
+    so only the schema part of the validation runs)."""
+    import jsonschema
+
+    from pipelines.config_check import load_schema
+    from tests.workflow_helpers import merge_config
+
+    merged = merge_config(config, yaml.safe_load((REPO / "configs" / overlay).read_text()))
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft7Validator(load_schema(SCHEMA)).iter_errors(merged)]
+    assert errors == []
