@@ -39,18 +39,34 @@ def ffmpeg_version() -> str:
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """The first video stream: its coded size, and the rotation its metadata asks players for."""
+
     width: int
     height: int
     fps: float
     codec: str
+    rotation: int = 0  # degrees, from the stream's display matrix (phones record portrait video so)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the frames ffmpeg decodes: it applies the rotation, so a quarter turn
+        swaps the coded sides."""
+        return (self.width, self.height) if self.rotation % 180 == 90 else (self.height, self.width)
 
 
-_STREAM_RE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{2,5})x(?P<h>\d{2,5})[ ,\[]")
+_STREAM_RE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) (?:fps|tbr)")
+_ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees", re.IGNORECASE)
+
+
+def _quarter_turns(degrees: float) -> int:
+    """A rotation in degrees as 0, 90, 180 or 270 (the display matrices ffmpeg applies)."""
+    return int(round(degrees / 90.0)) % 4 * 90
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Size, frame rate and codec of the first video stream of ``path``.
+    """Size, frame rate, codec and rotation of the first video stream of ``path`` (the stream the
+    frames are decoded from).
 
     Raises VideoError naming the file when it is missing or holds no video stream.
     """
@@ -61,23 +77,43 @@ def probe(path: str | Path) -> VideoInfo:
     if ffprobe:
         return _probe_with_ffprobe(ffprobe, path)
     proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, text=True
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path)], capture_output=True, text=True,
+        errors="replace",  # metadata tags in other encodings must not stop the probe
     )
-    for line in proc.stderr.splitlines():
+    lines = proc.stderr.splitlines()
+    for index, line in enumerate(lines):
         stream = _STREAM_RE.search(line)
         if stream:
             fps = _FPS_RE.search(line)
             rate = float(fps["fps"]) * (1000 if fps and fps["k"] else 1) if fps else 0.0
-            return VideoInfo(int(stream["w"]), int(stream["h"]), rate, stream["codec"])
-    detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
+            return VideoInfo(int(stream["w"]), int(stream["h"]), rate, stream["codec"], _stream_rotation(lines[index + 1:]))
+    detail = lines[-1].strip() if proc.stderr.strip() else "no output"
     raise VideoError(f"{path}: no readable video stream ({detail})")
+
+
+def _stream_rotation(following: list[str]) -> int:
+    """The rotation in the side data printed under a stream's line, up to the next stream."""
+    for line in following:
+        if "Stream #" in line or not line.startswith(" "):
+            break
+        rotation = _ROTATION_RE.search(line)
+        if rotation:
+            return _quarter_turns(float(rotation["deg"]))
+    return 0
+
+
+def input_url(path: str | Path) -> str:
+    """``path`` as ffmpeg reads a local file: with the file protocol, so that a name with a colon
+    (``12:30.mp4``) is not taken for a protocol and one starting with ``-`` not for an option."""
+    return f"file:{path}"
 
 
 def _probe_with_ffprobe(ffprobe: str, path: Path) -> VideoInfo:
     proc = subprocess.run(
-        [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_streams", "-of", "json", str(path)],
+        [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_streams", "-of", "json", input_url(path)],
         capture_output=True,
         text=True,
+        errors="replace",
     )
     streams = json.loads(proc.stdout or "{}").get("streams", []) if proc.returncode == 0 else []
     if not streams:
@@ -85,4 +121,7 @@ def _probe_with_ffprobe(ffprobe: str, path: Path) -> VideoInfo:
     s = streams[0]
     num, _, den = s.get("avg_frame_rate", "0/1").partition("/")
     fps = float(num) / float(den) if den and float(den) else 0.0
-    return VideoInfo(int(s["width"]), int(s["height"]), fps, s.get("codec_name", "unknown"))
+    rotation = next((float(d["rotation"]) for d in s.get("side_data_list", []) if "rotation" in d), None)
+    if rotation is None:  # older ffprobe: a "rotate" tag, clockwise (the display matrix is counter-clockwise)
+        rotation = -float(s.get("tags", {}).get("rotate", 0))
+    return VideoInfo(int(s["width"]), int(s["height"]), fps, s.get("codec_name", "unknown"), _quarter_turns(rotation))

@@ -25,7 +25,7 @@ import ffmpeg
 import numpy as np
 
 from pipelines.atomic import atomic_path
-from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, probe
+from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_store import COMPRESSIONS, FrameWriter
 from pipelines.provenance import sha256_file, sha256_folder, versions
 
@@ -43,6 +43,8 @@ class FrameParams:
     block_frames: int = 64  # frames per write; bounds memory
 
     def __post_init__(self):
+        if self.size is not None and (len(self.size) != 2 or any(int(side) < 1 for side in self.size)):
+            raise ValueError(f"size {self.size!r}: expected (height, width), both at least 1")
         if self.pixel_format not in PIXEL_FORMATS:
             raise ValueError(f"pixel_format {self.pixel_format!r}: expected one of {sorted(PIXEL_FORMATS)}")
         if self.compression not in COMPRESSIONS:
@@ -68,7 +70,7 @@ def _start_decoder(source: Path, params: FrameParams):
     """ffmpeg decoding ``source`` to raw frames on its stdout. The command does not depend on the
     probe (a configured size always goes through the scale filter, which passes frames of that size
     through), so decoding starts while ffprobe reads the header."""
-    stream = ffmpeg.input(str(source))
+    stream = ffmpeg.input(input_url(source))["v:0"]  # the stream probe() describes
     if params.size:
         height, width = params.size
         stream = stream.filter("scale", width, height, flags="bilinear")
@@ -81,30 +83,27 @@ def _start_decoder(source: Path, params: FrameParams):
 
 def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     process = _start_decoder(source, params)
+    free: queue.Queue[bytearray] = queue.Queue()
+    reader = None
     try:
         info = probe(source)  # a missing or unreadable file stops here, naming it
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    height, width = params.size or (info.height, info.width)
-    channels = PIXEL_FORMATS[params.pixel_format]
-    frame_bytes = height * width * channels
-    errors: list[bytes] = []
-    drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
-    drain.start()
-    _widen_pipe(process.stdout)
-    # A reader thread keeps ffmpeg decoding while this thread compresses. Blocks travel in a ring
-    # of reused buffers: memory stays at RING blocks whatever the video's length, and no block's
-    # pages are allocated (and zeroed by the kernel) anew.
-    block_bytes = frame_bytes * max(1, min(params.block_frames, READ_BYTES // frame_bytes))
-    free: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(RING):
-        free.put(bytearray(block_bytes))
-    filled: queue.Queue[tuple[bytearray, int | Exception]] = queue.Queue()
-    reader = threading.Thread(target=_read_blocks, args=(process.stdout, free, filled), daemon=True)
-    reader.start()
-    try:
+        # ffmpeg applies the stream's rotation, so unresized frames come out in its frame_size.
+        height, width = params.size or info.frame_size
+        channels = PIXEL_FORMATS[params.pixel_format]
+        frame_bytes = height * width * channels
+        errors: list[bytes] = []
+        drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+        drain.start()
+        _widen_pipe(process.stdout)
+        # A reader thread keeps ffmpeg decoding while this thread compresses. Blocks travel in a ring
+        # of reused buffers: memory stays at RING blocks whatever the video's length, and no block's
+        # pages are allocated (and zeroed by the kernel) anew.
+        block_bytes = frame_bytes * max(1, min(params.block_frames, READ_BYTES // frame_bytes))
+        for _ in range(RING):
+            free.put(bytearray(block_bytes))
+        filled: queue.Queue[tuple[bytearray, int | Exception]] = queue.Queue()
+        reader = threading.Thread(target=_read_blocks, args=(process.stdout, free, filled), daemon=True)
+        reader.start()
         with atomic_path(out) as tmp:
             with FrameWriter(tmp, height, width, channels, params.compression) as writer:
                 while True:
@@ -126,16 +125,18 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
                 if returncode != 0 or message:
                     raise VideoError(f"{source}: ffmpeg could not decode the whole video: {_last_lines(message)}")
                 writer.set_attrs(
-                    _provenance(source, "video", sha256_file(source), params, info.fps, (info.height, info.width))
-                    | {"ffmpeg_version": ffmpeg_version(), "codec": info.codec, "n_frames": writer.n_frames}
+                    _provenance(source, "video", sha256_file(source), params, info.fps, info.frame_size)
+                    | {"ffmpeg_version": ffmpeg_version(), "codec": info.codec, "rotation": info.rotation,
+                       "n_frames": writer.n_frames}
                 )
                 return writer.n_frames
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
-        free.put(bytearray())  # an empty buffer stops a reader still waiting for one
-        reader.join()
+        if reader is not None:
+            free.put(bytearray())  # an empty buffer stops a reader still waiting for one
+            reader.join()
 
 
 RING = 3  # blocks in flight between the reader thread and the writer
@@ -193,18 +194,51 @@ def natural_key(path: Path) -> list:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files of a frame folder in natural order; an error when there are none."""
+    """Image files of a frame folder in natural order: the frames of one video, so one image type,
+    one naming pattern and consecutive frame numbers. A stray image (``background.png``), two
+    files of one frame (``5.jpg`` and ``005.jpg``) or a missing frame would shift every frame
+    after it against its label, so each is an error naming the folder and the files."""
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
     if not files:
         raise VideoError(f"{folder}: frame folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    suffixes = sorted({p.suffix.lower() for p in files})
+    if len(suffixes) > 1:
+        raise VideoError(f"{folder}: frame folder mixes image types {', '.join(suffixes)}; one video's frames share one")
+    patterns: dict[str, list[str]] = {}
+    for p in files:
+        patterns.setdefault(re.sub(r"\d+", "#", p.name), []).append(p.name)
+    if len(patterns) > 1:
+        odd = sorted(patterns.values(), key=len)[0][0]
+        raise VideoError(f"{folder}: {odd} is not named like the other frames ({', '.join(sorted(patterns))})")
+    numbers = [int(re.findall(r"\d+", p.name)[-1]) for p in files] if "#" in next(iter(patterns)) else []
+    for previous, current, path in zip(numbers, numbers[1:], files[1:]):
+        if current == previous:
+            raise VideoError(f"{folder}: two files of frame {current} ({path.name} and another)")
+        if current != previous + 1:
+            raise VideoError(f"{folder}: frame {previous + 1} is missing (the files jump from {previous} to {current})")
     return files
 
 
 def _read_image(path: Path, pixel_format: str) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
+    data = np.fromfile(path, np.uint8)
+    if not _image_is_complete(path, data):
+        raise VideoError(f"{path}: truncated image (its end marker is missing)")
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
     if image is None:
         raise VideoError(f"{path}: not a readable image")
     return image[..., None] if pixel_format == "gray" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _image_is_complete(path: Path, data: np.ndarray) -> bool:
+    """Whether a JPEG or PNG ends with its end marker: OpenCV decodes a cut-off JPEG without an
+    error, filling the missing rows with grey."""
+    tail = data[-64:].tobytes().rstrip(b"\x00")  # some writers pad the file with zeros
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return tail.endswith(b"\xff\xd9")
+    if suffix == ".png":
+        return b"IEND" in tail
+    return True
 
 
 def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | None, threads: int) -> int:

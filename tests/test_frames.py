@@ -107,14 +107,81 @@ def test_frame_folder_in_natural_order(tmp_path):
 
     folder = tmp_path / "frames"
     folder.mkdir()
-    for i in (1, 2, 10):
+    for i in range(1, 11):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((8, 8, 3), i * 20, np.uint8))
-    assert [p.name for p in list_images(folder)] == ["1.png", "2.png", "10.png"]
+    assert [p.name for p in list_images(folder)] == [f"{i}.png" for i in range(1, 11)]
     assert sorted(["10.png", "9.png"], key=lambda n: natural_key(folder / n)) == ["9.png", "10.png"]
     extract(folder, tmp_path / "f.h5", FrameParams(), fps=10)
     with FrameReader(tmp_path / "f.h5") as reader:
-        assert reader.clip(0, 3)[:, 0, 0, 0].tolist() == [20, 40, 200]
+        assert reader.clip(0, 10)[:, 0, 0, 0].tolist() == [i * 20 for i in range(1, 11)]
         assert reader.attrs["source_kind"] == "frame_folder" and reader.attrs["fps"] == 10
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("background.png", r"background.png is not named like the other frames"),
+        ("003.jpg", r"mixes image types .jpg, .png"),
+        ("03.png", r"two files of frame 3"),
+        ("007.png", r"frame 5 is missing \(the files jump from 4 to 7\)"),
+    ],
+)
+def test_a_frame_folder_with_a_stray_duplicate_or_missing_frame_is_refused(tmp_path, extra, message):
+    """Any of these would shift every later frame against its label."""
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.zeros((8, 8, 3), np.uint8))
+    list_images(folder)
+    cv2.imwrite(str(folder / extra), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(VideoError, match=message):
+        extract(folder, tmp_path / "f.h5", FrameParams())
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_a_truncated_jpeg_is_refused_by_name(tmp_path):
+    """OpenCV decodes a cut-off JPEG without an error (grey rows where data is missing)."""
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    cut = (folder / "001.jpg").read_bytes()
+    (folder / "001.jpg").write_bytes(cut[: len(cut) // 2])
+    assert cv2.imread(str(folder / "001.jpg")) is not None  # what the check is for
+    with pytest.raises(VideoError, match=r"001.jpg: truncated image"):
+        extract(folder, tmp_path / "f.h5", FrameParams())
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_a_rotated_video_is_stored_upright_and_only_its_first_video_stream(tmp_path):
+    """ffmpeg turns frames by the stream's display matrix: the store takes their turned size (a
+    64x48 stream marked 90 degrees gives 48 x 64 frames, not 64x48 bytes read as the wrong shape),
+    and a second video stream in the file is not decoded."""
+    plain = encode_video(tmp_path / "plain.mp4", np.random.default_rng(1).integers(0, 255, (6, 48, 64, 3), dtype=np.uint8))
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", str(plain), "-c", "copy",
+                    str(turned)], check=True)
+    info = probe(turned)
+    assert (info.rotation, info.frame_size) == (90, (64, 48))
+    n = extract(turned, tmp_path / "t.h5", FrameParams())
+    upright = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(turned), "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    with FrameReader(tmp_path / "t.h5") as reader:
+        frames = reader.clip(0, n)
+        assert frames.shape == (6, 64, 48, 3) and frames.tobytes() == upright
+        assert list(reader.attrs["original_size"]) == [64, 48] and reader.attrs["rotation"] == 90
+    small = encode_video(tmp_path / "small.mp4", np.zeros((6, 24, 32, 3), np.uint8))
+    both = tmp_path / "both.mkv"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(small), "-i", str(plain), "-map", "0:v", "-map", "1:v",
+                    "-c", "copy", str(both)], check=True)
+    assert extract(both, tmp_path / "b.h5", FrameParams()) == 6
+    with FrameReader(tmp_path / "b.h5") as reader:
+        assert reader.clip(0, 6).shape == (6, 24, 32, 3)
 
 
 def test_corrupt_image_in_folder_names_the_file(tmp_path):

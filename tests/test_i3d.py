@@ -135,6 +135,46 @@ def test_resnet50_loads_caffe2_checkpoint_through_registry(tmp_path):
     assert np.array_equal(model.fc.weight.detach().numpy(), blobs["pred_w"])
 
 
+def test_a_non_local_checkpoint_or_another_format_is_refused_by_name(tmp_path):
+    """The non-local checkpoint holds the baseline's blobs too: dropping its non-local blocks would
+    load and give features of another network, so it is refused; so is a file of another format."""
+    layout = published_r50_layout()
+    blobs = {c2: np.ones(shape, np.float32) for shape, c2 in layout.values()}
+    blobs["nonlocal_conv3_1_theta_w"] = np.ones((512, 1024, 1, 1, 1), np.float32)
+    path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    with pytest.raises(weights.WeightsFormatError, match=r"non-local I3D checkpoint .*nonlocal_conv3_1_theta_w"):
+        weights.load_backbone(_pinned("r50_nonlocal_k400", path), path=path)
+    other = tmp_path / "i3d_r50_kinetics.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, other)
+    with pytest.raises(weights.WeightsFormatError, match=r"i3d_r50_kinetics.pth for backbone 'r50_nonlocal_k400' is not video-nonlocal-net's Caffe2 pickle"):
+        weights.load_backbone(_pinned("r50_nonlocal_k400", other), path=other)
+
+
+def test_a_download_cut_short_is_refused_and_removed(tmp_path):
+    import http.server
+    import threading
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 30000)  # then the connection closes
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    record = dataclasses.replace(weights.REGISTRY["r50_nonlocal_k400"], url=f"http://127.0.0.1:{server.server_port}/w.pkl")
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsMissingError, match="stopped at 30000 of 100000 bytes"):
+        weights.fetch(record, cache)
+    server.server_close()
+    assert not (cache / record.file_name).exists() and [p.name for p in cache.iterdir()] == []
+
+
 def test_caffe2_reader_refuses_code(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(b"cos\nsystem\n(S'true'\ntR.")

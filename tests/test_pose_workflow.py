@@ -86,3 +86,23 @@ def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
     (released / "test" / "test_003_alphapose_tracked_person.json").write_text("{}")
     jobs = planned_jobs(tmp_path / "precomputed", config)
     assert jobs["poses"] == 6 and "alphapose" not in jobs
+
+
+def test_precomputed_json_of_a_frame_folder_dataset_is_indexed_by_the_folder(tmp_path, shared_data):
+    """alphapose-results.json names each frame by its image file: for a frame-folder dataset (Ped2)
+    the converter gets the folder, so that 1-based file names cannot shift the frames by one."""
+    released = tmp_path / "released"
+    for split, folder in (("train", "training"), ("test", "testing")):
+        (released / split).mkdir(parents=True)
+        for video in (shared_data / "ped2" / folder / "frames").iterdir():
+            (released / split / f"{video.name}_alphapose_tracked_person.json").write_text("{}")
+    config = tiny_config()
+    config["datasets"]["synthetic"]["enabled"] = False
+    config["datasets"]["ped2"].update(enabled=True, root=str(shared_data / "ped2"),
+                                      labels=str(shared_data / "ped2" / "frame_labels_ped2.npy"))
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["stg_nf"]["enabled"] = True
+    config["poses"].update(dataset_backends={}, precomputed={"ped2": str(released)})
+    out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
+    assert f"--image-dir {shared_data / 'ped2' / 'testing' / 'frames' / '01'}" in out
+    assert out.count("pipelines.poses.convert") == 16 + 12

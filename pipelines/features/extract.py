@@ -43,7 +43,13 @@ from pipelines.features.flow import TVL1Params, block_flow
 from pipelines.features.presets import ClipPreset, PatchPreset, snippet_frame_indices
 from pipelines.features.preprocess import preprocess_clip, preprocess_patch_clip
 from pipelines.features.published import PublishedFeaturesError, copy_rows, load_clip
-from pipelines.features.weights import REGISTRY, ChecksumMismatchError, WeightsMissingError, load_backbone
+from pipelines.features.weights import (
+    REGISTRY,
+    ChecksumMismatchError,
+    WeightsFormatError,
+    WeightsMissingError,
+    load_backbone,
+)
 from pipelines.frame_store import FrameReader
 from pipelines.provenance import sha256_file, versions
 
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                         weights_dir=args.weights_dir, allow_random_weights=args.allow_random_weights,
                         batch_size=args.batch_size, device=args.device, spatial_scale=args.spatial_scale,
                         seed=args.seed, published_clip=args.published_clip, flow=args.flow)
-    except (WeightsMissingError, ChecksumMismatchError, PublishedFeaturesError) as err:
+    except (WeightsMissingError, ChecksumMismatchError, PublishedFeaturesError, WeightsFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{args.out}: {attrs['n_snippets']} snippets from {attrs['n_frames']} frames, "

@@ -33,6 +33,10 @@ class ChecksumMismatchError(ValueError):
         self.file, self.expected, self.found = file, expected, found
 
 
+class WeightsFormatError(ValueError):
+    """A weights file that is not the checkpoint its backbone expects (another format or network)."""
+
+
 class WeightsMissingError(FileNotFoundError):
     """No weights file where one was needed."""
 
@@ -86,6 +90,13 @@ def fetch(record: WeightsRecord, cache_dir: str | Path, local_path: str | Path |
         with atomic_path(target) as partial:
             with urllib.request.urlopen(record.url, timeout=60) as response, partial.open("wb") as out:
                 shutil.copyfileobj(response, out)
+                promised = response.headers.get("Content-Length")
+            # A connection that closes early ends the copy without an error: without a published
+            # checksum only the announced length can tell a cut download from the whole file.
+            if promised is not None and partial.stat().st_size != int(promised):
+                raise WeightsMissingError(
+                    f"{record.file_name} from {record.url}: the download stopped at {partial.stat().st_size} of "
+                    f"{promised} bytes (deleted); run it again")
             try:
                 verify(record, partial)
             except ChecksumMismatchError as error:
@@ -139,10 +150,14 @@ def load_backbone(record: str | WeightsRecord, path: str | Path | None = None, a
     if not path.is_file():
         raise WeightsMissingError(f"weights file for backbone '{record.name}' not found: {path}")
     sha256 = verify(record, path)
-    if record.file_format == "caffe2_blobs":
-        state = caffe2_r50_state_dict(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if record.file_format == "caffe2_blobs":
+            state = caffe2_r50_state_dict(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError) as error:
+        expected = "video-nonlocal-net's Caffe2 pickle" if record.file_format == "caffe2_blobs" else "a PyTorch state dict"
+        raise WeightsFormatError(f"weights file {path} for backbone '{record.name}' is not {expected} ({error})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -205,6 +220,13 @@ def caffe2_r50_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     with Path(path).open("rb") as stream:
         # The checkpoint was pickled by Python 2; latin-1 keeps its byte strings (array data) intact.
         blobs = _NumpyOnlyUnpickler(stream, encoding="latin1").load()["blobs"]
+    nonlocal_blobs = sorted(blob for blob in blobs if "nonlocal" in blob)
+    if nonlocal_blobs:
+        # Dropping them would load the ResNet-50 around them and give features of another network.
+        raise WeightsFormatError(
+            f"{path}: a non-local I3D checkpoint ({len(nonlocal_blobs)} non-local blobs, e.g. {nonlocal_blobs[0]}); "
+            "RTFM's and SSRL's features come from the baseline without non-local blocks, "
+            "i3d_baseline_32x2_IN_pretrain_400k.pkl")
     state = {}
     for blob, value in blobs.items():
         key = caffe2_r50_key(blob)

@@ -103,10 +103,11 @@ def pose_command(wildcards, input, output):
     json_path = pose_json(wildcards.dataset, wildcards.split, wildcards.video)
     args = ["python", "-m", "pipelines.poses.convert", json_path, output[0], "--frames", input.frames,
             "--backend", backend, "--dataset", wildcards.dataset]
+    source = videos(wildcards.dataset, wildcards.split)[wildcards.video].source
+    if backend in ("alphapose", "precomputed") and source.is_dir():
+        # alphapose-results.json names frames by their files: their place in the folder is the index
+        args += ["--image-dir", str(source)]
     if backend == "alphapose":
-        source = videos(wildcards.dataset, wildcards.split)[wildcards.video].source
-        if source.is_dir():
-            args += ["--image-dir", str(source)]
         settings = POSES["alphapose"]
         args += ["--settings-json", json.dumps(settings, sort_keys=True), "--weights",
                  f"pose={alphapose_path(settings['checkpoint'])}", f"detector={alphapose_path(settings['detector_weights'])}"]
