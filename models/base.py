@@ -49,6 +49,12 @@ class Method(ABC):
     #: Config keys that only change how scores are post-processed and evaluated: changing them
     #: reruns the evaluation, not the training or the scoring.
     protocol_params: ClassVar[tuple[str, ...]] = ()
+    #: Config keys read only when scoring: changing them reruns the scoring and what follows, not
+    #: the training.
+    scoring_params: ClassVar[tuple[str, ...]] = ()
+    #: Stage -> config key that may name a released checkpoint the stage reads: the workflow makes
+    #: the file an input of the stage (checked before anything runs, rerun when it changes).
+    released_checkpoint_params: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         self.params = params

@@ -117,6 +117,8 @@ class GENetMethod(Method):
     stages = ("guidance", "exploration")
     uses_gpu = True
     protocol_params = ("smoothing_sigmas", POSE_SOURCE_KEY)
+    scoring_params = ("test_stride",)
+    released_checkpoint_params = {"guidance": "guidance_pretrained"}
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:
         params = resolve_params(self.params, dataset_of(files))

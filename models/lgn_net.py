@@ -412,6 +412,7 @@ class LGNNetMethod(Method):
     supervision = "one_class"
     stages = ("train",)
     uses_gpu = True
+    scoring_params = ("test_lambda", "test_gamma")
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         super().__init__(params, seed)

@@ -430,6 +430,7 @@ class STDMethod(Method):
     supervision = "one_class"
     stages = tuple(stage.name for stage in std_schedule(STDConfig()))
     uses_gpu = True
+    scoring_params = ("score_batch",)
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         super().__init__(params, seed)

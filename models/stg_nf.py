@@ -498,6 +498,8 @@ class STGNFMethod(Method):
     stages = ("train",)
     uses_gpu = True
     protocol_params = ("smoothing_sigmas", POSE_SOURCE_KEY)
+    scoring_params = ("test_stride",)
+    released_checkpoint_params = {"train": "pretrained"}
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:
         """Parameters for the dataset the input files belong to (``per_dataset`` overrides applied)."""

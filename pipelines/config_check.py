@@ -62,6 +62,9 @@ def _message(error: jsonschema.ValidationError) -> str:
         unexpected = sorted(set(error.instance) - set(allowed))
         key = _key(where + [unexpected[0]]) if unexpected else _key(where)
         return f"config key '{key}' is not allowed here; allowed keys: {', '.join(allowed)}"
+    if "propertyNames" in error.absolute_schema_path:  # a section keyed by dataset or preset name
+        known = ", ".join(map(str, error.validator_value)) if error.validator == "enum" else error.message
+        return f"config key '{_key(where + [error.instance])}': unknown name; known: {known}"
     if error.validator == "required":
         return f"config key '{_key(where)}': {error.message}"
     return f"config key '{_key(where)}': {error.message}"
@@ -73,6 +76,7 @@ def load_schema(schema_path: Path) -> dict:
     methods = schema["properties"]["methods"]["properties"]
     for path in sorted((schema_path.parent / "methods").glob("*.schema.yaml")):
         methods[path.name.removesuffix(".schema.yaml")] = _load_yaml(path)
+    schema["definitions"]["dataset_name"]["enum"] = sorted(schema["properties"]["datasets"]["properties"])
     return schema
 
 

@@ -101,3 +101,22 @@ def test_every_shipped_overlay_fits_the_schema(config, overlay):
     merged = merge_config(config, yaml.safe_load((REPO / "configs" / overlay).read_text()))
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft7Validator(load_schema(SCHEMA)).iter_errors(merged)]
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("section", "entry"),
+    [
+        (("poses", "precomputed"), "x"),
+        (("poses", "dataset_backends"), "blazepose"),
+        (("features", "published_dirs"), {"rtfm": "x"}),
+        (("methods", "stg_nf", "per_dataset"), {"seg_len": 16}),
+    ],
+)
+def test_a_misspelled_dataset_in_a_section_keyed_by_dataset_is_named(config, section, entry):
+    """Ignored, such a key would run the dataset with the wrong settings without a word."""
+    target = config
+    for key in section:
+        target = target.setdefault(key, {})
+    target["synthetc"] = entry
+    with pytest.raises(ConfigError, match=rf"config key '{'.'.join(section)}.synthetc': unknown name; known: avenue, ped2"):
+        validate(config, SCHEMA, RULES)

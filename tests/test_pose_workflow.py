@@ -106,3 +106,14 @@ def test_precomputed_json_of_a_frame_folder_dataset_is_indexed_by_the_folder(tmp
     out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
     assert f"--image-dir {shared_data / 'ped2' / 'testing' / 'frames' / '01'}" in out
     assert out.count("pipelines.poses.convert") == 16 + 12
+
+
+def test_a_released_checkpoint_is_an_input_of_its_stage(tmp_path, shared_data):
+    """A wrong path stops the run before anything is extracted; the named file is what the stage reads."""
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["stg_nf"].update(enabled=True, pretrained=str(tmp_path / "nowhere" / "ShanghaiTech_85_9.tar"))
+    out = run_snakemake(tmp_path / "missing", config, "-n", check=False)
+    assert out.returncode != 0 and "nowhere/ShanghaiTech_85_9.tar" in out.stdout and "Missing input" in out.stdout
+    config["methods"]["stg_nf"]["pretrained"] = str(shared_data.parent / "weights" / "stg_nf" / "ShanghaiTech_85_9.tar")
+    assert planned_jobs(tmp_path / "released", config)["train_stage"] == 1

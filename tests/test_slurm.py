@@ -181,6 +181,25 @@ def test_profile_asks_for_gpus_in_the_chosen_style(tmp_path, gpu_request):
     assert not {"gpu", "gres"} <= resources["gpu"].keys()
 
 
+def test_every_gpu_rule_asks_in_the_profiles_style():
+    """A rule that writes `gpu=N` itself would send `--gpus` to a cluster that takes only `--gres`."""
+    literal = [f"{path.name}: {line.strip()}" for path in sorted((REPO / "workflow" / "rules").rglob("*.smk"))
+               for line in path.read_text().splitlines() if re.match(r"\s+(gpu|gres)\s*=", line)]
+    assert literal == []
+
+
+def test_the_profiles_name_only_rules_the_workflow_has(tmp_path):
+    """A rule renamed in the workflow and not in a profile silently loses its resources and bundling."""
+    from tests.workflow_helpers import run_snakemake
+
+    rules = set(run_snakemake(tmp_path, tiny_config(), "--list-rules").stdout.split())
+    assert {"train_stage", "extract_frames", "synthetic_shard"} <= rules
+    for profile in ("slurm", "local"):
+        settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+        named = {rule for key in ("set-resources", "set-threads", "groups") for rule in settings.get(key) or {}}
+        assert named - rules == set(), f"profiles/{profile} names rules the workflow does not have"
+
+
 def test_profile_rejects_an_unknown_gpu_style(tmp_path):
     profile = profile_copy(tmp_path / "profile", "cuda")
     command = [sys.executable, "-m", "snakemake", "-s", str(TOY_SNAKEFILE), "-d", str(tmp_path / "run"),

@@ -150,3 +150,31 @@ def test_bad_config_stops_before_the_dag(tmp_path, edit, message):
     proc = run_snakemake(tmp_path, config, check=False)
     assert proc.returncode != 0 and message in proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_training_jobs_get_only_the_keys_training_reads(tmp_path):
+    """Keys read only when scoring (LGN-Net's lambda and gamma, STG-NF's test stride) and another
+    dataset's per_dataset values are left out of a training job's parameters, so changing them
+    never retrains; the scoring jobs still get them."""
+    import json
+    import shlex
+
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["lgn_net"].update(enabled=True, preset="cpu_budget", test_lambda=0.5)
+    config["methods"]["stg_nf"].update(enabled=True, test_stride=2)
+    out = run_snakemake(tmp_path, config, "-n", "-p").stdout
+    commands = [line for line in out.splitlines() if "--params-json" in line]
+
+    def params(module, method):
+        found = []
+        for command in commands:
+            if f"pipelines.{module} {method} " in command:
+                tokens = shlex.split(command)
+                found.append(json.loads(tokens[tokens.index("--params-json") + 1]))
+        assert found, f"no pipelines.{module} command of {method}"
+        return found[0]
+
+    assert "test_lambda" not in params("train", "lgn_net") and params("score", "lgn_net")["test_lambda"] == 0.5
+    assert "test_stride" not in params("train", "stg_nf") and params("score", "stg_nf")["test_stride"] == 2
+    assert "per_dataset" not in params("train", "stg_nf")  # UBnormal's seg_len is not the synthetic set's business

@@ -73,12 +73,30 @@ def dataset_json(dataset):
     return json.dumps(config["datasets"][dataset], sort_keys=True)
 
 
+def method_entry(method, dataset, skip):
+    """A method's config entry without the keys in ``skip``, and with only the ``per_dataset``
+    overrides of ``dataset``: what one dataset's jobs read, so that a value changed for another
+    dataset, or one these jobs do not read, leaves them be."""
+    entry = {k: v for k, v in config["methods"][method].items() if k not in skip and k != "per_dataset"}
+    own = (config["methods"][method].get("per_dataset") or {}).get(dataset)
+    if own:
+        entry["per_dataset"] = {dataset: {k: v for k, v in own.items() if k not in skip}}
+    return entry
+
+
 def method_json(wildcards):
-    """The method's config entry as JSON for training and scoring: without its evaluation-only keys,
-    so changing those reruns only the evaluation."""
+    """The method's config entry as JSON for scoring: without its evaluation-only keys, so changing
+    those reruns only the evaluation."""
     skip = {"enabled", *get_method_class(wildcards.method).protocol_params}
-    entry = config["methods"][wildcards.method]
-    return json.dumps({k: v for k, v in entry.items() if k not in skip}, sort_keys=True)
+    return json.dumps(method_entry(wildcards.method, wildcards.dataset, skip), sort_keys=True)
+
+
+def training_json(wildcards):
+    """The method's config entry as JSON for training: without the keys only scoring or the
+    evaluation read, so changing those never retrains."""
+    method = get_method_class(wildcards.method)
+    skip = {"enabled", *method.protocol_params, *method.scoring_params}
+    return json.dumps(method_entry(wildcards.method, wildcards.dataset, skip), sort_keys=True)
 
 
 def method_protocol_json(wildcards):
@@ -225,6 +243,13 @@ def previous_checkpoint(wildcards):
 def train_inputs(wildcards):
     split = method_splits(wildcards.method)[0]
     return [method_input(wildcards.method, wildcards.dataset, split, v) for v in videos(wildcards.dataset, split)]
+
+
+def released_checkpoint(wildcards):
+    """The released checkpoint a stage reads instead of training, when the config names one."""
+    key = get_method_class(wildcards.method).released_checkpoint_params.get(wildcards.stage)
+    path = config["methods"][wildcards.method].get(key) if key else None
+    return [path] if path else []
 
 
 def train_labels(wildcards):

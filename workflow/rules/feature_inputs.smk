@@ -130,20 +130,24 @@ def extraction_weights(wildcards):
     return [f for f in map(weights_file, extracted_backbones(wildcards.dataset, wildcards.feature_set)) if f]
 
 
+# How an extraction job runs, not what it computes: written into the command directly rather than
+# through its params, so that changing them (another GPU, a smaller batch) reruns nothing.
+EXTRACTION_RUNTIME = f"--batch-size {int(FEATURES['batch_size'])} --device {shlex.quote(str(FEATURES['device']))}"
+
+
 def extraction_args(wildcards):
+    """What an extraction job computes (its params, so a change reruns it)."""
     args = [
         f"--feature-set {wildcards.feature_set}",
-        f"--batch-size {FEATURES['batch_size']}",
-        f"--device {FEATURES['device']}",
         f"--spatial-scale {FEATURES['spatial_scale']}",
-        f"--seed {DATA_SEED}",
         f"--weights-dir {shlex.quote(FEATURES['weights_dir'])}",
     ]
     for backbone in extracted_backbones(wildcards.dataset, wildcards.feature_set):
         if weights_file(backbone):
             args.append(f"--weights {shlex.quote(f'{backbone}={weights_file(backbone)}')}")
     if FEATURES["allow_random_weights"]:
-        args.append("--allow-random-weights")
+        # The seed draws a random backbone only: with real weights it changes nothing.
+        args += ["--allow-random-weights", f"--seed {DATA_SEED}"]
     if extracts_flow(wildcards.dataset, wildcards.feature_set):
         args.append("--flow")
     return " ".join(args)

@@ -27,7 +27,8 @@ rule extract_features:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m pipelines.features.extract {input.frames:q} {output:q} {params.args} > {log:q} 2>&1"
+        "python -m pipelines.features.extract {input.frames:q} {output:q} {params.args} {EXTRACTION_RUNTIME}"
+        " > {log:q} 2>&1"
 
 
 rule published_features:
@@ -72,4 +73,4 @@ rule published_clip_features:
         "../../envs/torch.yaml"
     shell:
         "python -m pipelines.features.extract {input.frames:q} {output:q} --published-clip {input.clip:q}"
-        " {params.args} > {log:q} 2>&1"
+        " {params.args} {EXTRACTION_RUNTIME} > {log:q} 2>&1"

@@ -4,10 +4,11 @@ rule train_stage:
         inputs=train_inputs,
         labels=train_labels,
         previous=previous_checkpoint,
+        released=released_checkpoint,
     output:
         "results/models/{method}/{dataset}/seed_{seed}/{stage}.pt",
     params:
-        method=method_json,
+        method=training_json,
         previous=lambda wildcards, input: optional_path("--previous", input.previous),
         labels=lambda wildcards, input: optional_path("--labels", input.labels),
     threads: 2  # profiles raise it (set-threads) on cluster nodes

@@ -32,7 +32,7 @@ rule alphapose:
         checkout=lambda wildcards: os.path.abspath(POSES["alphapose"]["checkout"]),
         args=alphapose_args,
     resources:
-        gpu=1,
+        **gpu_resources(pose_gpus),
     log:
         "logs/alphapose/{dataset}/{split}/{video}.log",
     conda:
@@ -52,7 +52,7 @@ rule person_tubes:
     params:
         args=tube_command,
     resources:
-        gpu=1,
+        **gpu_resources(pose_gpus),
     log:
         "logs/person_tubes/{method}/{dataset}/{split}/{video}.log",
     conda:
