@@ -130,9 +130,9 @@ def extraction_weights(wildcards):
     return [f for f in map(weights_file, extracted_backbones(wildcards.dataset, wildcards.feature_set)) if f]
 
 
-# How an extraction job runs, not what it computes: written into the command directly rather than
-# through its params, so that changing them (another GPU, a smaller batch) reruns nothing.
-EXTRACTION_RUNTIME = f"--batch-size {int(FEATURES['batch_size'])} --device {shlex.quote(str(FEATURES['device']))}"
+# How an extraction job runs, not what it computes: passed as resources (which a profile may set
+# per rule) rather than params, so that changing them (another GPU, a smaller batch) reruns nothing.
+EXTRACTION_RUNTIME = {"feature_batch_size": int(FEATURES["batch_size"]), "feature_device": str(FEATURES["device"])}
 
 
 def extraction_args(wildcards):

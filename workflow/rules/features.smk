@@ -22,13 +22,14 @@ rule extract_features:
         args=extraction_args,
     resources:
         **gpu_resources(extraction_gpus),
+        **EXTRACTION_RUNTIME,
     log:
         "logs/extract_features/{feature_set}/{dataset}/{split}/{video}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m pipelines.features.extract {input.frames:q} {output:q} {params.args} {EXTRACTION_RUNTIME}"
-        " > {log:q} 2>&1"
+        "python -m pipelines.features.extract {input.frames:q} {output:q} {params.args}"
+        " --batch-size {resources.feature_batch_size} --device {resources.feature_device:q} > {log:q} 2>&1"
 
 
 rule published_features:
@@ -67,10 +68,11 @@ rule published_clip_features:
         args=extraction_args,
     resources:
         **gpu_resources(extraction_gpus),
+        **EXTRACTION_RUNTIME,
     log:
         "logs/published_clip_features/{feature_set}/{dataset}/{split}/{video}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
         "python -m pipelines.features.extract {input.frames:q} {output:q} --published-clip {input.clip:q}"
-        " {params.args} {EXTRACTION_RUNTIME} > {log:q} 2>&1"
+        " {params.args} --batch-size {resources.feature_batch_size} --device {resources.feature_device:q} > {log:q} 2>&1"
