@@ -109,15 +109,17 @@ def split_concatenated(
     """Cut labels stored for all test videos end to end into per-video arrays (sorted video order).
 
     ``lengths``: the frame count of each video the file was made for (the dataset's published
-    lengths). A file of labels end to end only knows its total, so a video one frame short beside
-    one a frame long would otherwise shift every label between them unnoticed.
+    lengths), checked when the videos are the published set. A file of labels end to end only
+    knows its total, so a video one frame short beside one a frame long would otherwise shift
+    every label between them unnoticed.
     """
     labels = np.asarray(labels).reshape(-1)
-    for name in sorted(n_frames):
-        if lengths and name in lengths and n_frames[name] != lengths[name]:
+    published = lengths if lengths and set(lengths) == set(n_frames) else {}
+    for name in sorted(published):
+        if n_frames[name] != published[name]:
             raise LabelError(
                 f"{dataset}/{name}: the video has {n_frames[name]} frames, but {source} holds labels for "
-                f"{lengths[name]} frames of it (the dataset's published length)"
+                f"{published[name]} frames of it (the dataset's published length)"
             )
     total = sum(n_frames.values())
     if labels.shape[0] != total:
