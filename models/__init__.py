@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from models.base import Method, TrainInputs, VideoScore
+from models.base import EvaluationSet, Method, TrainInputs, VideoScore
 
 _METHODS: dict[str, type[Method]] = {}
 _NOT_METHODS = {"base"}
 
-__all__ = ["Method", "TrainInputs", "VideoScore", "register", "method_names", "get_method"]
+__all__ = ["EvaluationSet", "Method", "TrainInputs", "VideoScore", "register", "method_names", "get_method"]
 
 
 def register(cls: type[Method]) -> type[Method]:

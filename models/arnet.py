@@ -26,7 +26,14 @@ from pipelines.features.presets import TEN_CROP_ORDER
 from pipelines.features.store import FeatureReader
 from pipelines.metrics import Protocol
 from pipelines.training import StageRun, check_finite, load_checkpoint
-from pipelines.weak_methods import FEATURE_SOURCE_KEY, frame_scores, protocol, split_by_label, training_features
+from pipelines.weak_methods import (
+    FEATURE_SOURCE_KEY,
+    TestCurve,
+    frame_scores,
+    protocol,
+    split_by_label,
+    training_features,
+)
 from pipelines.weak_protocol import arnet_fit_length, arnet_item_videos
 
 Variant = Literal["single", "mean", "sequence"]
@@ -230,6 +237,23 @@ def read_view(reader: FeatureReader, view: str, start: int = 0, stop: int | None
     return reader.features(start, stop).mean(axis=1)
 
 
+def score_features(model: nn.Module, video: Path, identity: dict[str, Any], device: str) -> VideoScore:
+    """Frame scores of one video's features from a model in evaluation mode, streamed in blocks of
+    snippets with a halo (the temporal convolutions see their neighbours)."""
+    with FeatureReader(video) as reader:
+        if reader.feature_dim != identity["feature_dim"]:
+            raise ValueError(f"{video}: {reader.feature_dim}-d features, the checkpoint takes "
+                             f"{identity['feature_dim']}-d")
+        snippet_scores = np.zeros(reader.n_snippets, np.float32)
+        for start, stop in reader.blocks(SCORING_BLOCK):
+            low, high = max(0, start - HALO), min(reader.n_snippets, stop + HALO)
+            features = torch.from_numpy(read_view(reader, identity["view"], low, high)).to(device)
+            with torch.no_grad():
+                scores = model(features[None])[0].cpu().numpy()
+            snippet_scores[start:stop] = scores[start - low : stop - low]
+        return frame_scores(snippet_scores, reader.n_frames, reader.tail)
+
+
 def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -263,6 +287,7 @@ class ARNet(Method):
         model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
         optimizer = make_optimizer(model, cfg)
         run.resume(model, {"adam": optimizer})
+        curve = TestCurve(inputs.evaluation, self.protocol, run.notes)
         model.train()
         while run.step < settings.iterations:
             picked_abnormal, picked_normal = arnet_item_videos(len(abnormal), len(normal), run.rng,
@@ -280,6 +305,10 @@ class ARNet(Method):
             optimizer.zero_grad()
             loss.total.backward()
             optimizer.step()
+            if curve.due(run.step + 1):
+                model.eval()
+                curve.record(run.step + 1, lambda path: score_features(model, path, identity, device))
+                model.train()
             run.advance(model, {"adam": optimizer})
         run.finish(model, {"adam": optimizer}, extra={"training_features": described,
                                                       "n_normal": len(normal), "n_abnormal": len(abnormal)})
@@ -293,18 +322,7 @@ class ARNet(Method):
         model = build_arnet(identity["variant"], identity["feature_dim"])
         model.load_state_dict(payload["model"])
         model.to(device).eval()
-        with FeatureReader(video) as reader:
-            if reader.feature_dim != identity["feature_dim"]:
-                raise ValueError(f"{video}: {reader.feature_dim}-d features, the checkpoint takes "
-                                 f"{identity['feature_dim']}-d")
-            snippet_scores = np.zeros(reader.n_snippets, np.float32)
-            for start, stop in reader.blocks(SCORING_BLOCK):
-                low, high = max(0, start - HALO), min(reader.n_snippets, stop + HALO)
-                features = torch.from_numpy(read_view(reader, identity["view"], low, high)).to(device)
-                with torch.no_grad():
-                    scores = model(features[None])[0].cpu().numpy()
-                snippet_scores[start:stop] = scores[start - low : stop - low]
-            return frame_scores(snippet_scores, reader.n_frames, reader.tail)
+        return score_features(model, video, identity, device)
 
     def protocol(self, label_convention: str) -> Protocol:
         return protocol(self.params, label_convention)

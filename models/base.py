@@ -31,11 +31,23 @@ class VideoScore:
 
 
 @dataclass
+class EvaluationSet:
+    """The evaluation split a stage scores every ``every`` iterations while it trains: the test-set
+    model selection the weakly-supervised papers report (there is no validation split)."""
+
+    files: list[Path]  # one input file per evaluation video
+    labels: Path  # the split's canonical labels file
+    every: int
+
+
+@dataclass
 class TrainInputs:
-    """What a training stage reads: one input file per training video, and their video labels."""
+    """What a training stage reads: one input file per training video, their video labels, and
+    optionally an evaluation split to follow during training."""
 
     files: list[Path]
     video_labels: dict[str, int]
+    evaluation: EvaluationSet | None = None
 
 
 class Method(ABC):

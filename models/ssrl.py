@@ -30,6 +30,7 @@ from pipelines.training import CheckpointError, StageRun, check_finite, load_che
 from pipelines.weak_methods import (
     FEATURE_SOURCE_KEY,
     SegmentCache,
+    TestCurve,
     frame_scores,
     protocol,
     split_by_label,
@@ -272,6 +273,12 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def score_features(model: nn.Module, video: Path, device: str) -> VideoScore:
+    """Frame scores of one video's features from a model in evaluation mode."""
+    with FeatureReader(video) as reader, torch.no_grad():
+        return frame_scores(snippet_scores(model, reader, device), reader.n_frames, reader.tail)
+
+
 @register
 class SSRL(Method):
     """SSRL on ten-crop I3D clip features plus patch features (features preset ``rtfm`` with ``ssrl_patches``).
@@ -319,6 +326,7 @@ class SSRL(Method):
         model.to(device)
         optimizer = make_optimizer(model, config)
         run.resume(model, {"adam": optimizer})
+        curve = TestCurve(inputs.evaluation, self.protocol, run.notes)
         batch = config.batch_per_class
         with SegmentCache(run.resume_dir / "segments.h5", files, schedule.grids) as cache:
             while run.step < config.max_iterations:
@@ -333,6 +341,9 @@ class SSRL(Method):
                 optimizer.zero_grad()
                 loss.total.backward()
                 optimizer.step()
+                if curve.due(run.step + 1):
+                    model.eval()
+                    curve.record(run.step + 1, lambda path: score_features(model, path, device))
                 run.advance(model, {"adam": optimizer})
         run.finish(model, {"adam": optimizer}, extra={"training_features": described, "loaded_from_previous": loaded,
                                                       "n_normal": len(normal), "n_abnormal": len(abnormal)})
@@ -345,8 +356,7 @@ class SSRL(Method):
         model.load_state_dict(payload["model"])
         device = _device()
         model.to(device).eval()
-        with FeatureReader(video) as reader, torch.no_grad():
-            return frame_scores(snippet_scores(model, reader, device), reader.n_frames, reader.tail)
+        return score_features(model, video, device)
 
     def protocol(self, label_convention: str) -> Protocol:
         return protocol(self.params, label_convention)

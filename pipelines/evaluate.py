@@ -2,7 +2,8 @@
 
 Reads the split's canonical labels and the per-video score files, applies the method's paper
 protocol (normalisation, smoothing, unscored frames) and writes one JSON record: the numbers,
-the training seed, the protocol that produced them, the pooled ROC curve, the config hash and the versions.
+the training seed, the protocol that produced them, the pooled ROC curve, the config hash and the versions;
+and, for a training stage that followed this split (``--checkpoint``), its best AUC during training.
 
 Run by hand: ``python -m pipelines.evaluate METHOD DATASET SPLIT LABELS.h5 OUT.json SCORES.h5 ...``.
 """
@@ -19,6 +20,8 @@ from pipelines.labels import read_labels
 from pipelines.metrics import VideoScores, evaluate
 from pipelines.provenance import versions
 from pipelines.score import read_scores
+from pipelines.training import load_checkpoint
+from pipelines.weak_methods import best_on_test
 
 
 def evaluate_split(method: str, params: dict, labels_file: Path, score_files: list[Path]) -> dict:
@@ -48,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params-json", default="{}")
     parser.add_argument("--config-hash", default="")
     parser.add_argument("--seed", type=int, default=0, help="the training seed of the scores (recorded)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="final checkpoint of a stage that followed this split while training: its best test AUC is recorded")
     args = parser.parse_args(argv)
     result = evaluate_split(args.method, json.loads(args.params_json), args.labels, args.scores)
     record = {"method": args.method, "dataset": args.dataset, "split": args.split, "seed": args.seed, **result}
+    if args.checkpoint:
+        record["best_on_test"] = best_on_test(load_checkpoint(args.checkpoint, args.method, mmap=True).get("notes"))
     record |= {"config_hash": args.config_hash, "versions": versions()}
     write_text(args.out, json.dumps(record, indent=1))
     print(f"{args.method} (seed {args.seed}) on {args.dataset}/{args.split}: micro AUC {result['auc_micro']:.4f}, macro {result['auc_macro']:.4f}")

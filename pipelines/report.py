@@ -2,7 +2,9 @@
 
 ``auc_table.csv`` (and the same as Markdown and HTML) has one row per method x dataset x split:
 our micro and macro AUC and AP in percent, each the mean over the training seeds with its
-sample standard deviation (empty for one seed), beside the paper's number and reference, the
+sample standard deviation (empty for one seed), the best micro AUC seen on the evaluation split
+during training where the method followed it (the papers' test-set selection; empty otherwise),
+beside the paper's number and reference, the
 protocol in words, the number of videos and frames, the seeds and the config hash (of everything
 but the seed). ``auc_by_seed.csv`` has each seed's numbers. ``roc_<dataset>.png`` overlays the
 pooled ROC curves of every method on a dataset: the mean true-positive rate over the seeds at each
@@ -28,12 +30,17 @@ from pipelines.atomic import atomic_path, write_text  # noqa: E402
 
 COLUMNS = [
     "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
-    "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
+    "auc_micro_best_on_test", "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
 ]
+# The best pooled AUC a training stage saw on the evaluation split while it trained (test-set model
+# selection, what the weakly-supervised papers report), where the stage followed one; never a row's
+# own number, which is the last iteration's.
+BEST_ON_TEST = "auc_micro_best_on_test"
 METRICS = ("auc_micro", "auc_macro", "ap")
 # Fields that every seed of one row must share: the seeds may differ in their numbers only.
 SHARED = ("n_videos", "n_frames", "n_macro_skipped", "protocol", "config_hash")
-SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, "n_videos", "n_frames", "config_hash"]
+SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, BEST_ON_TEST, "best_on_test_iteration", "n_videos",
+                "n_frames", "config_hash"]
 RUN_KEY = ["dataset", "method", "split"]
 
 
@@ -53,9 +60,19 @@ def describe_protocol(record: dict) -> str:
     return "; ".join(parts)
 
 
+def best_on_test_percent(record: dict) -> float:
+    best = record.get("best_on_test")
+    return 100 * best["auc_micro"] if best else float("nan")
+
+
 def seed_table(records: list[dict]) -> pd.DataFrame:
     """One row per record (method x dataset x split x seed), numbers in percent."""
-    rows = [{**{k: r[k] for k in SEED_COLUMNS if k not in METRICS}, **{m: 100 * r[m] for m in METRICS}} for r in records]
+    rows = [
+        {**{k: r[k] for k in SEED_COLUMNS if k in r and k not in METRICS}, **{m: 100 * r[m] for m in METRICS},
+         BEST_ON_TEST: best_on_test_percent(r),
+         "best_on_test_iteration": (r.get("best_on_test") or {}).get("iteration")}
+        for r in records
+    ]
     return pd.DataFrame(rows, columns=SEED_COLUMNS).sort_values(RUN_KEY + ["seed"]).reset_index(drop=True)
 
 
@@ -90,6 +107,8 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
             values = pd.Series([100 * r[metric] for r in members])
             row[metric] = round(values.mean(), 2)
             row[f"{metric}_std"] = round(values.std(ddof=1), 2) if len(values) > 1 else float("nan")
+        best = pd.Series([best_on_test_percent(r) for r in members])
+        row[BEST_ON_TEST] = round(best.mean(), 2) if best.notna().all() else float("nan")
         row |= {
             "protocol": describe_protocol(first), "n_videos": first["n_videos"], "n_frames": first["n_frames"],
             "seeds": " ".join(str(r["seed"]) for r in members), "config_hash": first["config_hash"],

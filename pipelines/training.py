@@ -51,10 +51,11 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, "versions": versions(), **payload}, tmp)
 
 
-def load_checkpoint(path: Path, method: str, identity: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load a checkpoint of ``method``; ``identity`` values (e.g. resolution) must match the file's."""
+def load_checkpoint(path: Path, method: str, identity: dict[str, Any] | None = None, *, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint of ``method``; ``identity`` values (e.g. resolution) must match the file's.
+    ``mmap`` maps the tensors instead of reading them: for a look at the record alone."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises several types for damaged or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -81,6 +82,9 @@ class StageRun:
     every_steps: int
     step: int = 0
     rng: np.random.Generator = field(init=False)
+    #: What the stage records as it goes (e.g. its test curve): saved with every periodic
+    #: checkpoint, restored on resume, and kept in the final checkpoint.
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -105,6 +109,7 @@ class StageRun:
             "seed": self.seed,
             "model": model.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "notes": self.notes,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": self.rng.bit_generator.state,
@@ -127,6 +132,7 @@ class StageRun:
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         random.setstate((3, tuple(payload["rng"]["python"]), None))
         self.step = payload["step"]
+        self.notes = payload.get("notes", {})
         return self.step
 
     def advance(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> None:

@@ -16,10 +16,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from models.base import TrainInputs, VideoScore
+from models.base import EvaluationSet, TrainInputs, VideoScore
 from pipelines.atomic import atomic_path
 from pipelines.features.store import FEATURE_SOURCE_KEY, FeatureReader, FeatureSource
-from pipelines.metrics import Protocol, expand_snippets
+from pipelines.labels import read_labels
+from pipelines.metrics import Protocol, VideoScores, evaluate, expand_snippets
 from pipelines.weak_protocol import FRAMES_PER_SNIPPET, TRAIN_SEGMENTS, snippet_count
 
 _RULE_OF_TAIL = {"loop_pad": "pad_last", "drop": "truncate"}
@@ -160,3 +161,55 @@ def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     features = params.get(FEATURE_SOURCE_KEY, {}).get(dataset, "features not recorded (run outside the workflow)")
     return Protocol(pooling="micro", label_convention=f"{label_convention}; {features}",
                     snippet_length=FRAMES_PER_SNIPPET)
+
+
+TEST_CURVE_NOTE = "test_curve"
+
+
+class TestCurve:
+    """The evaluation split's pooled AUC every ``every`` iterations of a training stage.
+
+    The papers of these methods keep the checkpoint with the best test AUC (their repositories
+    evaluate on the test set as they train; there is no validation split). The pipeline's rows are
+    the last iteration's; this curve gives the best-on-test number beside it, labelled as such. It
+    lives in the stage's notes, so a resumed job keeps the points from before the restart.
+    """
+
+    def __init__(self, evaluation: EvaluationSet | None, protocol_of, notes: dict[str, Any]):
+        self.evaluation = evaluation
+        self.notes = notes
+        if evaluation is None:
+            return
+        self.labels, _, attrs = read_labels(evaluation.labels)
+        self.protocol = protocol_of(attrs["label_convention"])
+        self.files = {Path(p).stem: Path(p) for p in evaluation.files}
+        missing = sorted(set(self.labels) - set(self.files))
+        if missing:
+            raise ValueError(f"{evaluation.labels}: no evaluation input for videos {missing[:5]}")
+        notes.setdefault(TEST_CURVE_NOTE, {"every": evaluation.every, "iterations": [], "auc_micro": []})
+
+    def due(self, iteration: int) -> bool:
+        return self.evaluation is not None and iteration % self.evaluation.every == 0
+
+    def record(self, iteration: int, score_file) -> float:
+        """Score every evaluation video with ``score_file(path) -> VideoScore`` and log the pooled AUC."""
+        videos = []
+        for name in sorted(self.labels):
+            result = score_file(self.files[name])
+            videos.append(VideoScores(name, self.labels[name], result.scores, result.scored))
+        auc = float(evaluate(videos, self.protocol)["auc_micro"])
+        curve = self.notes[TEST_CURVE_NOTE]
+        curve["iterations"].append(iteration)
+        curve["auc_micro"].append(auc)
+        print(f"iteration {iteration}: test AUC {100 * auc:.2f} (best so far {100 * max(curve['auc_micro']):.2f})",
+              flush=True)
+        return auc
+
+
+def best_on_test(notes: dict[str, Any]) -> dict[str, Any] | None:
+    """The best point of a stage's test curve ({auc_micro, iteration, every}), or None without one."""
+    curve = (notes or {}).get(TEST_CURVE_NOTE)
+    if not curve or not curve["auc_micro"]:
+        return None
+    index = int(np.argmax(curve["auc_micro"]))
+    return {"auc_micro": curve["auc_micro"][index], "iteration": curve["iterations"][index], "every": curve["every"]}

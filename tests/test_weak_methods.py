@@ -246,3 +246,82 @@ def test_registered_methods_declare_their_features():
     assert ssrl.stages == tuple(f"stage{s.number}" for s in SSRL_STAGES) == ("stage1", "stage2", "stage3", "stage4")
     assert (arnet.paper_features, ssrl.paper_features, ssrl.feature_patches) == ("arnet", "rtfm_ssrl_patches",
                                                                                    "ssrl_patches")
+
+
+def _evaluation_split(folder: Path, every: int):
+    """Three test videos (features and a canonical labels file, their bursts abnormal) as an EvaluationSet."""
+    from models import EvaluationSet
+    from pipelines.labels import LABELS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files, frame_labels = [], {}
+    for index, (name, n_snippets) in enumerate([("t0", 12), ("t1", 9), ("t2", 15)]):
+        abnormal = name != "t1"
+        files.append(write_features(folder / f"{name}.h5", n_snippets, abnormal=abnormal, seed=10 + index))
+        labels = np.zeros(16 * n_snippets - 3, np.uint8)
+        if abnormal:
+            labels[16 * (n_snippets // 3) : 16 * (n_snippets // 3 + 3)] = 1
+        frame_labels[name] = labels
+    with h5py.File(folder / "labels.h5", "w") as handle:
+        group = handle.create_group(LABELS)
+        for name, labels in frame_labels.items():
+            group.create_dataset(name, data=labels).attrs["video_label"] = int(labels.any())
+        handle.attrs["label_convention"] = "synthetic: test labels"
+    return EvaluationSet(files, folder / "labels.h5", every)
+
+
+@pytest.mark.parametrize("method", ["arnet", "ssrl"])
+def test_a_stage_that_follows_its_test_split_records_the_curve_the_papers_select_on(tmp_path, split, method):
+    """Every `every` iterations the stage scores the test split; the last point is the AUC of the final
+    model's own scores (the row's number), the best is what the papers report; scoring changes no weight."""
+    from models.base import TrainInputs
+    from pipelines.evaluate import evaluate_split
+    from pipelines.weak_methods import TEST_CURVE_NOTE, best_on_test
+
+    evaluation = _evaluation_split(tmp_path / "test", every=2)
+    params = ({"iterations": 6, "videos_per_class": 2, "max_seqlen": 30, "checkpoint_every": 4} if method == "arnet"
+              else {"iterations": 6, "batch_per_class": 2, "checkpoint_every": 4})
+    stage = get_method_class(method).stages[0]
+    followed, plain = tmp_path / "followed.pt", tmp_path / "plain.pt"
+    get_method(method, params, seed=1).train_stage(stage, TrainInputs(split.files, split.video_labels, evaluation), None, followed)
+    get_method(method, params, seed=1).train_stage(stage, split, None, plain)
+    payload = load_checkpoint(followed, method)
+    curve = payload["notes"][TEST_CURVE_NOTE]
+    assert curve["every"] == 2 and curve["iterations"] == [2, 4, 6] and len(curve["auc_micro"]) == 3
+    assert all(torch.equal(payload["model"][k], load_checkpoint(plain, method)["model"][k]) for k in payload["model"])
+    scores = []
+    for path in evaluation.files:
+        out = tmp_path / "scores" / path.name
+        out.parent.mkdir(exist_ok=True)
+        from pipelines.score import score
+
+        score(method, path, out, params, 1, followed)
+        scores.append(out)
+    last = evaluate_split(method, params, evaluation.labels, scores)["auc_micro"]
+    assert curve["auc_micro"][-1] == pytest.approx(last, abs=1e-9)
+    best = best_on_test(payload["notes"])
+    assert best["auc_micro"] == max(curve["auc_micro"]) and best["iteration"] in (2, 4, 6)
+    assert best_on_test(load_checkpoint(plain, method)["notes"]) is None
+
+
+def test_a_resumed_stage_keeps_the_test_curve_of_before_its_restart(tmp_path, split, monkeypatch):
+    from models.base import TrainInputs
+    from pipelines.weak_methods import TEST_CURVE_NOTE
+
+    evaluation = _evaluation_split(tmp_path / "test", every=2)
+    inputs = TrainInputs(split.files, split.video_labels, evaluation)
+    params = {"iterations": 6, "videos_per_class": 2, "max_seqlen": 30, "checkpoint_every": 4}
+    get_method("arnet", params, seed=3).train_stage("train", inputs, None, tmp_path / "straight.pt")
+    original_finish = StageRun.finish
+
+    def preempted(run, *args, **kwargs):
+        raise KeyboardInterrupt("job killed")
+
+    monkeypatch.setattr(StageRun, "finish", preempted)
+    with pytest.raises(KeyboardInterrupt):
+        get_method("arnet", params | {"iterations": 4}, seed=3).train_stage("train", inputs, None, tmp_path / "resumed.pt")
+    monkeypatch.setattr(StageRun, "finish", original_finish)
+    get_method("arnet", params, seed=3).train_stage("train", inputs, None, tmp_path / "resumed.pt")
+    straight = load_checkpoint(tmp_path / "straight.pt", "arnet")["notes"][TEST_CURVE_NOTE]
+    assert load_checkpoint(tmp_path / "resumed.pt", "arnet")["notes"][TEST_CURVE_NOTE] == straight
+    assert straight["iterations"] == [2, 4, 6]

@@ -70,6 +70,7 @@ def test_published_features_replace_extraction(tmp_path):
 def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
     workdir = tmp_path / "work"
     config = weak_config()
+    config["methods"]["arnet"]["test_eval_every"] = 1  # AR-Net follows its test split; SSRL does not
     run_snakemake(workdir, config)
     results = workdir / "results"
 
@@ -83,6 +84,12 @@ def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
         assert "snippet scores expanded x16" in row.protocol
     # AR-Net's features drop each video's partial last window, whose frames are left out of its AUC.
     assert table.loc["arnet"].n_frames < table.loc["ssrl"].n_frames
+    # The best test AUC of AR-Net's training (iterations 1 to 3), never below its last iteration's, which
+    # is the row's own number; SSRL followed nothing.
+    assert table.loc["arnet"].auc_micro_best_on_test >= table.loc["arnet"].auc_micro - 1e-6
+    assert pd.isna(table.loc["ssrl"].auc_micro_best_on_test)
+    best = json.loads((results / "eval" / "arnet" / "synthetic" / "seed_0" / "weak_test.json").read_text())["best_on_test"]
+    assert best["every"] == 1 and best["iteration"] in (1, 2, 3)
 
     record = json.loads((results / "eval" / "ssrl" / "synthetic" / "seed_0" / "weak_test.json").read_text())
     assert record["protocol"]["snippet_length"] == 16

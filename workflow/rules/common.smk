@@ -234,6 +234,11 @@ def final_checkpoint(wildcards):
     return [stage_checkpoint(wildcards.method, wildcards.dataset, wildcards.seed, stages[-1])] if stages else []
 
 
+def curve_checkpoint(wildcards):
+    """The final checkpoint whose test curve the evaluation reports, for a method that keeps one."""
+    return final_checkpoint(wildcards) if test_eval_every(wildcards.method) else []
+
+
 def previous_checkpoint(wildcards):
     stages = get_method_class(wildcards.method).stages
     index = stages.index(wildcards.stage)
@@ -250,6 +255,28 @@ def released_checkpoint(wildcards):
     key = get_method_class(wildcards.method).released_checkpoint_params.get(wildcards.stage)
     path = config["methods"][wildcards.method].get(key) if key else None
     return [path] if path else []
+
+
+def test_eval_every(method):
+    """Iterations between AUCs on the evaluation split while the method trains (0: none)."""
+    return int(config["methods"][method].get("test_eval_every") or 0)
+
+
+def evaluation_inputs(wildcards):
+    """What a stage that follows its evaluation split reads: every evaluation video's input file
+    and the split's labels (none for other methods)."""
+    if not test_eval_every(wildcards.method):
+        return {}
+    split = method_splits(wildcards.method)[1]
+    files = [method_input(wildcards.method, wildcards.dataset, split, v) for v in videos(wildcards.dataset, split)]
+    return {"eval_inputs": files, "eval_labels": f"results/labels/{wildcards.dataset}/{split}.h5"}
+
+
+def evaluation_args(wildcards, input):
+    if "eval_labels" not in input.keys():
+        return ""
+    return shlex.join(["--eval-every", str(test_eval_every(wildcards.method)), "--eval-labels", input.eval_labels,
+                       "--eval-inputs", *input.eval_inputs])
 
 
 def train_labels(wildcards):

@@ -1,6 +1,7 @@
 rule train_stage:
     """Run one training stage of a method on a dataset's training split."""
     input:
+        unpack(evaluation_inputs),
         inputs=train_inputs,
         labels=train_labels,
         previous=previous_checkpoint,
@@ -11,6 +12,7 @@ rule train_stage:
         method=training_json,
         previous=lambda wildcards, input: optional_path("--previous", input.previous),
         labels=lambda wildcards, input: optional_path("--labels", input.labels),
+        evaluation=evaluation_args,
     threads: 2  # profiles raise it (set-threads) on cluster nodes
     resources:
         **gpu_resources(method_resources),
@@ -20,7 +22,8 @@ rule train_stage:
         "../../envs/torch.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m pipelines.train {wildcards.method} {wildcards.stage} {output:q} {input.inputs:q}"
-        " {params.previous} {params.labels} --params-json {params.method:q} --seed {wildcards.seed} > {log:q} 2>&1"
+        " {params.previous} {params.labels} {params.evaluation} --params-json {params.method:q} --seed {wildcards.seed}"
+        " > {log:q} 2>&1"
 
 
 rule score_video:

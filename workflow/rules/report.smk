@@ -3,11 +3,13 @@ rule evaluate:
     input:
         labels="results/labels/{dataset}/{split}.h5",
         scores=split_scores,
+        checkpoint=curve_checkpoint,
     output:
         "results/eval/{method}/{dataset}/seed_{seed}/{split}.json",
     params:
         method=method_protocol_json,
         config_hash=run_hash,
+        curve=lambda wildcards, input: optional_path("--checkpoint", input.checkpoint),
     log:
         "logs/evaluate/{method}/{dataset}/seed_{seed}/{split}.log",
     conda:
@@ -15,7 +17,7 @@ rule evaluate:
     shell:
         "python -m pipelines.evaluate {wildcards.method} {wildcards.dataset} {wildcards.split} {input.labels:q}"
         " {output:q} {input.scores:q} --params-json {params.method:q} --config-hash {params.config_hash} --seed {wildcards.seed}"
-        " > {log:q} 2>&1"
+        " {params.curve} > {log:q} 2>&1"
 
 
 rule plot_timelines:
