@@ -29,6 +29,7 @@ from pipelines.metrics import Protocol
 from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint
 from pipelines.weak_methods import (
     FEATURE_SOURCE_KEY,
+    BEST_WEIGHTS_NOTE,
     SegmentCache,
     TestCurve,
     frame_scores,
@@ -39,6 +40,7 @@ from pipelines.weak_methods import (
 from pipelines.weak_protocol import balanced_batch_indices
 
 CLIP_CROPS = 10
+STAGE_INITS = ("last", "best_on_test")
 PATCH_GRIDS: tuple[tuple[int, int], ...] = ((2, 3), (3, 5), (4, 7))
 TEMPORAL_UNIT = "temporal_relation"
 CLASSIFIER_UNIT = "classifier"
@@ -297,8 +299,19 @@ class SSRL(Method):
     feature_patches = "ssrl_patches"
     paper_features = "rtfm_ssrl_patches"
 
+    @property
+    def stage_init(self) -> str:
+        """What stages 2-4 start from: the previous stage's last weights, or (as the released code
+        means to, and the papers' numbers were made) its best-on-test ones."""
+        value = self.params.get("stage_init", "last")
+        if value not in STAGE_INITS:
+            raise ValueError(f"ssrl stage_init {value!r}: expected one of {STAGE_INITS}")
+        return value
+
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         number = self.stages.index(stage) + 1
+        if self.stage_init == "best_on_test" and inputs.evaluation is None:
+            raise ValueError("ssrl stage_init best_on_test needs test_eval_every > 0 (the evaluation split)")
         schedule = SSRL_STAGES[number - 1]
         config = train_config(self.params)
         normal, abnormal = split_by_label(inputs)
@@ -321,12 +334,20 @@ class SSRL(Method):
             if payload["stage"] != f"stage{schedule.loads_stage}":
                 raise CheckpointError(f"{previous}: checkpoint of {payload['stage']}, {stage} needs "
                                       f"stage{schedule.loads_stage}")
-            report = load_previous_stage(model, payload["model"])
+            weights = payload["model"]
+            if self.stage_init == "best_on_test":
+                weights = payload.get("notes", {}).get(BEST_WEIGHTS_NOTE)
+                if weights is None:
+                    raise CheckpointError(f"{previous}: no best-on-test weights (stage_init best_on_test needs the "
+                                          "previous stage trained with test_eval_every > 0)")
+            report = load_previous_stage(model, weights)
             loaded = {"units": list(report.loaded_units), "frozen_parameters": len(report.frozen_parameters)}
         model.to(device)
         optimizer = make_optimizer(model, config)
         run.resume(model, {"adam": optimizer})
-        curve = TestCurve(inputs.evaluation, self.protocol, run.notes)
+        # A later stage starting from this one's best-on-test weights needs them kept.
+        curve = TestCurve(inputs.evaluation, self.protocol, run.notes,
+                          keep_best=self.stage_init == "best_on_test" and number < len(self.stages))
         batch = config.batch_per_class
         with SegmentCache(run.resume_dir / "segments.h5", files, schedule.grids) as cache:
             while run.step < config.max_iterations:
@@ -343,7 +364,7 @@ class SSRL(Method):
                 optimizer.step()
                 if curve.due(run.step + 1):
                     model.eval()
-                    curve.record(run.step + 1, lambda path: score_features(model, path, device))
+                    curve.record(run.step + 1, lambda path: score_features(model, path, device), model)
                 run.advance(model, {"adam": optimizer})
         run.finish(model, {"adam": optimizer}, extra={"training_features": described, "loaded_from_previous": loaded,
                                                       "n_normal": len(normal), "n_abnormal": len(abnormal)})
@@ -359,4 +380,9 @@ class SSRL(Method):
         return score_features(model, video, device)
 
     def protocol(self, label_convention: str) -> Protocol:
-        return protocol(self.params, label_convention)
+        described = protocol(self.params, label_convention)
+        if self.stage_init == "best_on_test":
+            described = dataclasses.replace(described, label_convention=(
+                f"{described.label_convention}; stages 2-4 started from the previous stage's best-on-test "
+                "weights (selected on this test split, as the released code means to)"))
+        return described

@@ -164,6 +164,7 @@ def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
 
 
 TEST_CURVE_NOTE = "test_curve"
+BEST_WEIGHTS_NOTE = "best_on_test_weights"
 
 
 class TestCurve:
@@ -175,9 +176,10 @@ class TestCurve:
     lives in the stage's notes, so a resumed job keeps the points from before the restart.
     """
 
-    def __init__(self, evaluation: EvaluationSet | None, protocol_of, notes: dict[str, Any]):
+    def __init__(self, evaluation: EvaluationSet | None, protocol_of, notes: dict[str, Any], keep_best: bool = False):
         self.evaluation = evaluation
         self.notes = notes
+        self.keep_best = keep_best  # also keep the weights of the best point (BEST_WEIGHTS_NOTE)
         if evaluation is None:
             return
         self.labels, _, attrs = read_labels(evaluation.labels)
@@ -191,14 +193,17 @@ class TestCurve:
     def due(self, iteration: int) -> bool:
         return self.evaluation is not None and iteration % self.evaluation.every == 0
 
-    def record(self, iteration: int, score_file) -> float:
-        """Score every evaluation video with ``score_file(path) -> VideoScore`` and log the pooled AUC."""
+    def record(self, iteration: int, score_file, model=None) -> float:
+        """Score every evaluation video with ``score_file(path) -> VideoScore`` and log the pooled AUC;
+        with ``keep_best``, a copy of ``model``'s weights at the best point so far."""
         videos = []
         for name in sorted(self.labels):
             result = score_file(self.files[name])
             videos.append(VideoScores(name, self.labels[name], result.scores, result.scored))
         auc = float(evaluate(videos, self.protocol)["auc_micro"])
         curve = self.notes[TEST_CURVE_NOTE]
+        if self.keep_best and (not curve["auc_micro"] or auc > max(curve["auc_micro"])):
+            self.notes[BEST_WEIGHTS_NOTE] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         curve["iterations"].append(iteration)
         curve["auc_micro"].append(auc)
         print(f"iteration {iteration}: test AUC {100 * auc:.2f} (best so far {100 * max(curve['auc_micro']):.2f})",

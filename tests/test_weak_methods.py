@@ -325,3 +325,32 @@ def test_a_resumed_stage_keeps_the_test_curve_of_before_its_restart(tmp_path, sp
     straight = load_checkpoint(tmp_path / "straight.pt", "arnet")["notes"][TEST_CURVE_NOTE]
     assert load_checkpoint(tmp_path / "resumed.pt", "arnet")["notes"][TEST_CURVE_NOTE] == straight
     assert straight["iterations"] == [2, 4, 6]
+
+
+def test_ssrl_can_start_a_stage_from_the_previous_stages_best_on_test_weights(tmp_path, split):
+    """stage_init best_on_test: stage 2 loads the weights stage 1 had at its best test AUC (kept in its
+    checkpoint), not its last ones, and the rows say the numbers were selected on the test split."""
+    from models.base import TrainInputs
+    from pipelines.weak_methods import BEST_WEIGHTS_NOTE, TEST_CURVE_NOTE
+
+    evaluation = _evaluation_split(tmp_path / "test", every=1)
+    inputs = TrainInputs(split.files, split.video_labels, evaluation)
+    params = {"iterations": 4, "batch_per_class": 2, "test_eval_every": 1, "stage_init": "best_on_test", "lr": 0.05}
+    method = get_method("ssrl", params, seed=4)
+    method.train_stage("stage1", inputs, None, tmp_path / "stage1.pt")
+    first = load_checkpoint(tmp_path / "stage1.pt", "ssrl")
+    best = first["notes"][BEST_WEIGHTS_NOTE]
+    curve = first["notes"][TEST_CURVE_NOTE]
+    # (this seed's curve peaks before the last iteration, so best and last weights differ)
+    assert int(np.argmax(curve["auc_micro"])) < 3 and any(not torch.equal(best[k], first["model"][k]) for k in best)
+    method.train_stage("stage2", inputs, tmp_path / "stage1.pt", tmp_path / "stage2.pt")
+    second = load_checkpoint(tmp_path / "stage2.pt", "ssrl")["model"]
+    assert all(torch.equal(best[k], second[k]) for k in best)  # loaded and frozen
+    assert BEST_WEIGHTS_NOTE in load_checkpoint(tmp_path / "stage2.pt", "ssrl")["notes"]
+    assert "best-on-test weights" in method.protocol("synthetic: labels").label_convention
+    with pytest.raises(ValueError, match="needs test_eval_every"):
+        method.train_stage("stage1", split, None, tmp_path / "other.pt")
+    last = get_method("ssrl", params | {"stage_init": "last", "test_eval_every": 0}, seed=4)
+    last.train_stage("stage1", split, None, tmp_path / "plain1.pt")
+    with pytest.raises(CheckpointError, match="no best-on-test weights"):
+        method.train_stage("stage2", inputs, tmp_path / "plain1.pt", tmp_path / "x.pt")
