@@ -89,6 +89,15 @@ def test_changing_videos_per_job_renders_the_shards_again(demo):
     assert jobs["synthetic_shard"] == 1 + 2 and jobs["extract_frames"] == 2 + 4, jobs
 
 
+def test_more_test_videos_leave_the_training_shards_be(demo):
+    """A video depends on the seed, its part and its index: another test count renders test shards only."""
+    workdir, config = demo
+    changed = json.loads(json.dumps(config))
+    changed["datasets"]["synthetic"]["n_test"] += 1
+    jobs = planned_jobs(workdir, changed)
+    assert jobs["synthetic_shard"] == 1 and jobs["extract_frames"] == 5, jobs  # the 2 training videos stay
+
+
 def test_a_video_deleted_inside_its_rendered_shard_stops_the_dag_with_the_fix(demo):
     workdir, config = demo
     victim = sorted((workdir / "results" / "raw" / "synthetic" / "test").glob("shard_*/*.mp4"))[1]

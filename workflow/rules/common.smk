@@ -182,9 +182,16 @@ SYNTHETIC = config["datasets"].get("synthetic", {})
 SYNTHETIC_ROOT = SYNTHETIC.get("root", "results/raw/synthetic")
 
 
-def synthetic_json():
+SYNTHETIC_COUNTS = {"train": "n_train", "test": "n_test", "train_abnormal": "n_train_abnormal"}
+
+
+def synthetic_json(part=None):
+    """The generator's settings as JSON; for one part's shards without the other parts' video counts,
+    which do not change a video (it depends on the seed, its part and its index), so that adding test
+    videos leaves the training shards be."""
     layout = ("enabled", "frames", "root", "videos_per_job")
-    return json.dumps({k: v for k, v in SYNTHETIC.items() if k not in layout}, sort_keys=True)
+    others = {key for name, key in SYNTHETIC_COUNTS.items() if part is not None and name != part}
+    return json.dumps({k: v for k, v in SYNTHETIC.items() if k not in layout and k not in others}, sort_keys=True)
 
 
 # Methods ----------------------------------------------------------------------------------

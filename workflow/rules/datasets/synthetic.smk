@@ -9,7 +9,7 @@ rule synthetic_shard:
     output:
         directory(f"{SYNTHETIC_ROOT}/{{part}}/{{shard}}"),
     params:
-        generator=synthetic_json(),
+        generator=lambda wildcards: synthetic_json(wildcards.part),
         videos_per_job=get_adapter("synthetic", SYNTHETIC).videos_per_job,
     wildcard_constraints:
         part=r"train|test|train_abnormal",
