@@ -28,7 +28,7 @@ from pipelines.metrics import Protocol
 from pipelines.training import StageRun, check_finite, load_checkpoint
 from pipelines.weak_methods import (
     FEATURE_SOURCE_KEY,
-    TestCurve,
+    EvaluationCurve,
     frame_scores,
     protocol,
     split_by_label,
@@ -287,7 +287,7 @@ class ARNet(Method):
         model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
         optimizer = make_optimizer(model, cfg)
         run.resume(model, {"adam": optimizer})
-        curve = TestCurve(inputs.evaluation, self.protocol, run.notes)
+        curve = EvaluationCurve(inputs.evaluation, self.protocol, run.notes)
         model.train()
         while run.step < settings.iterations:
             picked_abnormal, picked_normal = arnet_item_videos(len(abnormal), len(normal), run.rng,

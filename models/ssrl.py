@@ -31,7 +31,7 @@ from pipelines.weak_methods import (
     FEATURE_SOURCE_KEY,
     BEST_WEIGHTS_NOTE,
     SegmentCache,
-    TestCurve,
+    EvaluationCurve,
     frame_scores,
     protocol,
     split_by_label,
@@ -346,7 +346,7 @@ class SSRL(Method):
         optimizer = make_optimizer(model, config)
         run.resume(model, {"adam": optimizer})
         # A later stage starting from this one's best-on-test weights needs them kept.
-        curve = TestCurve(inputs.evaluation, self.protocol, run.notes,
+        curve = EvaluationCurve(inputs.evaluation, self.protocol, run.notes,
                           keep_best=self.stage_init == "best_on_test" and number < len(self.stages))
         batch = config.batch_per_class
         with SegmentCache(run.resume_dir / "segments.h5", files, schedule.grids) as cache:

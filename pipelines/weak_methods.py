@@ -167,7 +167,7 @@ TEST_CURVE_NOTE = "test_curve"
 BEST_WEIGHTS_NOTE = "best_on_test_weights"
 
 
-class TestCurve:
+class EvaluationCurve:
     """The evaluation split's pooled AUC every ``every`` iterations of a training stage.
 
     The papers of these methods keep the checkpoint with the best test AUC (their repositories
