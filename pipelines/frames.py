@@ -119,7 +119,7 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
                         break
                 returncode = process.wait()
                 drain.join()
-                message = b"".join(errors).decode(errors="replace").strip()
+                message = _decoding_errors(b"".join(errors).decode(errors="replace"))
                 if writer.n_frames == 0:
                     raise VideoError(f"{source}: the video has no frames (ffmpeg: {_last_lines(message, 1)})")
                 if returncode != 0 or message:
@@ -181,6 +181,16 @@ def _read_blocks(stream, free: "queue.Queue[bytearray]", filled: "queue.Queue[tu
                 return
     except Exception as err:  # noqa: BLE001 - handed to the writer, which raises it
         filled.put((buffer, err))
+
+
+# What the raw output muxer says about the timestamps it is handed (a source with repeated
+# timestamps): the frames are written all the same, and a raw pipe carries no timestamps.
+_OUTPUT_TIMESTAMP_NOTICE = re.compile(r"^\[rawvideo @ [^\]]*\] Application provided invalid, non monotonically increasing dts")
+
+
+def _decoding_errors(message: str) -> str:
+    """ffmpeg's error output less the output muxer's timestamp notices, which say nothing about decoding."""
+    return "\n".join(line for line in message.strip().splitlines() if not _OUTPUT_TIMESTAMP_NOTICE.match(line)).strip()
 
 
 def _last_lines(message: str, n: int = 3) -> str:

@@ -267,3 +267,16 @@ def test_reader_hands_a_failed_read_to_the_writer():
     _read_blocks(io.BufferedReader(io.BytesIO(bytes(range(12)))), free, filled)
     (first, n1), (second, n2) = filled.get_nowait(), filled.get_nowait()
     assert (n1, n2) == (8, 4) and bytes(first) == bytes(range(8)) and bytes(second[:4]) == bytes(range(8, 12))
+
+
+def test_a_video_with_repeated_timestamps_is_stored_whole(tmp_path):
+    """The raw output muxer complains about repeated timestamps while it writes every frame: that is no
+    decoding error (before, the whole video was refused)."""
+    video = tmp_path / "repeated.mkv"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "10",
+                    "-vf", "setpts=floor(N/2)/(10*TB)", "-fps_mode", "passthrough", "-c:v", "ffv1", str(video)], check=True)
+    assert extract(video, tmp_path / "r.h5", FrameParams()) == 10
+    plain = subprocess.run([ffmpeg_exe(), "-loglevel", "quiet", "-i", str(video), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                            "-fps_mode", "passthrough", "-"], capture_output=True, check=True).stdout
+    with FrameReader(tmp_path / "r.h5") as reader:
+        assert reader.clip(0, 10).tobytes() == plain
