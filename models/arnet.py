@@ -283,7 +283,8 @@ class ARNet(Method):
         described = training_features(normal + abnormal)
         identity = {"feature_dim": described["feature_dim"], "variant": cfg.variant, "view": settings.view}
         device = _device()
-        run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed, settings.checkpoint_every)
+        run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed, settings.checkpoint_every,
+                       sources=[*inputs.files, *([previous] if previous else [])])
         model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
         optimizer = make_optimizer(model, cfg)
         run.resume(model, {"adam": optimizer})

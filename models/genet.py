@@ -132,20 +132,20 @@ class GENetMethod(Method):
         if len(tubes) == 0:
             raise ValueError("genet: no training segments in the person-tube files")
         if stage == "guidance":
-            self._guidance(params, tubes, checkpoint_out)
+            self._guidance(params, tubes, checkpoint_out, inputs.files)
         elif stage == "exploration":
             if previous is None:
                 raise ValueError("genet exploration needs the guidance checkpoint (--previous)")
-            self._exploration(params, tubes, previous, checkpoint_out)
+            self._exploration(params, tubes, previous, checkpoint_out, inputs.files)
         else:
             raise ValueError(f"genet has no stage {stage!r}; stages: {self.stages}")
 
-    def _guidance(self, params: dict[str, Any], tubes: TubeSet, out: Path) -> None:
+    def _guidance(self, params: dict[str, Any], tubes: TubeSet, out: Path, sources: list[Path]) -> None:
         flow_params = params | {"preset": params["guidance_preset"], "epochs": params["guidance_epochs"],
                                 "batch_size": params["guidance_batch_size"],
                                 "max_train_segments": params["guidance_max_train_segments"]}
         run = StageRun(out, self.name, "guidance", flow_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]))
+                       int(params["checkpoint_every_steps"]), sources=sources)
         extra: dict[str, Any] = {"n_train_segments": len(tubes)}
         if params.get("guidance_pretrained"):
             model = load_released_flow(params["guidance_pretrained"], params)
@@ -161,12 +161,12 @@ class GENetMethod(Method):
         extra["guidance_mean_nll"] = float(nll.mean())
         run.finish(model.cpu(), optimizers, extra)
 
-    def _exploration(self, params: dict[str, Any], tubes: TubeSet, previous: Path, out: Path) -> None:
+    def _exploration(self, params: dict[str, Any], tubes: TubeSet, previous: Path, out: Path, sources: list[Path]) -> None:
         guidance = load_checkpoint(previous, self.name, flow_identity(params))
         teacher = flow_from_params(params)
         teacher.load_state_dict(guidance["model"])
         run = StageRun(out, self.name, "exploration", exploration_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]))
+                       int(params["checkpoint_every_steps"]), sources=[*sources, previous])
         model = GuidedExploration(teacher, ExplorationNet())
         config = STGNFTrainingConfig(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
                                      lr=float(params["lr"]), lr_decay=float(params["lr_decay"]))

@@ -323,7 +323,8 @@ class SSRL(Method):
         identity = {"feature_dim": described["feature_dim"], "clip_views": CLIP_CROPS}
         device = _device()
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed,
-                       int(self.params.get("checkpoint_every", 1000)))
+                       int(self.params.get("checkpoint_every", 1000)),
+                       sources=[*inputs.files, *([previous] if previous else [])])
         model = SSRLNetwork(number, described["feature_dim"])
         loaded: dict[str, Any] = {}
         if schedule.loads_stage is not None:

@@ -259,14 +259,22 @@ class STGNF(nn.Module):
         self.register_buffer("prior_h_abnormal", torch.cat((torch.full(shape, -prior_mean), log_std)))
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> "STGNF":
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any], expected: Mapping[str, Any] | None = None) -> "STGNF":
         """Build the model a released checkpoint describes (its ``args``) and load its weights strictly.
 
         Returns the model in eval mode. Raises ValueError for settings this implementation does not
-        cover (several flow levels, hidden ST-GCN layers, learned permutations, edge importance).
+        cover (several flow levels, hidden ST-GCN layers, learned permutations, edge importance), and,
+        with ``expected`` (a ``flow_identity``), for a geometry other than the configured one: checked
+        before anything is built, so a crafted file cannot make it build a huge network.
         """
         args = checkpoint["args"]
         settings = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        if expected is not None:
+            found = {"seg_len": settings.get("seg_len"), "num_steps": settings.get("K"),
+                     "prior_mean": settings.get("R"), "max_hop": settings.get("max_hop")}
+            wanted = {key: expected[key] for key in found}
+            if any(found[key] is None or float(found[key]) != float(wanted[key]) for key in found):
+                raise ValueError(f"released checkpoint has {found}, the configuration asks for {wanted}")
         unsupported = {
             "L": settings.get("L", 1) != 1,
             "hidden_dim": settings.get("hidden_dim", 0) != 0,
@@ -392,13 +400,10 @@ def training_schedule(params: Mapping[str, Any]) -> tuple[STGNFTrainingConfig, i
 
 def load_released_flow(path: str | Path, params: Mapping[str, Any]) -> STGNF:
     """A released STG-NF checkpoint, read by the safe loader, checked against the configured geometry."""
-    model = STGNF.from_checkpoint(load_released_checkpoint(path))
-    found = {"seg_len": model.seg_len, "num_steps": len(model.flow.layers),
-             "prior_mean": float(model.prior_h_normal[0, 0, 0])}
-    wanted = {k: flow_identity(params)[k] for k in found}
-    if found != wanted:
-        raise ValueError(f"{path}: released checkpoint has {found}, the configuration asks for {wanted}")
-    return model
+    try:
+        return STGNF.from_checkpoint(load_released_checkpoint(path), flow_identity(params))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def fit_flow(
@@ -509,7 +514,7 @@ class STGNFMethod(Method):
         params = self.resolved(inputs.files)
         device = _device()
         run = StageRun(checkpoint_out, self.name, stage, flow_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]))
+                       int(params["checkpoint_every_steps"]), sources=inputs.files)
         bank = SegmentBank.from_files(inputs.files, window_settings(params, "train_stride"))
         extra: dict[str, Any] = {"n_train_segments": len(bank)}
         if params.get("pretrained"):

@@ -4,7 +4,9 @@ A stage writes periodic checkpoints into ``<out>.resume/`` (every ``every_steps`
 when it finishes, the final checkpoint ``<out>`` atomically. A restarted job (a preempted
 Slurm job, a killed process) resumes from the newest periodic checkpoint: model, optimisers,
 the step counter and every random generator state come back, so a stopped-and-resumed run
-ends with the same weights as one that ran straight through.
+ends with the same weights as one that ran straight through. Periodic checkpoints left by a run
+of other settings (another config or seed, other training files or previous stage: a stage rerun
+after an edit) are discarded, not resumed from.
 
 Checkpoints are plain ``torch.save`` dicts of tensors and JSON-like values, loaded with
 ``weights_only=True``; they record the method, the stage, the config and the versions, and
@@ -12,8 +14,11 @@ loading one made by another method or with another input geometry is an error.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +90,9 @@ class StageRun:
     #: What the stage records as it goes (e.g. its test curve): saved with every periodic
     #: checkpoint, restored on resume, and kept in the final checkpoint.
     notes: dict[str, Any] = field(default_factory=dict)
+    #: The files the stage trains from (its inputs, the previous stage's checkpoint): a resume point
+    #: made from other files, or under another config or seed, is not resumed from.
+    sources: Sequence[Path] = ()
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -99,7 +107,24 @@ class StageRun:
             return []
         return sorted(self.resume_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
+    def fingerprint(self) -> str:
+        """What a resume point must have been made under: the config, seed and identity, and each
+        source file's path, size and modification time (unchanged while a job is requeued)."""
+        files = []
+        for path in self.sources:
+            stat = Path(path).stat()
+            files.append([str(path), stat.st_size, stat.st_mtime_ns])
+        record = {"config": self.config, "seed": self.seed, "identity": self.identity, "sources": files}
+        return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
     def _state(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+        rng = {
+            "torch": torch.get_rng_state(),
+            "numpy": self.rng.bit_generator.state,
+            "python": list(random.getstate()[1]),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "method": self.method,
             "stage": self.stage,
@@ -110,11 +135,8 @@ class StageRun:
             "model": model.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "notes": self.notes,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": self.rng.bit_generator.state,
-                "python": list(random.getstate()[1]),
-            },
+            "fingerprint": self.fingerprint(),
+            "rng": rng,
         }
 
     def resume(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> int:
@@ -122,13 +144,23 @@ class StageRun:
         found = self._periodic()
         if not found:
             return 0
-        payload = load_checkpoint(found[-1], self.method, self.identity)
+        try:
+            payload = load_checkpoint(found[-1], self.method)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}; delete {self.resume_dir} to train this stage from the start") from None
         if payload["stage"] != self.stage:
             raise CheckpointError(f"{found[-1]}: checkpoint of stage {payload['stage']!r}, expected {self.stage!r}")
+        if payload.get("fingerprint") != self.fingerprint():
+            print(f"{self.resume_dir}: resume point of step {payload['step']} was made under other settings, "
+                  "training files or previous stage; discarded, training from the start", flush=True)
+            shutil.rmtree(self.resume_dir)
+            return 0
         model.load_state_dict(payload["model"])
         for name, opt in optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])
         torch.set_rng_state(payload["rng"]["torch"])
+        if "cuda" in payload["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         random.setstate((3, tuple(payload["rng"]["python"]), None))
         self.step = payload["step"]

@@ -242,3 +242,15 @@ def test_training_config_schedule_matches_released_optimizer_state():
     last_epoch = checkpoint["epoch"] - 1  # saved during its last (0-based) epoch
     assert group["lr"] == pytest.approx(STGNFTrainingConfig().lr_for_epoch(last_epoch), rel=1e-9)
     assert group["weight_decay"] == STGNFTrainingConfig().weight_decay
+
+
+def test_a_released_checkpoint_of_another_geometry_is_refused_before_anything_is_built():
+    """A crafted or mismatched `args` (here a million-frame window, or another graph reach) stops at
+    the comparison with the configuration: nothing of its size is allocated."""
+    expected = {"seg_len": 24, "num_steps": 8, "prior_mean": 3.0, "max_hop": 8, "frame_size": [856, 480]}
+    huge = {"args": argparse.Namespace(seg_len=10**6, K=8, R=3.0, max_hop=8, L=1, hidden_dim=0), "state_dict": {}}
+    with pytest.raises(ValueError, match=r"released checkpoint has .*'seg_len': 1000000"):
+        STGNF.from_checkpoint(huge, expected)
+    other_reach = {"args": argparse.Namespace(seg_len=24, K=8, R=3.0, max_hop=1, L=1, hidden_dim=0), "state_dict": {}}
+    with pytest.raises(ValueError, match=r"'max_hop': 1"):
+        STGNF.from_checkpoint(other_reach, expected)

@@ -1,6 +1,7 @@
 """The AR-Net and SSRL methods in the pipeline: staged training, resume, streaming scores, frames and protocol."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -196,23 +197,37 @@ def test_ssrl_scores_in_blocks_as_the_whole_forward(tmp_path):
 # --- AR-Net -------------------------------------------------------------------------------------------
 
 
+def _preempt_at_step(monkeypatch, step: int) -> list[int]:
+    """Make the next training stage stop (as a killed job) once it has counted ``step``; the steps
+    counted after that, in any later run, are listed in the returned list."""
+    advance = StageRun.advance
+    counted: list[int] = []
+    armed = [True]
+
+    def advance_then_stop(run, *args):
+        advance(run, *args)
+        counted.append(run.step)
+        if armed[0] and run.step == step:
+            armed[0] = False
+            raise KeyboardInterrupt("job killed")
+
+    monkeypatch.setattr(StageRun, "advance", advance_then_stop)
+    return counted
+
+
 def test_arnet_resumes_to_the_weights_of_a_straight_run(tmp_path, split, monkeypatch):
     params = {"iterations": 4, "videos_per_class": 2, "max_seqlen": 30, "checkpoint_every": 2}
     straight = tmp_path / "straight.pt"
     get_method("arnet", params, seed=2).train_stage("train", split, None, straight)
 
     resumed = tmp_path / "resumed.pt"
-    original_finish = StageRun.finish
-
-    def preempted(run, *args, **kwargs):
-        raise KeyboardInterrupt("job killed")
-
-    monkeypatch.setattr(StageRun, "finish", preempted)
+    steps_run = _preempt_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        get_method("arnet", params | {"iterations": 2}, seed=2).train_stage("train", split, None, resumed)
+        get_method("arnet", params, seed=2).train_stage("train", split, None, resumed)
     assert (tmp_path / "resumed.pt.resume" / "step_2.pt").is_file() and not resumed.exists()
-    monkeypatch.setattr(StageRun, "finish", original_finish)
+    steps_run.clear()
     get_method("arnet", params, seed=2).train_stage("train", split, None, resumed)
+    assert steps_run == [3, 4], "the restarted stage continues after its last checkpoint"
     a, b = load_checkpoint(straight, "arnet")["model"], load_checkpoint(resumed, "arnet")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     torch.manual_seed(2)
@@ -312,16 +327,12 @@ def test_a_resumed_stage_keeps_the_test_curve_of_before_its_restart(tmp_path, sp
     inputs = TrainInputs(split.files, split.video_labels, evaluation)
     params = {"iterations": 6, "videos_per_class": 2, "max_seqlen": 30, "checkpoint_every": 4}
     get_method("arnet", params, seed=3).train_stage("train", inputs, None, tmp_path / "straight.pt")
-    original_finish = StageRun.finish
-
-    def preempted(run, *args, **kwargs):
-        raise KeyboardInterrupt("job killed")
-
-    monkeypatch.setattr(StageRun, "finish", preempted)
+    steps_run = _preempt_at_step(monkeypatch, 5)  # one past the periodic checkpoint of step 4
     with pytest.raises(KeyboardInterrupt):
-        get_method("arnet", params | {"iterations": 4}, seed=3).train_stage("train", inputs, None, tmp_path / "resumed.pt")
-    monkeypatch.setattr(StageRun, "finish", original_finish)
+        get_method("arnet", params, seed=3).train_stage("train", inputs, None, tmp_path / "resumed.pt")
+    steps_run.clear()
     get_method("arnet", params, seed=3).train_stage("train", inputs, None, tmp_path / "resumed.pt")
+    assert steps_run == [5, 6]
     straight = load_checkpoint(tmp_path / "straight.pt", "arnet")["notes"][TEST_CURVE_NOTE]
     assert load_checkpoint(tmp_path / "resumed.pt", "arnet")["notes"][TEST_CURVE_NOTE] == straight
     assert straight["iterations"] == [2, 4, 6]
@@ -354,3 +365,28 @@ def test_ssrl_can_start_a_stage_from_the_previous_stages_best_on_test_weights(tm
     last.train_stage("stage1", split, None, tmp_path / "plain1.pt")
     with pytest.raises(CheckpointError, match="no best-on-test weights"):
         method.train_stage("stage2", inputs, tmp_path / "plain1.pt", tmp_path / "x.pt")
+
+
+def test_a_resume_point_of_other_settings_or_files_is_discarded(tmp_path, split, monkeypatch, capsys):
+    """A stage rerun after an edit (another learning rate, other training files) must not continue
+    from weights trained under the old ones: it starts over, saying so."""
+    params = {"iterations": 4, "videos_per_class": 2, "max_seqlen": 30, "checkpoint_every": 2}
+    out = tmp_path / "stage.pt"
+    steps_run = _preempt_at_step(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        get_method("arnet", params, seed=2).train_stage("train", split, None, out)
+    steps_run.clear()
+    get_method("arnet", params | {"lr": 1e-3}, seed=2).train_stage("train", split, None, out)
+    assert steps_run == [1, 2, 3, 4] and "made under other settings" in capsys.readouterr().out
+    clean = tmp_path / "clean.pt"
+    get_method("arnet", params | {"lr": 1e-3}, seed=2).train_stage("train", split, None, clean)
+    a, b = load_checkpoint(out, "arnet")["model"], load_checkpoint(clean, "arnet")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The same with the training files touched (regenerated) between the two runs.
+    steps_run = _preempt_at_step(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        get_method("arnet", params, seed=2).train_stage("train", split, None, tmp_path / "again.pt")
+    os.utime(split.files[0], ns=(split.files[0].stat().st_atime_ns, split.files[0].stat().st_mtime_ns + 10**9))
+    steps_run.clear()
+    get_method("arnet", params, seed=2).train_stage("train", split, None, tmp_path / "again.pt")
+    assert steps_run == [1, 2, 3, 4]
