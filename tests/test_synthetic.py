@@ -271,3 +271,15 @@ def test_a_shard_outside_the_split_or_already_present_is_refused(tmp_path):
     with pytest.raises(ParamsError, match="old: already exists"):
         render_shard(params, "test", "shard_000", 2, tmp_path / "old")
     assert not list((tmp_path / "old").iterdir()) and not (tmp_path / "x").exists()
+
+
+def test_no_video_is_shorter_than_one_snippet():
+    """Lengths vary by 20 % around n_frames; at the smallest n_frames allowed (16) none may fall under
+    one 16-frame snippet, which a feature extractor dropping partial windows could not use."""
+    from pipelines.synthetic.plan import plan_video
+    from pipelines.synthetic.scene import build_scene
+
+    params = SyntheticParams(n_frames=16, n_train=30, n_test=30, height=64, width=80)
+    scene = build_scene(params)
+    lengths = [plan_video(params, scene, split, i).n_frames for split in ("train", "test") for i in range(30)]
+    assert min(lengths) == 16 and max(lengths) > 16

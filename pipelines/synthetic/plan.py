@@ -23,6 +23,7 @@ from pipelines.synthetic.skeleton import RUN, WALK
 WALKING_SPEED_MPS = 1.35  # comfortable adult walking speed (Bohannon, Age and Ageing 26, 1997)
 CYCLING_DEVELOPMENT_M = 5.5  # metres travelled per crank turn in a middle gear
 LENGTH_JITTER = 0.2  # video lengths vary by up to this fraction around params.n_frames
+MIN_FRAMES = 16  # no video shorter than one 16-frame snippet (the smallest n_frames allowed)
 # Frame (as a fraction of the video length) where an event's actor first becomes visible: loiterers come
 # early so that they have time to linger; the others anywhere that leaves normal frames before them.
 _FIRST_VISIBLE = {"running": (0.15, 0.6), "vehicle": (0.15, 0.6), "cyclist": (0.15, 0.6),
@@ -57,7 +58,7 @@ def plan_video(params: SyntheticParams, scene: Scene, split: str, index: int) ->
     """The plan of video ``index`` of ``split``: a function of (params, split, index) only."""
     plan_seed, noise_seed = video_seed(params, split, index).spawn(2)
     rng = np.random.default_rng(plan_seed)
-    n_frames = int(round(params.n_frames * rng.uniform(1 - LENGTH_JITTER, 1 + LENGTH_JITTER)))
+    n_frames = max(MIN_FRAMES, int(round(params.n_frames * rng.uniform(1 - LENGTH_JITTER, 1 + LENGTH_JITTER))))
     person_ids = itertools.count(1)
     actors = _pedestrians(rng, scene, n_frames, params.walkers, params.fps, person_ids)
     labels = np.zeros(n_frames, dtype=np.uint8)
