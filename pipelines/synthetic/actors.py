@@ -81,10 +81,10 @@ class Shape:
         return float(x0), float(y0), float(x1), float(y1)
 
     def visible(self, width: int, height: int) -> bool:
-        """Visible when the centre of the actor's bounding box lies inside the frame."""
+        """Visible when any part of the actor's bounding box lies inside the frame: an actor coming in
+        or going out at the border is drawn, so it is labelled (and its skeleton written) too."""
         x0, y0, x1, y1 = self.bounds()
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        return 0 <= cx < width and 0 <= cy < height
+        return x1 >= 0 and x0 < width and y1 >= 0 and y0 < height
 
 
 def actor_shape(actor: Actor, frame: int, camera: Camera) -> Shape:

@@ -147,7 +147,8 @@ def _anomaly(kind: str, rng: np.random.Generator, scene: Scene, n_frames: int, f
         spot = way.enter + rng.uniform(0.08, 0.2) * (way.leave - way.enter)
         trajectory.follow(way, start, 1, lateral, speed, actor_kind, stop_at=spot)
         trajectory.loiter(frames=int(rng.uniform(0.5, 0.9) * n_frames), radius_m=rng.uniform(1.0, 2.5))
-        trajectory.walk_to(way.locate(spot)[0], speed)
+        # back to its own lane (not the walkway's centre line), so that walking on is no sideways jump
+        trajectory.walk_to(trajectory.lane_point(way, spot, 1, lateral)[0], speed)
         trajectory.follow(way, spot, 1, lateral, speed, actor_kind)
     else:
         trajectory.follow(way, start, direction, lateral, speed, actor_kind)
@@ -204,12 +205,16 @@ class _Trajectory:
         metres = speed / self.fps
         while (s - stop_at) * direction <= 0 and (limit is None or len(self.anchors) < limit):
             point, tangent = way.locate(s)
-            tangent = tangent * direction
-            heading = self.camera.ground_direction(tangent)
-            left = np.array([-heading[1], heading[0]])
-            anchor = point + self.camera.ground_offset(point, left, lateral_m)
+            anchor, heading = self.lane_point(way, s, direction, lateral_m)
             self._step(anchor, float(np.arctan2(heading[1], heading[0])), metres, 1.0)
-            s += direction * metres * self.camera.pixels_per_metre(tangent, point[1])
+            s += direction * metres * self.camera.pixels_per_metre(tangent * direction, point[1])
+
+    def lane_point(self, way: Walkway, s: float, direction: int, lateral_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """(image point, ground heading) of a walker at arc length ``s`` of ``way``, ``lateral_m`` to its left."""
+        point, tangent = way.locate(s)
+        heading = self.camera.ground_direction(tangent * direction)
+        left = np.array([-heading[1], heading[0]])
+        return point + self.camera.ground_offset(point, left, lateral_m), heading
 
     def walk_to(self, target: np.ndarray, speed: float) -> None:
         """Walks straight to image point ``target`` at ``speed`` metres per second."""
