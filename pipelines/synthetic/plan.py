@@ -1,7 +1,8 @@
 """What happens in one synthetic video: who moves where, which anomalies occur, and the frame labels.
 
-Normal pedestrians walk the walkways at ordinary speed in each walkway's flow direction; their number on
-screen wanders between the configured minimum and maximum. Test and abnormal-training videos add one or
+Normal pedestrians walk the walkways at ordinary speed in each walkway's flow direction; their number
+about (on screen, or on their way in from beyond the edge) wanders between the configured minimum and
+maximum, so fewer may be in view at a moment. Test and abnormal-training videos add one or
 two anomaly events: running (3-4x walking speed, running gait), a car, a cyclist, walking against the flow,
 or loitering (lingering and wandering around one spot). A frame is labelled abnormal while an anomalous
 actor is visible in it. Planning draws nothing, so labels and split files come without rendering.
