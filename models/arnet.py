@@ -284,7 +284,7 @@ class ARNet(Method):
         identity = {"feature_dim": described["feature_dim"], "variant": cfg.variant, "view": settings.view}
         device = _device()
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed, settings.checkpoint_every,
-                       sources=[*inputs.files, *([previous] if previous else [])])
+                       sources=inputs.sources(previous))
         model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
         optimizer = make_optimizer(model, cfg)
         run.resume(model, {"adam": optimizer})
@@ -307,9 +307,7 @@ class ARNet(Method):
             loss.total.backward()
             optimizer.step()
             if curve.due(run.step + 1):
-                model.eval()
-                curve.record(run.step + 1, lambda path: score_features(model, path, identity, device))
-                model.train()
+                curve.record(run.step + 1, model, lambda path: score_features(model, path, identity, device))
             run.advance(model, {"adam": optimizer})
         run.finish(model, {"adam": optimizer}, extra={"training_features": described,
                                                       "n_normal": len(normal), "n_abnormal": len(abnormal)})

@@ -49,6 +49,10 @@ class TrainInputs:
     video_labels: dict[str, int]
     evaluation: EvaluationSet | None = None
 
+    def sources(self, previous: Path | None = None) -> list[Path]:
+        """The files a stage trains from: its inputs and the previous stage's checkpoint, if any."""
+        return [*self.files, *([previous] if previous else [])]
+
 
 class Method(ABC):
     """A method as the pipeline sees it. Subclasses register with ``models.register``."""

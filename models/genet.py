@@ -132,11 +132,11 @@ class GENetMethod(Method):
         if len(tubes) == 0:
             raise ValueError("genet: no training segments in the person-tube files")
         if stage == "guidance":
-            self._guidance(params, tubes, checkpoint_out, inputs.files)
+            self._guidance(params, tubes, checkpoint_out, inputs.sources())
         elif stage == "exploration":
             if previous is None:
                 raise ValueError("genet exploration needs the guidance checkpoint (--previous)")
-            self._exploration(params, tubes, previous, checkpoint_out, inputs.files)
+            self._exploration(params, tubes, previous, checkpoint_out, inputs.sources(previous))
         else:
             raise ValueError(f"genet has no stage {stage!r}; stages: {self.stages}")
 
@@ -166,7 +166,7 @@ class GENetMethod(Method):
         teacher = flow_from_params(params)
         teacher.load_state_dict(guidance["model"])
         run = StageRun(out, self.name, "exploration", exploration_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=[*sources, previous])
+                       int(params["checkpoint_every_steps"]), sources=sources)
         model = GuidedExploration(teacher, ExplorationNet())
         config = STGNFTrainingConfig(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
                                      lr=float(params["lr"]), lr_decay=float(params["lr_decay"]))

@@ -28,10 +28,10 @@ from pipelines.features.store import FeatureReader
 from pipelines.metrics import Protocol
 from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint
 from pipelines.weak_methods import (
-    FEATURE_SOURCE_KEY,
     BEST_WEIGHTS_NOTE,
-    SegmentCache,
+    FEATURE_SOURCE_KEY,
     EvaluationCurve,
+    SegmentCache,
     frame_scores,
     protocol,
     split_by_label,
@@ -324,7 +324,7 @@ class SSRL(Method):
         device = _device()
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed,
                        int(self.params.get("checkpoint_every", 1000)),
-                       sources=[*inputs.files, *([previous] if previous else [])])
+                       sources=inputs.sources(previous))
         model = SSRLNetwork(number, described["feature_dim"])
         loaded: dict[str, Any] = {}
         if schedule.loads_stage is not None:
@@ -348,7 +348,7 @@ class SSRL(Method):
         run.resume(model, {"adam": optimizer})
         # A later stage starting from this one's best-on-test weights needs them kept.
         curve = EvaluationCurve(inputs.evaluation, self.protocol, run.notes,
-                          keep_best=self.stage_init == "best_on_test" and number < len(self.stages))
+                                keep_best=self.stage_init == "best_on_test" and number < len(self.stages))
         batch = config.batch_per_class
         with SegmentCache(run.resume_dir / "segments.h5", files, schedule.grids) as cache:
             while run.step < config.max_iterations:
@@ -364,8 +364,7 @@ class SSRL(Method):
                 loss.total.backward()
                 optimizer.step()
                 if curve.due(run.step + 1):
-                    model.eval()
-                    curve.record(run.step + 1, lambda path: score_features(model, path, device), model)
+                    curve.record(run.step + 1, model, lambda path: score_features(model, path, device))
                 run.advance(model, {"adam": optimizer})
         run.finish(model, {"adam": optimizer}, extra={"training_features": described, "loaded_from_previous": loaded,
                                                       "n_normal": len(normal), "n_abnormal": len(abnormal)})

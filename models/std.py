@@ -451,7 +451,7 @@ class STDMethod(Method):
         with ClipSampler(inputs.files, cfg.clip_length, self.frame_format, tail=1) as sampler:
             every = cfg.checkpoint_every if spec.optimisers else 0  # K-means keeps its codes in memory
             run = StageRun(checkpoint_out, self.name, stage, self.identity, self.settings, self.seed, every,
-                           sources=[*inputs.files, *([previous] if previous else [])])
+                           sources=inputs.sources(previous))
             model = STDNet(cfg).to(_device())  # built after StageRun seeded torch
             optimisers = make_optimizers(model, cfg)
             index = self.stages.index(stage)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from models import register
 from models.base import Method, TrainInputs, VideoScore
 from models.safe_checkpoint import load_checkpoint as load_released_checkpoint
-from pipelines.metrics import Protocol
+from pipelines.metrics import Protocol, with_dataset_note
 from pipelines.poses.segment_data import (
     SegmentBank,
     WindowSettings,
@@ -473,13 +473,11 @@ def pose_protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     gaussian passes of ``smoothing_sigmas`` (the release's 1..6), nothing skipped; labelled with where
     the skeletons came from (the workflow records it per dataset; every adapter's label convention
     starts ``<dataset>:``)."""
-    dataset = label_convention.partition(":")[0]
-    skeletons = params.get(POSE_SOURCE_KEY, {}).get(dataset, NOT_RECORDED)
     return Protocol(
         pooling="micro",
         normalisation="none",
         smoothing_sigmas=tuple(params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
-        label_convention=f"{label_convention}; {skeletons}",
+        label_convention=with_dataset_note(label_convention, params, POSE_SOURCE_KEY, NOT_RECORDED),
         skipped_start_frames=0,
     )
 
@@ -514,7 +512,7 @@ class STGNFMethod(Method):
         params = self.resolved(inputs.files)
         device = _device()
         run = StageRun(checkpoint_out, self.name, stage, flow_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=inputs.files)
+                       int(params["checkpoint_every_steps"]), sources=inputs.sources())
         bank = SegmentBank.from_files(inputs.files, window_settings(params, "train_stride"))
         extra: dict[str, Any] = {"n_train_segments": len(bank)}
         if params.get("pretrained"):

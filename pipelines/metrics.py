@@ -67,6 +67,14 @@ class Protocol:
         return fields
 
 
+def with_dataset_note(label_convention: str, params: dict, key: str, missing: str) -> str:
+    """``label_convention`` followed by the note the workflow wrote into a method's ``params[key]``
+    for the convention's dataset (every adapter's convention starts ``<dataset>:``), or ``missing``
+    (a method run by hand, outside the workflow)."""
+    dataset = label_convention.partition(":")[0]
+    return f"{label_convention}; {params.get(key, {}).get(dataset, missing)}"
+
+
 def _as_1d_float(scores: np.ndarray, what: str) -> np.ndarray:
     """A float64 copy, so no function here writes into its caller's array."""
     array = np.array(scores, dtype=np.float64)

@@ -14,6 +14,7 @@ loading one made by another method or with another input geometry is an error.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -107,9 +108,11 @@ class StageRun:
             return []
         return sorted(self.resume_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What a resume point must have been made under: the config, seed and identity, and each
-        source file's path, size and modification time (unchanged while a job is requeued)."""
+        source file's path, size and modification time (unchanged while a job is requeued). Taken
+        once: the sources do not change while the stage runs."""
         files = []
         for path in self.sources:
             stat = Path(path).stat()
@@ -135,7 +138,7 @@ class StageRun:
             "model": model.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "notes": self.notes,
-            "fingerprint": self.fingerprint(),
+            "fingerprint": self.fingerprint,
             "rng": rng,
         }
 
@@ -150,7 +153,7 @@ class StageRun:
             raise CheckpointError(f"{err}; delete {self.resume_dir} to train this stage from the start") from None
         if payload["stage"] != self.stage:
             raise CheckpointError(f"{found[-1]}: checkpoint of stage {payload['stage']!r}, expected {self.stage!r}")
-        if payload.get("fingerprint") != self.fingerprint():
+        if payload.get("fingerprint") != self.fingerprint:
             print(f"{self.resume_dir}: resume point of step {payload['step']} was made under other settings, "
                   "training files or previous stage; discarded, training from the start", flush=True)
             shutil.rmtree(self.resume_dir)

@@ -20,7 +20,7 @@ from models.base import EvaluationSet, TrainInputs, VideoScore
 from pipelines.atomic import atomic_path
 from pipelines.features.store import FEATURE_SOURCE_KEY, FeatureReader, FeatureSource
 from pipelines.labels import read_labels
-from pipelines.metrics import Protocol, VideoScores, evaluate, expand_snippets
+from pipelines.metrics import Protocol, VideoScores, evaluate, expand_snippets, with_dataset_note
 from pipelines.weak_protocol import FRAMES_PER_SNIPPET, TRAIN_SEGMENTS, snippet_count
 
 _RULE_OF_TAIL = {"loop_pad": "pad_last", "drop": "truncate"}
@@ -157,10 +157,9 @@ def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
 
     The dataset is the label convention's prefix (every adapter's convention starts ``<dataset>:``).
     """
-    dataset = label_convention.partition(":")[0]
-    features = params.get(FEATURE_SOURCE_KEY, {}).get(dataset, "features not recorded (run outside the workflow)")
-    return Protocol(pooling="micro", label_convention=f"{label_convention}; {features}",
-                    snippet_length=FRAMES_PER_SNIPPET)
+    described = with_dataset_note(label_convention, params, FEATURE_SOURCE_KEY,
+                                  "features not recorded (run outside the workflow)")
+    return Protocol(pooling="micro", label_convention=described, snippet_length=FRAMES_PER_SNIPPET)
 
 
 TEST_CURVE_NOTE = "test_curve"
@@ -193,13 +192,17 @@ class EvaluationCurve:
     def due(self, iteration: int) -> bool:
         return self.evaluation is not None and iteration % self.evaluation.every == 0
 
-    def record(self, iteration: int, score_file, model=None) -> float:
-        """Score every evaluation video with ``score_file(path) -> VideoScore`` and log the pooled AUC;
-        with ``keep_best``, a copy of ``model``'s weights at the best point so far."""
+    def record(self, iteration: int, model, score_file) -> float:
+        """Score every evaluation video with ``score_file(path) -> VideoScore`` (``model`` in evaluation
+        mode meanwhile, its training mode put back after) and log the pooled AUC; with ``keep_best``, keep
+        a copy of ``model``'s weights at the best point so far."""
+        training = model.training
+        model.eval()
         videos = []
         for name in sorted(self.labels):
             result = score_file(self.files[name])
             videos.append(VideoScores(name, self.labels[name], result.scores, result.scored))
+        model.train(training)
         auc = float(evaluate(videos, self.protocol)["auc_micro"])
         curve = self.notes[TEST_CURVE_NOTE]
         if self.keep_best and (not curve["auc_micro"] or auc > max(curve["auc_micro"])):

@@ -64,20 +64,27 @@ class UBnormal(DatasetAdapter):
             raise DatasetError(f"datasets.ubnormal.labels: {path} not found")
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
 
-    def normal_training_rule(self) -> str:
-        """How the normal training videos were chosen (see the module docstring)."""
-        if self._names_file("training", "normal", required=False) is not None:
-            return "normal_training_video_names.txt"
-        if self._names_file("validation", "normal", required=False) is not None:
-            return "normal videos outside the test and normal_validation lists"
-        return "normal videos outside the test set (no normal_*_video_names.txt: validation normals included)"
-
-    def _normal_training(self, available: dict[str, Path], test: set[str]) -> set[str]:
+    def _normal_lists(self) -> tuple[str, set[str] | None, set[str]]:
+        """(the rule choosing the normal training videos, the official training list or None, the
+        normal validation videos to hold out): see the module docstring."""
         listed = self._names_file("training", "normal", required=False)
         if listed is not None:
+            return "normal_training_video_names.txt", listed, set()
+        validation = self._names_file("validation", "normal", required=False)
+        if validation is not None:
+            return "normal videos outside the test and normal_validation lists", None, validation
+        rule = "normal videos outside the test set (no normal_*_video_names.txt: validation normals included)"
+        return rule, None, set()
+
+    def normal_training_rule(self) -> str:
+        """How the normal training videos were chosen."""
+        return self._normal_lists()[0]
+
+    def _normal_training(self, available: dict[str, Path], test: set[str]) -> set[str]:
+        _, listed, validation = self._normal_lists()
+        if listed is not None:
             return listed
-        held_out = test | (self._names_file("validation", "normal", required=False) or set())
-        return {n for n in available if n.startswith("normal_") and n not in held_out}
+        return {n for n in available if n.startswith("normal_") and n not in test | validation}
 
     def _test_names(self) -> set[str]:
         names = set()

@@ -206,14 +206,18 @@ class _Trajectory:
         metres = speed / self.fps
         while (s - stop_at) * direction <= 0 and (limit is None or len(self.anchors) < limit):
             point, tangent = way.locate(s)
-            anchor, heading = self.lane_point(way, s, direction, lateral_m)
+            anchor, heading = self._in_lane(point, tangent * direction, lateral_m)
             self._step(anchor, float(np.arctan2(heading[1], heading[0])), metres, 1.0)
             s += direction * metres * self.camera.pixels_per_metre(tangent * direction, point[1])
 
     def lane_point(self, way: Walkway, s: float, direction: int, lateral_m: float) -> tuple[np.ndarray, np.ndarray]:
         """(image point, ground heading) of a walker at arc length ``s`` of ``way``, ``lateral_m`` to its left."""
         point, tangent = way.locate(s)
-        heading = self.camera.ground_direction(tangent * direction)
+        return self._in_lane(point, tangent * direction, lateral_m)
+
+    def _in_lane(self, point: np.ndarray, tangent: np.ndarray, lateral_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """(image point, ground heading) ``lateral_m`` to the left of ``point`` for a walker moving along ``tangent``."""
+        heading = self.camera.ground_direction(tangent)
         left = np.array([-heading[1], heading[0]])
         return point + self.camera.ground_offset(point, left, lateral_m), heading
 

@@ -252,9 +252,13 @@ def previous_checkpoint(wildcards):
     return [stage_checkpoint(wildcards.method, wildcards.dataset, wildcards.seed, stages[index - 1])] if index else []
 
 
+def split_inputs(method, dataset, split):
+    """The file the method reads for every video of a split, in video order."""
+    return [method_input(method, dataset, split, video) for video in videos(dataset, split)]
+
+
 def train_inputs(wildcards):
-    split = method_splits(wildcards.method)[0]
-    return [method_input(wildcards.method, wildcards.dataset, split, v) for v in videos(wildcards.dataset, split)]
+    return split_inputs(wildcards.method, wildcards.dataset, method_splits(wildcards.method)[0])
 
 
 def released_checkpoint(wildcards):
@@ -275,8 +279,8 @@ def evaluation_inputs(wildcards):
     if not test_eval_every(wildcards.method):
         return {}
     split = method_splits(wildcards.method)[1]
-    files = [method_input(wildcards.method, wildcards.dataset, split, v) for v in videos(wildcards.dataset, split)]
-    return {"eval_inputs": files, "eval_labels": f"results/labels/{wildcards.dataset}/{split}.h5"}
+    return {"eval_inputs": split_inputs(wildcards.method, wildcards.dataset, split),
+            "eval_labels": f"results/labels/{wildcards.dataset}/{split}.h5"}
 
 
 def evaluation_args(wildcards, input):
