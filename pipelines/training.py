@@ -52,8 +52,9 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically: a killed job never leaves one that looks valid."""
-    with atomic_path(path) as tmp:
+    """Write a checkpoint atomically and durably: a killed job never leaves one that looks valid, and
+    one that replaced the previous resume point survives a crash of the node."""
+    with atomic_path(path, durable=True) as tmp:
         torch.save({"format": FORMAT, "versions": versions(), **payload}, tmp)
 
 

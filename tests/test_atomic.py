@@ -41,3 +41,69 @@ def test_sigterm_during_a_write_leaves_nothing_and_the_handler_is_put_back(tmp_p
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert [p.name for p in tmp_path.iterdir()] == ["done.txt"]
+
+
+def _killed_writer(final, tmp_path):
+    """Start a writer of ``final`` and SIGKILL it in the middle of its write; return its folder."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from pipelines.atomic import atomic_path
+        with atomic_path({str(final)!r}) as tmp:
+            tmp.write_bytes(b"half")
+            print("writing", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    return proc
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
+    """SIGKILL (the out-of-memory killer, Slurm after its grace period) runs no cleanup: the hidden
+    folder stays until the output is written again, and only folders of dead processes of this host
+    are removed then."""
+    final = tmp_path / "frames.h5"
+    killed = _killed_writer(final, tmp_path)
+    killed.kill()
+    killed.wait(timeout=30)
+    abandoned = [p.name for p in tmp_path.iterdir()]
+    assert len(abandoned) == 1 and abandoned[0].startswith(".frames.h5.") and abandoned[0].endswith(".part")
+
+    running = _killed_writer(final, tmp_path)  # another writer of the same name, still alive
+    other_host = tmp_path / ".frames.h5.node042-1.abcdefgh.part"
+    other_host.mkdir()
+    other_output = tmp_path / ".frames.h5.x.part"  # not one of ours: no owner in its name
+    other_output.mkdir()
+    try:
+        live = {p.name for p in tmp_path.iterdir()} - set(abandoned) - {other_host.name, other_output.name}
+        write_text(final, "whole")
+        left = {p.name for p in tmp_path.iterdir()}
+        assert left == live | {"frames.h5", other_host.name, other_output.name}
+        assert final.read_text() == "whole"
+    finally:
+        running.kill()
+        running.wait(timeout=30)
+
+
+def test_a_durable_write_reaches_the_disk_before_and_after_its_rename(tmp_path, monkeypatch):
+    """Checkpoints replace the previous resume point: their bytes are flushed before the rename and
+    the folder's entry after it, so a node crash cannot leave an empty file under the final name."""
+    import os
+
+    from pipelines import atomic
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd)))
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b)))
+    final = tmp_path / "ckpt" / "step_10.pt"
+    with atomic_path(final, durable=True) as tmp:
+        tmp.write_bytes(b"weights")
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"], events
+    assert events[0][1].endswith("/step_10.pt") and ".part" in events[0][1]
+    assert events[2][1] == str(final.parent)
+    events.clear()
+    write_text(tmp_path / "plain.txt", "not durable")
+    assert [kind for kind, _ in events] == ["replace"]
