@@ -112,6 +112,23 @@ def test_ped2_count_mismatch_names_both_counts(shared_data):
         adapter.frame_labels("test", _ped2_counts(shared_data) | {"13": 1})
 
 
+@pytest.mark.parametrize("value, found", [(np.nan, "nan"), (-1, "-1.0"), (0.3, "0.3"), (2, "2.0")])
+def test_labels_other_than_0_and_1_are_refused_not_read_as_abnormal(shared_data, tmp_path, value, found):
+    """NaN, an "ignore" mark, soft labels: each was counted as abnormal (NaN != 0) and moved the AUC."""
+    real = np.load(shared_data / "ped2" / "frame_labels_ped2.npy").astype(np.float64)
+    real[0, 700:730] = value
+    np.save(tmp_path / "labels.npy", real)
+    adapter = get_adapter("ped2", {"root": str(shared_data / "ped2"), "labels": str(tmp_path / "labels.npy")})
+    with pytest.raises(LabelError, match=rf"ped2: .*labels.npy: frame labels must be 0 \(normal\) or 1 \(abnormal\); "
+                                         rf"30 are not \({found}\), the first at position 700"):
+        adapter.frame_labels("test", _ped2_counts(shared_data))
+    np.save(tmp_path / "text.npy", np.array(["0", "1"]))
+    masks = get_adapter("shanghaitech", {"labels": str(tmp_path)})
+    (tmp_path / "text.npy").rename(tmp_path / "01_0014.npy")
+    with pytest.raises(LabelError, match=r"shanghaitech/01_0014: .*01_0014.npy: holds <U1 values, not 0/1 frame labels"):
+        masks.frame_labels("test", {"01_0014": 2})
+
+
 def test_shanghaitech_masks_and_mismatch_names_the_video(shared_data):
     masks = shared_data / "gt" / "shanghaitech" / "test_frame_mask"
     adapter = get_adapter("shanghaitech", {"labels": str(masks)})

@@ -93,14 +93,34 @@ class DatasetAdapter(ABC):
             raise DatasetError(f"{self.name}: no split {split!r}; it has {', '.join(self.splits())}")
 
 
-def check_count(dataset: str, video: str, labels: np.ndarray, n_frames: int, source: Path | str) -> np.ndarray:
-    """Labels of one video as uint8 0/1, after checking their count against the frame count."""
+def binary_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Frame labels as uint8, after checking that each is 0 (normal) or 1 (abnormal).
+
+    Anything else is refused rather than read as abnormal: NaN, -1 (an "ignore" mark in some
+    conventions), soft scores or text would each change the AUC without a word.
+    """
     labels = np.asarray(labels).reshape(-1)
+    if not (labels.dtype == bool or np.issubdtype(labels.dtype, np.number)):
+        raise LabelError(f"{where}: holds {labels.dtype} values, not 0/1 frame labels")
+    bad = np.flatnonzero(~((labels == 0) | (labels == 1)))
+    if bad.size:
+        found = ", ".join(str(v) for v in np.unique(labels[bad])[:5])
+        raise LabelError(
+            f"{where}: frame labels must be 0 (normal) or 1 (abnormal); {bad.size} are not ({found}), "
+            f"the first at position {bad[0]}"
+        )
+    return labels.astype(np.uint8)
+
+
+def check_count(dataset: str, video: str, labels: np.ndarray, n_frames: int, source: Path | str) -> np.ndarray:
+    """Labels of one video as uint8 0/1, after checking their values and their count against the
+    frame count."""
+    labels = binary_labels(labels, f"{dataset}/{video}: {source}")
     if labels.shape[0] != n_frames:
         raise LabelError(
             f"{dataset}/{video}: {labels.shape[0]} labels in {source} but the video has {n_frames} frames"
         )
-    return (labels != 0).astype(np.uint8)
+    return labels
 
 
 def split_concatenated(
@@ -113,7 +133,7 @@ def split_concatenated(
     knows its total, so a video one frame short beside one a frame long would otherwise shift
     every label between them unnoticed.
     """
-    labels = np.asarray(labels).reshape(-1)
+    labels = binary_labels(labels, f"{dataset}: {source}")
     published = lengths if lengths and set(lengths) == set(n_frames) else {}
     for name in sorted(published):
         if n_frames[name] != published[name]:
@@ -129,7 +149,7 @@ def split_concatenated(
         )
     out, start = {}, 0
     for name in sorted(n_frames):
-        out[name] = (labels[start : start + n_frames[name]] != 0).astype(np.uint8)
+        out[name] = labels[start : start + n_frames[name]]
         start += n_frames[name]
     return out
 

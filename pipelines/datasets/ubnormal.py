@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import register
-from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_count, load_npy
+from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, binary_labels, check_count, load_npy
 
 _NPY_MAGIC = b"\x93NUMPY"
 _SUFFIX = "_tracks.txt"
@@ -122,8 +122,8 @@ class UBnormal(DatasetAdapter):
         out = {}
         for name, n in n_frames.items():
             source = self._label_file(name)
-            normal = load_npy(source)
-            out[name] = check_count(self.name, name, 1 - np.asarray(normal).reshape(-1), n, source)
+            normal = binary_labels(load_npy(source), f"{self.name}/{name}: {source} (1 marks a normal frame)")
+            out[name] = check_count(self.name, name, 1 - normal, n, source)
         return out
 
     def video_labels(self, split: str, frame_labels: dict[str, np.ndarray]) -> dict[str, int]:
