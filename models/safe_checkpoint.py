@@ -23,6 +23,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds a pickled object outside the allow-list (or is not a checkpoint)."""
 
 
+class UnreadableCheckpointError(ValueError):
+    """A file that is not a complete torch checkpoint: empty, cut short, or of another format."""
+
+
 def load_checkpoint(
     path: str | Path,
     allowed_globals: Sequence[type] = DEFAULT_ALLOWED_GLOBALS,
@@ -38,4 +42,11 @@ def load_checkpoint(
         raise UnsafeCheckpointError(
             f"{path}: refused to load: it holds pickled content outside the allow-list "
             f"(tensors, primitives, {allowed}) or is not a torch checkpoint. Details: {error}"
+        ) from error
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError) as error:  # torch's zip reader and unpickler on a damaged file
+        raise UnreadableCheckpointError(
+            f"{path}: not a complete torch checkpoint (empty, cut short by a download, or another format): "
+            f"{type(error).__name__}: {error}"
         ) from error

@@ -267,7 +267,12 @@ class STGNF(nn.Module):
         with ``expected`` (a ``flow_identity``), for a geometry other than the configured one: checked
         before anything is built, so a crafted file cannot make it build a huge network.
         """
+        if not isinstance(checkpoint, Mapping) or not {"args", "state_dict"} <= set(checkpoint):
+            found = sorted(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+            raise ValueError(f"not an STG-NF release: it needs 'args' and 'state_dict', it holds {found}")
         args = checkpoint["args"]
+        if not isinstance(args, (argparse.Namespace, Mapping)):
+            raise ValueError(f"not an STG-NF release: its 'args' is a {type(args).__name__}")
         settings = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
         if expected is not None:
             found = {"seg_len": settings.get("seg_len"), "num_steps": settings.get("K"),
@@ -293,7 +298,10 @@ class STGNF(nn.Module):
             max_hop=int(settings["max_hop"]),
             temporal_kernel=settings.get("temporal_kernel"),
         )
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
+        try:
+            model.load_state_dict(checkpoint["state_dict"], strict=True)
+        except (RuntimeError, TypeError, AttributeError) as err:  # missing, extra or misshapen weights
+            raise ValueError(f"its weights do not fit the network its 'args' describe: {err}") from None
         return model.eval()
 
     def _prior(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -400,8 +408,9 @@ def training_schedule(params: Mapping[str, Any]) -> tuple[STGNFTrainingConfig, i
 
 def load_released_flow(path: str | Path, params: Mapping[str, Any]) -> STGNF:
     """A released STG-NF checkpoint, read by the safe loader, checked against the configured geometry."""
+    checkpoint = load_released_checkpoint(path)  # its errors name the file
     try:
-        return STGNF.from_checkpoint(load_released_checkpoint(path), flow_identity(params))
+        return STGNF.from_checkpoint(checkpoint, flow_identity(params))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
 

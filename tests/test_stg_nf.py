@@ -254,3 +254,29 @@ def test_a_released_checkpoint_of_another_geometry_is_refused_before_anything_is
     other_reach = {"args": argparse.Namespace(seg_len=24, K=8, R=3.0, max_hop=1, L=1, hidden_dim=0), "state_dict": {}}
     with pytest.raises(ValueError, match=r"'max_hop': 1"):
         STGNF.from_checkpoint(other_reach, expected)
+
+
+@needs_weights
+def test_a_damaged_or_foreign_release_is_refused_by_name(tmp_path):
+    """What a user's download can turn out to be: empty, cut short, the bare weights, or weights of
+    another network. Each error names the file (they were torch's own, naming none)."""
+    from models.stg_nf import load_released_flow
+
+    release = load_checkpoint(SHANGHAITECH)
+    args = release["args"]
+    params = {"seg_len": args.seg_len, "num_steps": args.K, "prior_mean": args.R, "max_hop": args.max_hop,
+              "frame_size": [856, 480]}
+    empty = tmp_path / "empty.tar"
+    empty.write_bytes(b"")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(SHANGHAITECH.read_bytes()[: SHANGHAITECH.stat().st_size // 2])
+    bare = tmp_path / "bare.tar"
+    torch.save(release["state_dict"], bare)
+    short = tmp_path / "short.tar"
+    torch.save({"args": args, "state_dict": {k: v for k, v in list(release["state_dict"].items())[1:]}}, short)
+    for path, problem in ((empty, "not a complete torch checkpoint"), (cut, "not a complete torch checkpoint"),
+                          (bare, "not an STG-NF release: it needs 'args' and 'state_dict'"),
+                          (short, "its weights do not fit the network its 'args' describe")):
+        with pytest.raises(ValueError, match=re.escape(f"{path}: {problem}")):
+            load_released_flow(path, params)
+    assert isinstance(load_released_flow(SHANGHAITECH, params), STGNF)
