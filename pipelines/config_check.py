@@ -95,9 +95,13 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
         adapter = get_adapter(name, entry)
         try:
             for split in adapter.splits():
-                adapter.videos(split)
+                videos = adapter.videos(split)
                 if adapter.generated_by_workflow:
                     break  # rendered by its own rules: one listing checks its parameters, nothing is on disk yet
+                if not videos:
+                    where = f" under {entry['root']}" if entry.get("root") else ""
+                    hint = f" (expected: {adapter.expects['root']})" if "root" in adapter.expects else ""
+                    raise DatasetError(f"datasets.{name}: no videos of its {split} split found{where}{hint}")
                 missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
                 if missing:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")

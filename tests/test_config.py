@@ -89,6 +89,18 @@ def test_missing_label_file_names_it(config, shared_data, tmp_path):
         validate(config, SCHEMA, RULES)
 
 
+def test_a_split_without_videos_is_refused_before_the_dag_is_built(config, shared_data, tmp_path):
+    """An empty folder passed every check and the DAG, and its labels job failed with argparse's
+    usage message, naming neither the folder nor the cause."""
+    (tmp_path / "training" / "frames" / "01").mkdir(parents=True)
+    (tmp_path / "testing" / "frames").mkdir(parents=True)
+    labels = shared_data / "ped2" / "frame_labels_ped2.npy"
+    config["datasets"]["ped2"].update(enabled=True, root=str(tmp_path), labels=str(labels))
+    with pytest.raises(ConfigError, match=rf"config key 'datasets.ped2': no videos of its test split found under "
+                                          rf"{tmp_path} \(expected: the UCSD Ped2 folder"):
+        validate(config, SCHEMA, RULES)
+
+
 @pytest.mark.parametrize("overlay", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_overlay_fits_the_schema(config, overlay):
     """Each configs/*.yaml over config.yaml passes the schema (its data folders may be absent here,
