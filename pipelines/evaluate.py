@@ -19,7 +19,7 @@ from pipelines.atomic import write_text
 from pipelines.labels import read_labels
 from pipelines.metrics import VideoScores, evaluate
 from pipelines.provenance import versions
-from pipelines.score import read_scores
+from pipelines.score import read_scores, scores_by_video
 from pipelines.training import load_checkpoint
 from pipelines.weak_methods import best_on_test
 
@@ -27,7 +27,7 @@ from pipelines.weak_methods import best_on_test
 def evaluate_split(method: str, params: dict, labels_file: Path, score_files: list[Path]) -> dict:
     """Metrics of one method on one split; every labelled video must have exactly one score file."""
     labels, _, attrs = read_labels(labels_file)
-    by_video = {Path(p).stem: p for p in score_files}
+    by_video = scores_by_video(score_files)
     missing = sorted(set(labels) - set(by_video))
     extra = sorted(set(by_video) - set(labels))
     if missing or extra:

@@ -63,10 +63,16 @@ def write_labels(dataset: str, split: str, config: dict, frames_files: list[Path
 
 def read_labels(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int], dict]:
     """(frame labels per video, video labels, file attributes) of a canonical labels file."""
-    with h5py.File(path, "r") as handle:
-        frames = {name: data[()] for name, data in handle[LABELS].items()}
-        videos = {name: int(data.attrs["video_label"]) for name, data in handle[LABELS].items()}
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in handle.attrs.items()}
+    try:
+        with h5py.File(path, "r") as handle:
+            frames = {name: data[()] for name, data in handle[LABELS].items()}
+            videos = {name: int(data.attrs["video_label"]) for name, data in handle[LABELS].items()}
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in handle.attrs.items()}
+    except (OSError, KeyError, TypeError, AttributeError) as err:
+        raise LabelError(f"{path}: not a readable canonical labels file ({err}); "
+                         "delete it and rerun its labels job") from None
+    if "label_convention" not in attrs:
+        raise LabelError(f"{path}: a labels file without its label_convention attribute; rerun its labels job")
     return frames, videos, attrs
 
 

@@ -149,7 +149,12 @@ def plot_roc(records: list[dict], dataset: str, out: Path) -> None:
 
 
 def read_record(path: Path) -> dict:
-    record = json.loads(Path(path).read_text())
+    try:
+        record = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable evaluation record ({err}); rerun its evaluate job") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not an evaluation record (a JSON {type(record).__name__}); rerun its evaluate job")
     missing = [k for k in (*RUN_KEY, "seed", *METRICS, *SHARED, "roc") if k not in record]
     if missing:
         raise ValueError(f"{path}: evaluation record without {', '.join(missing)}; rerun its evaluate job")

@@ -31,8 +31,32 @@ def write_scores(out: Path, result: VideoScore, attrs: dict) -> None:
 
 
 def read_scores(path: Path) -> VideoScore:
-    with h5py.File(path, "r") as handle:
-        return VideoScore(handle["scores"][()], handle["scored"][()])
+    """One video's scores, checked: a damaged or foreign file is named, not met deep in h5py."""
+    try:
+        with h5py.File(path, "r") as handle:
+            scores, scored = handle["scores"][()], handle["scored"][()]
+    except (OSError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable scores file ({err}); delete it and rerun its score job") from None
+    if scores.ndim != 1 or scored.shape != scores.shape or scored.dtype != bool:
+        raise ValueError(f"{path}: scores of shape {scores.shape} and a scored mask of shape {scored.shape} "
+                         f"({scored.dtype}); expected two per-frame vectors of one length")
+    if not np.isfinite(scores[scored]).all():
+        raise ValueError(f"{path}: {int((~np.isfinite(scores[scored])).sum())} scored frames have non-finite scores")
+    return VideoScore(scores, scored)
+
+
+def scores_by_video(score_files: list[Path]) -> dict[str, Path]:
+    """Score files by video name (the file's stem); two files of one name (another seed's or
+    method's folder given too) are refused rather than one silently replacing the other."""
+    by_video: dict[str, list[Path]] = {}
+    for path in score_files:
+        by_video.setdefault(Path(path).stem, []).append(Path(path))
+    repeated = {name: paths for name, paths in by_video.items() if len(paths) > 1}
+    if repeated:
+        name, paths = sorted(repeated.items())[0]
+        raise ValueError(f"{len(repeated)} videos have more than one score file, e.g. {name}: "
+                         f"{', '.join(map(str, paths))}")
+    return {name: paths[0] for name, paths in by_video.items()}
 
 
 def score(method_name: str, video: Path, out: Path, params: dict, seed: int, checkpoint: Path | None) -> VideoScore:

@@ -22,7 +22,7 @@ from models import get_method  # noqa: E402
 from pipelines.atomic import atomic_path  # noqa: E402
 from pipelines.labels import read_labels  # noqa: E402
 from pipelines.metrics import postprocess  # noqa: E402
-from pipelines.score import read_scores  # noqa: E402
+from pipelines.score import read_scores, scores_by_video  # noqa: E402
 
 
 def abnormal_runs(abnormal: np.ndarray) -> list[tuple[int, int]]:
@@ -35,7 +35,7 @@ def abnormal_runs(abnormal: np.ndarray) -> list[tuple[int, int]]:
 def plot_timelines(method: str, params: dict, labels_file: Path, score_files: list[Path], out: Path, n_videos: int) -> None:
     labels, _, attrs = read_labels(labels_file)
     protocol = get_method(method, params).protocol(attrs["label_convention"])
-    by_video = {Path(p).stem: p for p in score_files}
+    by_video = scores_by_video(score_files)
     chosen = sorted(by_video, key=lambda v: (-int(labels[v].any()), v))[:n_videos]
     fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 1.8 * len(chosen)), squeeze=False)
     for ax, video in zip(axes[:, 0], chosen):
