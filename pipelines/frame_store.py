@@ -108,9 +108,14 @@ class FrameReader:
         self.path = Path(path)
         try:
             self._file = h5py.File(self.path, "r")
-            self._frames = self._file[FRAMES]
-        except (OSError, KeyError) as err:
+        except OSError as err:
             raise ValueError(f"{self.path}: not a frames file ({err})") from err
+        frames = self._file.get(FRAMES)
+        problem = _frames_problem(frames)
+        if problem:
+            self._file.close()
+            raise ValueError(f"{self.path}: not a frames file: {problem}")
+        self._frames = frames
         self.attrs = {k: _decode_attr(v) for k, v in self._frames.attrs.items()}
 
     def __len__(self) -> int:
@@ -124,12 +129,19 @@ class FrameReader:
         """Frames ``start`` .. ``start + length - 1`` as (length, H, W, C) uint8."""
         if start < 0 or start + length > len(self):
             raise IndexError(f"{self.path}: clip {start}..{start + length - 1} outside 0..{len(self) - 1}")
-        return self._frames[start : start + length]
+        return self._read(start, start + length)
 
     def blocks(self, size: int = 64):
         """Iterate over the video in blocks of ``size`` frames: memory stays bounded."""
         for start in range(0, len(self), size):
-            yield start, self._frames[start : min(start + size, len(self))]
+            yield start, self._read(start, min(start + size, len(self)))
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        try:
+            return self._frames[start:stop]
+        except OSError as err:  # a damaged chunk: the Blosc filter fails, h5py names no file
+            raise ValueError(f"{self.path}: frames {start}..{stop - 1} cannot be read ({err}); the file is "
+                             "damaged: delete it and rerun its frames job") from None
 
     def close(self) -> None:
         self._file.close()
@@ -139,6 +151,20 @@ class FrameReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _frames_problem(frames: Any) -> str | None:
+    """Why an HDF5 object is not a video's frames as FrameWriter stores them, or None."""
+    if frames is None:
+        return f"no '{FRAMES}' dataset"
+    if not isinstance(frames, h5py.Dataset):
+        return f"'{FRAMES}' is a {type(frames).__name__}, not a dataset"
+    if frames.ndim != 4 or frames.shape[3] not in (1, 3) or frames.dtype != np.uint8:
+        return (f"'{FRAMES}' is {frames.dtype} of shape {frames.shape}; expected uint8 frames of shape "
+                "(frames, height, width, 1 or 3 channels)")
+    if frames.shape[0] == 0:
+        return "it holds no frames"
+    return None
 
 
 def _decode_attr(value: Any) -> Any:

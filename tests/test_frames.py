@@ -44,6 +44,39 @@ def test_frames_are_chunked_one_frame_per_chunk_and_compressed(tmp_path):
         assert data.id.get_create_plist().get_nfilters() == 1
 
 
+@pytest.mark.parametrize("content, problem", [
+    (lambda h: h.create_dataset("frames", data=np.arange(5)), r"'frames' is int64 of shape \(5,\)"),  # a poses file's
+    (lambda h: h.create_group("frames"), "'frames' is a Group, not a dataset"),
+    (lambda h: h.create_dataset("frames", data=np.zeros((4, 8, 8), np.uint8)), r"'frames' is uint8 of shape \(4, 8, 8\); expected uint8"),
+    (lambda h: h.create_dataset("frames", data=np.zeros((4, 8, 8, 3), np.float32)), "'frames' is float32"),
+    (lambda h: h.create_dataset("frames", shape=(0, 8, 8, 3), dtype=np.uint8), "it holds no frames"),
+    (lambda h: h.create_dataset("images", data=np.zeros((4, 8, 8, 3), np.uint8)), "no 'frames' dataset"),
+])
+def test_a_file_that_is_not_frames_is_refused_by_name(tmp_path, content, problem):
+    """A poses file's int64 `frames` was read as a video of that many frames; a float one was scored."""
+    path = tmp_path / "video.h5"
+    with h5py.File(path, "w") as handle:
+        content(handle)
+    with pytest.raises(ValueError, match=rf"{path}: not a frames file: {problem}"):
+        FrameReader(path)
+
+
+def test_a_damaged_chunk_is_named_with_its_frames(tmp_path):
+    video = encode_video(tmp_path / "clip.mp4", moving_square_frames(20))
+    extract(video, tmp_path / "clip.h5", FrameParams(compression="lz4"))
+    with h5py.File(tmp_path / "clip.h5") as handle:
+        offset = handle[FRAMES].id.get_chunk_info_by_coord((7, 0, 0, 0)).byte_offset
+    with open(tmp_path / "clip.h5", "r+b") as handle:  # the chunk's Blosc header
+        handle.seek(offset)
+        handle.write(b"\xff" * 16)
+    with FrameReader(tmp_path / "clip.h5") as reader:
+        assert reader.clip(0, 7).shape == (7, 48, 64, 3)
+        with pytest.raises(ValueError, match=r"clip.h5: frames 5\.\.8 cannot be read .*delete it and rerun its frames job"):
+            reader.clip(5, 4)
+        with pytest.raises(ValueError, match=r"clip.h5: frames 0\.\.19 cannot be read"):
+            list(reader.blocks(64))
+
+
 def test_resize_and_gray(tmp_path):
     video = encode_video(tmp_path / "clip.mp4", moving_square_frames(10))
     extract(video, tmp_path / "small.h5", FrameParams(size=(24, 32), pixel_format="gray"))
