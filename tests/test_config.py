@@ -101,6 +101,18 @@ def test_a_split_without_videos_is_refused_before_the_dag_is_built(config, share
         validate(config, SCHEMA, RULES)
 
 
+def test_avenue_videos_not_named_by_number_are_refused_by_name(config, shared_data, tmp_path):
+    """Avenue's mask files are found by the video's number; `Test001` stopped the DAG build with
+    int()'s ValueError."""
+    for folder, name in (("training_videos", "01.avi"), ("testing_videos", "Test001.avi")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_bytes(b"")
+    masks = shared_data / "gt" / "avenue" / "testing_label_mask"
+    config["datasets"]["avenue"].update(enabled=True, root=str(tmp_path), labels=str(masks))
+    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue': test video 'Test001' is not named by its number"):
+        validate(config, SCHEMA, RULES)
+
+
 @pytest.mark.parametrize("overlay", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_overlay_fits_the_schema(config, overlay):
     """Each configs/*.yaml over config.yaml passes the schema (its data folders may be absent here,

@@ -89,6 +89,13 @@ class Avenue(DatasetAdapter):
 
     @staticmethod
     def _mask_file(folder: Path, video: str) -> Path:
+        """The mask file of a test video: Avenue names both by number (video 01, 1_label.mat)."""
+        if not video.isdigit():
+            raise DatasetError(
+                f"datasets.avenue: test video {video!r} is not named by its number, as Avenue's videos are "
+                f"(01.avi .. 21.avi, or frame folders 01 .. 21); its mask file {folder}/<N>_label.mat "
+                "cannot be found; rename the videos or folders"
+            )
         return folder / f"{int(video)}_label.mat"
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
