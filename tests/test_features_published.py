@@ -107,6 +107,15 @@ def test_patch_files_are_found_per_scale_folder_and_checked(tmp_path):
     np.save(patch_files[(4, 7)], rng.random((3, 28, 8), dtype=np.float32))
     with pytest.raises(PublishedFeaturesError, match="4x7"):
         convert(tmp_path / "v_i3d.npy", tmp_path / "w.h5", 60, patch_files=patch_files)
+    # Patches of another backbone (another dimension) failed only inside SSRL's training, naming no file.
+    np.save(patch_files[(4, 7)], rng.random((4, 28, 16), dtype=np.float32))
+    with pytest.raises(PublishedFeaturesError, match=r"v_patch47_i3d.npy: expected \(4, 28, 8\) patch features .*found \(4, 28, 16\)"):
+        convert(tmp_path / "v_i3d.npy", tmp_path / "w.h5", 60, patch_files=patch_files)
+    clip[2, 5, 1] = np.nan
+    np.save(tmp_path / "v_i3d.npy", clip)
+    with pytest.raises(PublishedFeaturesError, match=r"v_i3d.npy: non-finite feature values, the first in snippet 2"):
+        convert(tmp_path / "v_i3d.npy", tmp_path / "w.h5", 60)
+    assert not (tmp_path / "w.h5").exists()
 
 
 def _altered_copy(source: Path, out: Path, keep_snippets: int | None = None) -> None:

@@ -152,7 +152,7 @@ def extract(
         n = len(snippets)
         if published_clip is not None:
             published = load_clip(Path(published_clip), unscaled_name, n_frames)
-            copy_rows(published, store.create_dataset(handle, store.FEATURES, *published.shape))
+            copy_rows(published, store.create_dataset(handle, store.FEATURES, *published.shape), Path(published_clip))
         else:
             clip_dim = clip_preset.feature_dim if flow else REGISTRY[clip_preset.rgb_backbone].feature_dim
             clip_out = store.create_dataset(handle, store.FEATURES, n, clip_preset.n_crops, clip_dim)

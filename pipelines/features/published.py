@@ -103,10 +103,16 @@ def load_clip(path: Path, preset: str, n_frames: int) -> np.ndarray:
     return clip
 
 
-def copy_rows(array: np.ndarray, target: h5py.Dataset) -> None:
-    """Copy a (memory-mapped) array into a dataset block by block, as float32."""
+def copy_rows(array: np.ndarray, target: h5py.Dataset, source: Path) -> None:
+    """Copy a (memory-mapped) array into a dataset block by block, as float32; a NaN or infinite
+    value (a broken extraction) is refused with the file and snippet rather than trained on."""
     for start in range(0, array.shape[0], COPY_BLOCK):
-        target[start : start + COPY_BLOCK] = np.asarray(array[start : start + COPY_BLOCK], dtype=np.float32)
+        block = np.asarray(array[start : start + COPY_BLOCK], dtype=np.float32)
+        bad = ~np.isfinite(block)
+        if bad.any():
+            raise PublishedFeaturesError(
+                f"{source}: non-finite feature values, the first in snippet {start + np.argwhere(bad)[0][0]}")
+        target[start : start + COPY_BLOCK] = block
 
 
 def convert(clip_file: Path, out: Path, n_frames: int, preset: str = "rtfm",
@@ -119,16 +125,17 @@ def convert(clip_file: Path, out: Path, n_frames: int, preset: str = "rtfm",
         if grid not in SSRL_PATCHES.grids:
             raise ValueError(f"grid {grid} is not one of SSRL's {SSRL_PATCHES.grids}")
         array = _load(path)
-        if array.ndim != 3 or array.shape[:2] != (clip.shape[0], grid[0] * grid[1]):
-            raise PublishedFeaturesError(f"{path}: expected ({clip.shape[0]}, {grid[0] * grid[1]}, D) patch "
-                                         f"features for a {grid[0]}x{grid[1]} grid, found {array.shape}")
+        if array.ndim != 3 or array.shape != (clip.shape[0], grid[0] * grid[1], clip.shape[-1]):
+            raise PublishedFeaturesError(
+                f"{path}: expected ({clip.shape[0]}, {grid[0] * grid[1]}, {clip.shape[-1]}) patch features for a "
+                f"{grid[0]}x{grid[1]} grid (the clip features' snippets and dimension), found {array.shape}")
         patches[grid] = array
     feature_set = store.feature_set_name(preset, SSRL_PATCHES.name if patches else None)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as handle:
-        copy_rows(clip, store.create_dataset(handle, store.FEATURES, *clip.shape))
+        copy_rows(clip, store.create_dataset(handle, store.FEATURES, *clip.shape), clip_file)
         for grid, array in patches.items():
             target = store.create_dataset(handle, store.patch_dataset(grid), *array.shape)
-            copy_rows(array, target)
+            copy_rows(array, target, patch_files[grid])
             target.attrs["reconstructed"] = False
         attrs = {
             "format": store.FORMAT,
