@@ -136,6 +136,26 @@ def test_wrong_keypoint_length_names_the_detection(tmp_path, frames_file, layout
         convert(source, tmp_path / "v.h5", frames_file)
 
 
+@pytest.mark.parametrize("edit, where, problem", [
+    (lambda d: d[1].update(score=None), r"detection 1 \(image '0\.jpg'\)", "score None"),
+    (lambda d: d[3].update(box=["a", 1, 2, 3]), r"detection 3 \(image '2\.jpg'\)", "box value 'a'"),
+    (lambda d: d[0].update(score="high"), r"detection 0 \(image '0\.jpg'\)", "score 'high'"),
+])
+def test_a_field_of_the_wrong_type_names_the_detection(tmp_path, frames_file, edit, where, problem):
+    """Each ended in float()'s own TypeError or ValueError, naming neither file nor detection."""
+    data = json.loads(json.dumps(ALPHAPOSE_RESULTS))
+    edit(data)
+    source = _write(tmp_path / "alphapose-results.json", data)
+    with pytest.raises(PoseFormatError, match=rf"alphapose-results.json: {where}: {problem} is not a finite number"):
+        convert(source, tmp_path / "v.h5", frames_file)
+    tracked = json.loads(json.dumps(TRACKED_PERSON))
+    tracked["1"]["0001"]["scores"] = [0.9, "high"]
+    source = _write(tmp_path / "tracked.json", tracked)
+    with pytest.raises(PoseFormatError, match=r"tracked.json: person '1', frame '0001': score 'high' is not a finite number"):
+        convert(source, tmp_path / "v.h5", frames_file)
+    assert not (tmp_path / "v.h5").exists()
+
+
 def test_untracked_results_are_refused(tmp_path, frames_file):
     data = json.loads(json.dumps(ALPHAPOSE_RESULTS))
     del data[1]["idx"]

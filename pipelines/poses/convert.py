@@ -92,6 +92,13 @@ def _integer(value: Any, what: str, where: str) -> int:
     raise PoseFormatError(f"{where}: {what} {value!r} is not an integer")
 
 
+def _number(value: Any, what: str, where: str) -> float:
+    """A finite JSON number (null, text, NaN are format errors, not crashes inside float())."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+        return float(value)
+    raise PoseFormatError(f"{where}: {what} {value!r} is not a finite number")
+
+
 def _track_id(value: Any, where: str) -> int:
     """AlphaPose's ``idx``: an integer when tracked; a list of merged ids must agree on one."""
     if value is None:
@@ -143,12 +150,12 @@ def parse_alphapose_results(data: list, source: Path, frame_index: Callable[[Any
         rows["track_ids"].append(_track_id(item.get("idx"), where))
         rows["frames"].append(frame_index(item["image_id"], where))
         rows["keypoints"].append(keypoints)
-        rows["scores"].append(float(item.get("score", 0.0)))
+        rows["scores"].append(_number(item.get("score", 0.0), "score", where))
         box = item.get("box")
         if box is None:
             rows["boxes"].append(keypoint_boxes(keypoints[None])[0])
         elif isinstance(box, list) and len(box) == 4:
-            x, y, w, h = (float(v) for v in box)
+            x, y, w, h = (_number(v, "box value", where) for v in box)
             rows["boxes"].append([x, y, x + w, y + h])
         else:
             raise PoseFormatError(f"{where}: box must be [x, y, width, height], found {box!r}")
@@ -172,7 +179,10 @@ def parse_tracked_person(data: dict, source: Path) -> dict[str, np.ndarray]:
             frames.append(_integer(frame, "frame", here))
             keypoints.append(_keypoints(entry["keypoints"], here))
             score = entry.get("scores", 0.0)
-            scores.append(float(np.mean(score)) if isinstance(score, list) else float(score))
+            values = [_number(v, "score", here) for v in (score if isinstance(score, list) else [score])]
+            if not values:
+                raise PoseFormatError(f"{here}: an empty list of scores")
+            scores.append(float(np.mean(values)))
     keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
     return {
         "track_ids": np.asarray(track_ids, dtype=np.int64),
