@@ -200,6 +200,19 @@ def test_the_profiles_name_only_rules_the_workflow_has(tmp_path):
         assert named - rules == set(), f"profiles/{profile} names rules the workflow does not have"
 
 
+def test_every_datasets_labels_rule_is_bundled_into_the_summary_job(tmp_path):
+    """Adding a dataset adds a `<name>_labels` rule, which the Slurm profile must name: otherwise it
+    runs as a Slurm job of its own beside the summary bundle (README, Adding a dataset)."""
+    from tests.workflow_helpers import run_snakemake
+
+    datasets = {p.stem for p in (REPO / "workflow" / "rules" / "datasets").glob("*.smk")}
+    rules = set(run_snakemake(tmp_path, tiny_config(), "--list-rules").stdout.split())
+    assert {f"{name}_labels" for name in datasets} <= rules
+    groups = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())["groups"]
+    unbundled = sorted(f"{name}_labels" for name in datasets if groups.get(f"{name}_labels") != "summary")
+    assert unbundled == [], f"add `<rule>: summary` under groups: in profiles/slurm/config.yaml for {unbundled}"
+
+
 def test_profile_rejects_an_unknown_gpu_style(tmp_path):
     profile = profile_copy(tmp_path / "profile", "cuda")
     command = [sys.executable, "-m", "snakemake", "-s", str(TOY_SNAKEFILE), "-d", str(tmp_path / "run"),

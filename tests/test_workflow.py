@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import h5py
 import pandas as pd
@@ -111,6 +112,24 @@ def test_a_video_deleted_inside_its_rendered_shard_stops_the_dag_with_the_fix(de
         victim.write_bytes(kept)
         for path, stat in times:  # as rendered, so later tests see an up-to-date DAG
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_deleted_shard_folder_is_rendered_again_with_what_follows(demo, tmp_path):
+    """What the message above tells the user to do: the folder is a target, so it is rendered again
+    (it was an intermediate, and Snakemake said there was nothing to be done)."""
+    workdir, config = demo
+    shard = sorted((workdir / "results" / "raw" / "synthetic" / "test").glob("shard_*"))[0]
+    kept = tmp_path / "kept_shard"
+    shutil.copytree(shard, kept)
+    shutil.rmtree(shard)
+    try:
+        jobs = planned_jobs(workdir, config)
+        n_videos = len(list(kept.glob("*.mp4")))
+        assert jobs["synthetic_shard"] == 1 and jobs["extract_frames"] == n_videos, jobs
+        assert jobs["score_video"] == n_videos and "synthetic_splits" not in jobs, jobs
+    finally:
+        shutil.copytree(kept, shard)  # copy2 keeps the times: later tests see an up-to-date DAG
+        shutil.copystat(kept, shard)
 
 
 def test_lint_is_clean(tmp_path):

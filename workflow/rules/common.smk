@@ -360,12 +360,16 @@ def all_targets():
     if not runs():
         raise WorkflowError("no enabled method fits any enabled dataset: nothing to run")
     timelines = [f"results/report/timelines/{d}_{s}_{m}.png" for m, d, s in runs()]
-    # Per-video products are targets too, so deleting one reruns that video and what follows.
+    # Per-video products are targets too, so deleting one reruns that video and what follows; and so
+    # are the folders the workflow renders raw videos into, so deleting one renders its videos again.
     per_video = set()
     for method, dataset, split in runs():
         train_split = method_splits(method)[0]
+        found = adapter(dataset)
         for each in (train_split, split):
             per_video.update(method_input(method, dataset, each, video) for video in videos(dataset, each))
+            if found.generated_by_workflow:
+                per_video.update(str(found.rule_output(v.source)) for v in videos(dataset, each).values())
         for seed in method_seeds(method):
             per_video.update(score_files(method, dataset, seed, split))
     return ["results/report/auc_table.csv"] + timelines + sorted(per_video)
