@@ -80,6 +80,17 @@ def load_schema(schema_path: Path) -> dict:
     return schema
 
 
+EVALUATION_SPLITS = ("test", "weak_test")
+
+
+def no_videos_message(adapter, entry: dict, split: str) -> str:
+    """What to say of a split without videos. Every run needs its evaluation split; a training split
+    only when an enabled method trains on it (the workflow checks those: it knows the methods)."""
+    where = f" under {entry['root']}" if entry.get("root") else ""
+    hint = f" (expected: {adapter.expects['root']})" if "root" in adapter.expects else ""
+    return f"datasets.{adapter.name}: no videos of its {split} split found{where}{hint}"
+
+
 def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
     """Return ``config`` with defaults filled, or raise ConfigError naming the first bad key."""
     schema = load_schema(Path(schema_path))
@@ -98,10 +109,8 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
                 videos = adapter.videos(split)
                 if adapter.generated_by_workflow:
                     break  # rendered by its own rules: one listing checks its parameters, nothing is on disk yet
-                if not videos:
-                    where = f" under {entry['root']}" if entry.get("root") else ""
-                    hint = f" (expected: {adapter.expects['root']})" if "root" in adapter.expects else ""
-                    raise DatasetError(f"datasets.{name}: no videos of its {split} split found{where}{hint}")
+                if not videos and split in EVALUATION_SPLITS:  # training splits: see no_videos_message
+                    raise DatasetError(no_videos_message(adapter, entry, split))
                 missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
                 if missing:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")

@@ -62,6 +62,23 @@ def test_dry_run_builds_the_dag_for_all_six_datasets(shared_data, tmp_path):
     assert jobs["evaluate"] == 6 and jobs["score_video"] == 12 + 21 + 107 + 290 + 211 + 4
 
 
+def test_a_training_split_without_videos_stops_only_a_method_that_trains_on_it(shared_data, tmp_path):
+    """An empty training folder with the baseline (which trains on nothing) is fine; with LGN-Net it
+    stops the DAG build by name (its training job failed with argparse's usage message)."""
+    root = tmp_path / "ped2"
+    (root / "training" / "frames").mkdir(parents=True)
+    (root / "testing" / "frames" / "01").mkdir(parents=True)
+    config = tiny_config()
+    config["datasets"]["synthetic"]["enabled"] = False
+    config["datasets"]["ped2"].update(enabled=True, root=str(root), labels=str(shared_data / "ped2" / "frame_labels_ped2.npy"))
+    assert planned_jobs(tmp_path / "baseline", config)["score_video"] == 1
+    config["methods"]["lgn_net"]["enabled"] = True
+    proc = run_snakemake(tmp_path / "trained", config, "-n", check=False)
+    assert proc.returncode != 0
+    assert (f"config key 'datasets.ped2': no videos of its train split found under {root} (expected: the UCSD Ped2 "
+            "folder") in proc.stdout and "and method lgn_net trains on it" in proc.stdout, proc.stdout[-3000:]
+
+
 def _avenue_like(root, lengths, seed=0):
     """A small dataset in Avenue's layout: real encoded videos and liu2018-style labels."""
     labels = []

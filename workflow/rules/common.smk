@@ -13,7 +13,7 @@ shell.prefix(f"export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTH
 from snakemake.exceptions import WorkflowError
 
 from models import get_method_class
-from pipelines.config_check import ConfigError, validate
+from pipelines.config_check import ConfigError, no_videos_message, validate
 from pipelines.datasets import get_adapter
 from pipelines.provenance import config_hash
 
@@ -366,6 +366,10 @@ def all_targets():
     for method, dataset, split in runs():
         train_split = method_splits(method)[0]
         found = adapter(dataset)
+        if get_method_class(method).stages and not videos(dataset, train_split):
+            message = no_videos_message(found, config["datasets"][dataset], train_split)
+            raise WorkflowError(f"invalid configuration: config key '{message.partition(': ')[0]}': "
+                                f"{message.partition(': ')[2]}, and method {method} trains on it")
         for each in (train_split, split):
             per_video.update(method_input(method, dataset, each, video) for video in videos(dataset, each))
             if found.generated_by_workflow:
