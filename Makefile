@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 
 CONFIG ?=
 
-.PHONY: demo run test test-slurm test-fast lint bench clean
+.PHONY: demo run unlock test test-slurm test-fast lint bench clean
 
 # A venv made before the switch to opencv-contrib-python-headless holds opencv-python-headless, which
 # installs the same cv2 folder: the two must never be installed together (a no-op in a fresh venv).
@@ -20,15 +20,21 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/snakemake --profile profiles/local
+	$(BIN)/snakemake --profile profiles/local $(ARGS)
 	@echo
 	@cat results/report/auc_table.md
 
-# Run the DAG with an overlay config, e.g. `make run CONFIG=configs/ped2.yaml`.
+# Run the DAG with an overlay config, e.g. `make run CONFIG=configs/ped2.yaml`; ARGS are passed
+# on to Snakemake (e.g. ARGS="-n" for a dry run).
 run: $(INSTALLED)
-	$(BIN)/snakemake --profile profiles/local --configfile config.yaml $(CONFIG)
+	$(BIN)/snakemake --profile profiles/local --configfile config.yaml $(CONFIG) $(ARGS)
 	@echo
 	@cat results/report/auc_table.md
+
+# After a run was killed outright (kill -9, the out-of-memory killer), Snakemake's lock on this
+# folder stays and the next run refuses to start: this removes it (same CONFIG as the run).
+unlock: $(INSTALLED)
+	$(BIN)/snakemake --profile profiles/local --configfile config.yaml $(CONFIG) --unlock
 
 # The Slurm tests start a local cluster where they can (root, apt) and are skipped, saying why,
 # where they cannot; `make test-slurm` runs only them and fails instead of skipping.

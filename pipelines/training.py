@@ -180,6 +180,10 @@ class StageRun:
                 old.unlink()
 
     def finish(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer], extra: dict | None = None) -> None:
-        """Write the final checkpoint atomically, then drop the periodic ones."""
-        save_checkpoint(self.out, self._state(model, optimizers) | {"extra": extra or {}})
+        """Write the final checkpoint atomically, then drop the periodic ones. The resume fingerprint
+        (it holds the source files' modification times) is left out, so that two runs of one config
+        write byte-identical final checkpoints and the scores' checkpoint digests agree."""
+        state = self._state(model, optimizers)
+        del state["fingerprint"]
+        save_checkpoint(self.out, state | {"extra": extra or {}})
         shutil.rmtree(self.resume_dir, ignore_errors=True)
