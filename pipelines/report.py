@@ -161,13 +161,21 @@ def read_record(path: Path) -> dict:
     return record
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """The table as Markdown, each cell as the CSV writes it. tabulate's own number parsing would
+    print a config hash of digits (or digits around one "e") as a number, and 73.0 as 73."""
+    shown = table.astype(object).where(table.notna(), "").astype(str)
+    align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+
+
 def write_report(out_dir: Path, papers_csv: Path, eval_files: list[Path]) -> pd.DataFrame:
     records = [read_record(p) for p in eval_files]
     table = build_table(records, pd.read_csv(papers_csv))
     write_text(out_dir / "auc_by_seed.csv", seed_table(records).round(2).to_csv(index=False))
     write_text(out_dir / "auc_table.csv", table.to_csv(index=False))
     # Empty cells, not "nan", where a number does not exist (the std of one seed, a paper without the dataset).
-    write_text(out_dir / "auc_table.md", table.astype(object).where(table.notna(), "").to_markdown(index=False) + "\n")
+    write_text(out_dir / "auc_table.md", markdown_table(table))
     write_text(out_dir / "auc_table.html", table.to_html(index=False, na_rep="", border=0))
     for dataset in sorted({r["dataset"] for r in records}):
         plot_roc([r for r in records if r["dataset"] == dataset], dataset, out_dir / f"roc_{dataset}.png")

@@ -83,6 +83,21 @@ def test_report_files_and_a_record_without_a_seed(tmp_path):
     assert not (tmp_path / "again").exists()
 
 
+def test_the_markdown_table_shows_each_cell_as_the_csv_does(tmp_path):
+    """tabulate read a column of config hashes made of digits (or digits around one "e") as
+    numbers: 012345678901 was printed as 1.23457e+10 and 00000000e042 as 0."""
+    paths = []
+    for method, config_hash in (("std", "012345678901"), ("lgn_net", "00000000e042")):
+        paths.append(tmp_path / f"{method}.json")
+        paths[-1].write_text(json.dumps(record(method, 0, 0.6, config_hash=config_hash)))
+    write_report(tmp_path / "report", PAPERS, paths)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in (tmp_path / "report" / "auc_table.md").read_text().splitlines() if "| ped2" in line]
+    csv = pd.read_csv(tmp_path / "report" / "auc_table.csv", dtype=str, keep_default_na=False).values.tolist()
+    assert rows == csv, (rows, csv)
+    assert {row[-1] for row in rows} == {"012345678901", "00000000e042"}
+
+
 def test_the_roc_of_a_row_is_the_mean_of_its_seeds_between_their_extremes():
     records = [record("lgn_net", seed, noise) for seed, noise in ((0, 0.6), (1, 0.9), (2, 1.2))]
     fpr, mean, low, high = seed_roc(records)
