@@ -91,6 +91,15 @@ def no_videos_message(adapter, entry: dict, split: str) -> str:
     return f"datasets.{adapter.name}: no videos of its {split} split found{where}{hint}"
 
 
+def dataset_config_error(name: str, err: DatasetError) -> ConfigError:
+    """A dataset adapter's error as a config error naming the key: the one the message starts with
+    (``datasets.<name>.<key>: ...``), or the dataset's entry."""
+    key, _, problem = str(err).partition(": ")
+    if not key.startswith(f"datasets.{name}"):
+        key, problem = f"datasets.{name}", str(err)
+    return ConfigError(f"config key '{key}': {problem}")
+
+
 def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
     """Return ``config`` with defaults filled, or raise ConfigError naming the first bad key."""
     schema = load_schema(Path(schema_path))
@@ -115,10 +124,7 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
                 if missing:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")
         except DatasetError as err:
-            key, _, problem = str(err).partition(": ")
-            if not key.startswith(f"datasets.{name}"):
-                key, problem = f"datasets.{name}", str(err)
-            raise ConfigError(f"config key '{key}': {problem}") from err
+            raise dataset_config_error(name, err) from err
     if not any(entry.get("enabled") for entry in config["datasets"].values()):
         raise ConfigError("config key 'datasets': no dataset is enabled")
     return config

@@ -40,8 +40,9 @@ def read_scores(path: Path) -> VideoScore:
     if scores.ndim != 1 or scored.shape != scores.shape or scored.dtype != bool:
         raise ValueError(f"{path}: scores of shape {scores.shape} and a scored mask of shape {scored.shape} "
                          f"({scored.dtype}); expected two per-frame vectors of one length")
-    if not np.isfinite(scores[scored]).all():
-        raise ValueError(f"{path}: {int((~np.isfinite(scores[scored])).sum())} scored frames have non-finite scores")
+    non_finite = int((~np.isfinite(scores[scored])).sum())
+    if non_finite:
+        raise ValueError(f"{path}: {non_finite} scored frames have non-finite scores")
     return VideoScore(scores, scored)
 
 

@@ -13,8 +13,8 @@ shell.prefix(f"export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTH
 from snakemake.exceptions import WorkflowError
 
 from models import get_method_class
-from pipelines.config_check import ConfigError, no_videos_message, validate
-from pipelines.datasets import get_adapter
+from pipelines.config_check import ConfigError, dataset_config_error, no_videos_message, validate
+from pipelines.datasets import DatasetError, get_adapter
 from pipelines.provenance import config_hash
 
 try:
@@ -366,14 +366,15 @@ def all_targets():
     for method, dataset, split in runs():
         train_split = method_splits(method)[0]
         found = adapter(dataset)
-        if get_method_class(method).stages and not videos(dataset, train_split):
-            message = no_videos_message(found, config["datasets"][dataset], train_split)
-            raise WorkflowError(f"invalid configuration: config key '{message.partition(': ')[0]}': "
-                                f"{message.partition(': ')[2]}, and method {method} trains on it")
         for each in (train_split, split):
-            per_video.update(method_input(method, dataset, each, video) for video in videos(dataset, each))
+            listed = videos(dataset, each)
+            if each == train_split and not listed and get_method_class(method).stages:
+                message = no_videos_message(found, config["datasets"][dataset], each)
+                error = dataset_config_error(dataset, DatasetError(f"{message}, and method {method} trains on it"))
+                raise WorkflowError(f"invalid configuration: {error}")
+            per_video.update(method_input(method, dataset, each, video) for video in listed)
             if found.generated_by_workflow:
-                per_video.update(str(found.rule_output(v.source)) for v in videos(dataset, each).values())
+                per_video.update(str(found.rule_output(v.source)) for v in listed.values())
         for seed in method_seeds(method):
             per_video.update(score_files(method, dataset, seed, split))
     return ["results/report/auc_table.csv"] + timelines + sorted(per_video)
