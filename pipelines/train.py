@@ -15,6 +15,7 @@ from pathlib import Path
 
 from models import EvaluationSet, TrainInputs, get_method
 from pipelines.labels import read_labels
+from pipelines.stage_log import kept_stage_log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--eval-every needs --eval-labels and --eval-inputs")
         evaluation = EvaluationSet(list(args.eval_inputs), args.eval_labels, args.eval_every)
     method = get_method(args.method, json.loads(args.params_json), args.seed)
-    method.train_stage(args.stage, TrainInputs(list(args.inputs), video_labels, evaluation), args.previous, args.out)
-    print(f"{args.out}: {args.method} stage {args.stage} done")
+    with kept_stage_log(args.out):
+        method.train_stage(args.stage, TrainInputs(list(args.inputs), video_labels, evaluation), args.previous, args.out)
+        print(f"{args.out}: {args.method} stage {args.stage} done")
     return 0
 
 

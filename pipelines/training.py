@@ -33,6 +33,12 @@ from pipelines.provenance import versions
 FORMAT = "vadbench-checkpoint-1"
 
 
+def resume_dir_of(out: str | Path) -> Path:
+    """The folder of a stage's resume points (and its kept log): ``<out>.resume``."""
+    out = Path(out)
+    return out.with_name(out.name + ".resume")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is unreadable or belongs to another method, stage set-up or geometry."""
 
@@ -102,7 +108,7 @@ class StageRun:
 
     @property
     def resume_dir(self) -> Path:
-        return self.out.with_name(self.out.name + ".resume")
+        return resume_dir_of(self.out)
 
     def _periodic(self) -> list[Path]:
         if not self.resume_dir.is_dir():
@@ -157,7 +163,8 @@ class StageRun:
         if payload.get("fingerprint") != self.fingerprint:
             print(f"{self.resume_dir}: resume point of step {payload['step']} was made under other settings, "
                   "training files or previous stage; discarded, training from the start", flush=True)
-            shutil.rmtree(self.resume_dir)
+            for stale in found:
+                stale.unlink()
             return 0
         model.load_state_dict(payload["model"])
         for name, opt in optimizers.items():

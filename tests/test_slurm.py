@@ -328,3 +328,7 @@ def test_preempted_and_cancelled_training_resumes_from_its_checkpoint(slurm_clus
     for name, value in straight_weights.items():
         assert torch.equal(resumed["model"][name], value), f"{name} differs from an uninterrupted run"
     assert not (workdir / "model.pt.resume").exists()
+    # Snakemake empties the job's log before each start; the stage printed its earlier attempts again
+    log = (workdir / "logs" / "train.log").read_text()
+    assert re.findall(r"=== attempt started \S+ on \S+, Slurm job (\d+)", log) == [job_0, job_1, job_2]
+    assert "step 1 loss" in log and f"step {steps} loss" in log

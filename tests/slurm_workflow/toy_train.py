@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.stage_log import kept_stage_log
 from pipelines.training import StageRun
 
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds-per-step", type=float, default=0.0)
     parser.add_argument("--attempts", type=Path)
     args = parser.parse_args(argv)
-    train(args.out, args.steps, args.every, args.seconds_per_step, args.attempts)
+    with kept_stage_log(args.out):
+        train(args.out, args.steps, args.every, args.seconds_per_step, args.attempts)
 
 
 if __name__ == "__main__":
