@@ -112,12 +112,28 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
         row |= {
             "protocol": describe_protocol(first), "n_videos": first["n_videos"], "n_frames": first["n_frames"],
             "seeds": " ".join(str(r["seed"]) for r in members), "config_hash": first["config_hash"],
+            "row_labels": first["protocol"]["label_convention"],
         }
         rows.append(row)
-    table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("paper_auc", "paper_ref")])
-    table = table.merge(papers, on=RUN_KEY, how="left")
+    own = [c for c in COLUMNS if c not in ("paper_auc", "paper_ref")] + ["row_labels"]
+    table = pd.DataFrame(rows, columns=own).merge(papers, on=RUN_KEY, how="left")
     table["paper_ref"] = table["paper_ref"].fillna("")
+    withheld_papers_of_other_labels(table)
     return table[COLUMNS].sort_values(["dataset", "split", "method"]).reset_index(drop=True)
+
+
+def withheld_papers_of_other_labels(table: pd.DataFrame) -> None:
+    """Blank the paper's number beside a row scored under another label convention than the paper's
+    (Avenue's masks against Liu et al.'s labels differ on 441 frames), saying why in its reference.
+    ``papers``' ``label_convention`` is how the row's label convention must begin; empty: any."""
+    wanted = table.get("label_convention", pd.Series("", index=table.index)).fillna("")
+    for i in table.index[wanted != ""]:
+        row_labels = table.at[i, "row_labels"]
+        if not row_labels.startswith(wanted[i]):
+            shown = row_labels.split(",")[0]
+            table.at[i, "paper_ref"] += (f"; its {table.at[i, 'paper_auc']:g} is not shown: the paper's labels are "
+                                         f"{wanted[i]}, this row's {shown}")
+            table.at[i, "paper_auc"] = float("nan")
 
 
 def seed_roc(members: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
