@@ -299,6 +299,15 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
     jobs = planned_jobs(tmp_path, config)
     assert jobs == {"train_stage": len(stages), "score_video": 2, "evaluate": 1, "report_tables": 1, "all": 1}
 
+    config["seed"] = [0, 1]
+    config["methods"][method].update(SCORING_ONLY[method])
+    jobs = planned_jobs(tmp_path, config)
+    assert jobs == {"score_video": 4, "evaluate": 2, "plot_timelines": 1, "report_tables": 1, "all": 1}, \
+        "a parameter only scoring reads reruns the scoring of every seed, never the training"
+
+
+SCORING_ONLY = {"lgn_net": {"test_lambda": 0.5}, "std": {"score_batch": 3}}
+
 
 def test_the_paper_overlay_plans_three_seeds_of_gpu_training_on_ped2(shared_data, tmp_path):
     """configs/ped2_paper.yaml (the GPU command of the README): every training stage of both methods

@@ -62,6 +62,17 @@ def test_pose_and_tube_files_carry_their_provenance(pose_demo):
         assert (results / "models" / "genet" / "synthetic" / "seed_0" / f"{stage}.pt").stat().st_size > 0
 
 
+def test_a_test_stride_change_redoes_the_test_tubes_and_scores_never_the_training(pose_demo):
+    """The tube command and the scoring parameters are Snakemake params; ones computed from a job's
+    input are left out of its params-changed trigger, so these must come from the wildcards alone."""
+    config = _pose_config()
+    for method in ("stg_nf", "genet"):
+        config["methods"][method]["test_stride"] = 2
+    assert planned_jobs(pose_demo, config) == {
+        "person_tubes": 3, "score_video": 6, "evaluate": 2, "plot_timelines": 2, "report_tables": 1, "all": 1,
+    }
+
+
 def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
     checkout = tmp_path / "AlphaPose"
     for relative in ("configs/coco/resnet/256x192_res152_lr1e-3_1x-duc.yaml",

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import h5py
 import pandas as pd
 import pytest
 
-from tests.workflow_helpers import planned_jobs, run_snakemake, tiny_config
+from tests.workflow_helpers import REPO, planned_jobs, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +136,23 @@ def test_a_deleted_shard_folder_is_rendered_again_with_what_follows(demo, tmp_pa
 def test_lint_is_clean(tmp_path):
     proc = run_snakemake(tmp_path, tiny_config(), "--lint", check=False)
     assert proc.returncode == 0 and "Lints for" not in proc.stdout, proc.stdout[-4000:]
+
+
+# Params functions that take a job's input or output and hold only its paths (with fixed flags).
+PATH_ONLY_PARAMS = {"checkpoint_arg", "evaluation_args", "patch_args"}
+
+
+def test_params_from_input_or_output_hold_only_paths():
+    """Snakemake leaves params computed from a job's input or output out of its params-changed
+    trigger (they follow the input files), so a setting passed that way would change nothing on a
+    rerun. Settings come from functions of the wildcards alone; these hold only paths."""
+    derived, lambdas = set(), []
+    for path in (REPO / "workflow").rglob("*.smk"):
+        text = path.read_text()
+        derived |= set(re.findall(r"^def (\w+)\(wildcards, (?:input|output)", text, re.M))
+        lambdas += re.findall(r"lambda wildcards, (?:input|output)[\w, ]*: (.*)", text)
+    assert derived == PATH_ONLY_PARAMS, f"review these for settings: {sorted(derived ^ PATH_ONLY_PARAMS)}"
+    assert lambdas and all(body.startswith("optional_path(") for body in lambdas), lambdas
 
 
 def test_snakemake_report_bundles_tables_and_plots(demo):

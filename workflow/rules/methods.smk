@@ -33,7 +33,8 @@ rule score_video:
     output:
         "results/scores/{method}/{dataset}/seed_{seed}/{split}/{video}.h5",
     params:
-        args=score_args,
+        checkpoint=checkpoint_arg,
+        method=method_json,
     threads: 1
     resources:
         **gpu_resources(method_resources),
@@ -42,5 +43,5 @@ rule score_video:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.args}"
-        " --seed {wildcards.seed} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.checkpoint}"
+        " --params-json {params.method:q} --seed {wildcards.seed} > {log:q} 2>&1"

@@ -93,22 +93,27 @@ def pose_inputs(wildcards):
     return inputs
 
 
-def pose_command(wildcards, input, output):
-    """The shell command that writes one poses file, for the dataset's backend."""
-    backend = pose_backend(wildcards.dataset)
+def pose_command(wildcards):
+    """The shell command that writes one poses file, for the dataset's backend. Built from the
+    wildcards alone, like every params function that carries settings: Snakemake leaves params
+    computed from a job's input or output out of its params-changed trigger, so a changed backend
+    setting would not re-extract the poses. The paths are those pose_inputs and the rule name."""
+    d, s, v = wildcards.dataset, wildcards.split, wildcards.video
+    frames, out = frames_file(d, s, v), poses_file(d, s, v)
+    backend = pose_backend(d)
     if backend == "blazepose":
         settings = {k: v for k, v in POSES["blazepose"].items() if k not in ("detector_weights", "landmark_weights", "cache_dir")}
-        args = ["python", "-m", "pipelines.poses.blazepose", input.frames, output[0],
+        args = ["python", "-m", "pipelines.poses.blazepose", frames, out,
                 "--settings-json", json.dumps(settings, sort_keys=True), "--cache-dir", POSES["blazepose"]["cache_dir"],
-                "--dataset", wildcards.dataset]
+                "--dataset", d]
         for key in ("detector_weights", "landmark_weights"):
-            if key in input.keys():
-                args += [f"--{key.replace('_', '-')}", input[key]]
+            if POSES["blazepose"][key]:
+                args += [f"--{key.replace('_', '-')}", POSES["blazepose"][key]]
         return shlex.join(args)
-    json_path = pose_json(wildcards.dataset, wildcards.split, wildcards.video)
-    args = ["python", "-m", "pipelines.poses.convert", json_path, output[0], "--frames", input.frames,
-            "--backend", backend, "--dataset", wildcards.dataset]
-    source = videos(wildcards.dataset, wildcards.split)[wildcards.video].source
+    json_path = pose_json(d, s, v)
+    args = ["python", "-m", "pipelines.poses.convert", json_path, out, "--frames", frames,
+            "--backend", backend, "--dataset", d]
+    source = videos(d, s)[v].source
     if backend in ("alphapose", "precomputed") and source.is_dir():
         # alphapose-results.json names frames by their files: their place in the folder is the index
         args += ["--image-dir", str(source)]
@@ -134,13 +139,16 @@ def alphapose_inputs(wildcards):
     return inputs
 
 
-def alphapose_args(wildcards, input, output):
-    """demo_inference.py arguments; paths absolute, since the script runs inside the checkout."""
+def alphapose_args(wildcards):
+    """demo_inference.py arguments; paths absolute, since the script runs inside the checkout. From
+    the wildcards alone (see pose_command); the paths are those alphapose_inputs and the rule name."""
     settings = POSES["alphapose"]
     source = os.path.abspath(frame_source(wildcards))
-    args = ["--cfg", os.path.abspath(input.cfg), "--checkpoint", os.path.abspath(input.checkpoint),
+    out = pose_json(wildcards.dataset, wildcards.split, wildcards.video)
+    args = ["--cfg", os.path.abspath(alphapose_path(settings["cfg"])),
+            "--checkpoint", os.path.abspath(alphapose_path(settings["checkpoint"])),
             "--indir" if os.path.isdir(source) else "--video", source,
-            "--outdir", os.path.abspath(os.path.dirname(output[0])), "--detector", settings["detector"],
+            "--outdir", os.path.abspath(os.path.dirname(out)), "--detector", settings["detector"],
             f"--{settings['tracker']}", "--sp", "--min_box_area", str(settings["min_box_area"]),
             *settings["extra_args"]]
     return shlex.join(args)
@@ -165,8 +173,9 @@ def tube_inputs(wildcards):
     return inputs
 
 
-def tube_command(wildcards, input):
-    """Arguments of pipelines.poses.tubes from the method's parameters for this dataset."""
+def tube_command(wildcards):
+    """Arguments of pipelines.poses.tubes from the method's parameters for this dataset (from the
+    wildcards alone, see pose_command)."""
     params = resolve_params(config["methods"][wildcards.method], wildcards.dataset)
     stride = params["train_stride"] if wildcards.split == method_splits(wildcards.method)[0] else params["test_stride"]
     settings = {"seg_len": params["seg_len"], "stride": stride, "max_missing": params["max_missing"],
@@ -174,8 +183,9 @@ def tube_command(wildcards, input):
                 "margin": params["tube_margin"], "crop_size": params["tube_crop_size"],
                 "batch_size": params["tube_batch_size"]}
     args = ["--settings-json", json.dumps(settings, sort_keys=True), "--dataset", wildcards.dataset]
-    if "weights" in input.keys():
-        args += ["--weights", input.weights]
+    weights = config["methods"][wildcards.method].get("i3d_weights")  # tube_inputs' weights
+    if weights:
+        args += ["--weights", weights]
     if params.get("i3d_cache_dir"):
         args += ["--cache-dir", params["i3d_cache_dir"]]
     if params["allow_random_backbone"]:
