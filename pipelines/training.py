@@ -59,9 +59,11 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically and durably: a killed job never leaves one that looks valid, and
-    one that replaced the previous resume point survives a crash of the node."""
+    one that replaced the previous resume point survives a crash of the node. It records torch's
+    thread count beside the versions: CPU training sums in another order on another count, so the
+    weights depend on it."""
     with atomic_path(path, durable=True) as tmp:
-        torch.save({"format": FORMAT, "versions": versions(), **payload}, tmp)
+        torch.save({"format": FORMAT, "versions": versions(), "torch_threads": torch.get_num_threads(), **payload}, tmp)
 
 
 def load_checkpoint(path: Path, method: str, identity: dict[str, Any] | None = None, *, mmap: bool = False) -> dict[str, Any]:

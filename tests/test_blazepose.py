@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -132,13 +133,15 @@ def test_blazepose_finds_and_tracks_the_people_of_vtest(tmp_path):
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     with FrameWriter(tmp_path / "vtest.h5", 576, 768, 3, "lz4") as writer:
         writer.append(np.stack(frames))
+    started = time.perf_counter()
     assert main([str(tmp_path / "vtest.h5"), str(tmp_path / "poses.h5"), "--cache-dir", str(weights),
                  "--dataset", "vtest"]) == 0
+    seconds = time.perf_counter() - started
     tracks, attrs = read_poses(tmp_path / "poses.h5")
     people_per_frame = np.bincount(tracks.frames, minlength=40)
     lengths = np.sort([rows.stop - rows.start for _, rows in tracks.tracks()])[::-1]
     print(f"vtest: {np.mean(people_per_frame > 0):.0%} of frames with people, {people_per_frame.mean():.2f} per "
-          f"frame, {len(lengths)} tracks, longest {lengths[:5].tolist()}, {attrs['frames_per_second']:.2f} frames/s")
+          f"frame, {len(lengths)} tracks, longest {lengths[:5].tolist()}, {40 / seconds:.2f} frames/s")
     assert np.mean(people_per_frame > 0) >= 0.95
     assert people_per_frame.mean() >= 2.0
     assert lengths[0] == 40 and lengths[1] >= 20  # one person followed throughout, another for half the clip

@@ -139,6 +139,7 @@ def test_stopped_and_resumed_training_ends_with_the_same_weights(method, videos,
         assert torch.equal(resumed["model"][key], value), key
     assert not (tmp_path / f"{final.name}.resume").exists()
     assert straight["config"]["image_size"] == 32 and straight["versions"]["torch"].startswith("2.")
+    assert straight["torch_threads"] == torch.get_num_threads()
 
 
 @pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)

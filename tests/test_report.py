@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.provenance import config_hash
 from pipelines.metrics import Protocol, VideoScores, evaluate
 from pipelines.report import build_table, seed_roc, write_report
 from tests.conftest import REPO
@@ -68,6 +69,12 @@ def test_seeds_of_one_row_must_share_config_and_frames(change, message):
     records = [record("lgn_net", 0, 0.6), record("lgn_net", 1, 0.9, **change)]
     with pytest.raises(ValueError, match=message):
         build_table(records, pd.read_csv(PAPERS))
+
+
+def test_a_config_hash_reads_numbers_as_numbers():
+    assert config_hash({"sigmas": [2, 1], "n": 3}) == config_hash({"n": 3.0, "sigmas": [2.0, 1.0]})
+    assert config_hash({"sigmas": [2, 1]}) != config_hash({"sigmas": [2, 2]})
+    assert config_hash({"flag": True}) != config_hash({"flag": 1})
 
 
 def test_the_same_seed_twice_is_an_error():

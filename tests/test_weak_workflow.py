@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import jsonschema
@@ -40,6 +41,27 @@ def test_missing_weights_stop_the_run_naming_where_to_put_them(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_row_hash_follows_the_feature_settings_and_not_how_jobs_run(tmp_path):
+    """Two configs whose AR-Net numbers differ (the flow stream) must not share a config hash; how
+    jobs run (batch size, device), how frames are stored and how demo videos are split into jobs
+    change no number, so they leave it."""
+
+    def arnet_hash(config) -> str:
+        out = run_snakemake(tmp_path / "work", config, "-n", "-p").stdout
+        found = {re.search(r"--config-hash (\w+)", line).group(1)
+                 for line in out.splitlines() if "pipelines.evaluate arnet " in line}
+        assert len(found) == 1, out[-3000:]
+        return found.pop()
+
+    base = arnet_hash(weak_config())
+    assert arnet_hash(weak_config(flow=True)) != base
+    assert arnet_hash(weak_config(batch_size=1, device="cpu", spatial_scale=0.07)) == base
+    config = weak_config()
+    config["frames"]["compression"] = "none"
+    config["datasets"]["synthetic"]["videos_per_job"] = 1
+    assert arnet_hash(config) == base
+
+
 def test_published_features_replace_extraction(tmp_path):
     published = tmp_path / "published"
     published.mkdir()

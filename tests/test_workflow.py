@@ -43,6 +43,7 @@ def test_outputs_carry_provenance(demo):
     record = json.loads((workdir / "results" / "eval" / "tde" / "synthetic" / "seed_0" / "test.json").read_text())
     assert record["protocol"]["label_convention"].startswith("synthetic")
     assert record["versions"]["torch"].startswith("2.13.0") and len(record["config_hash"]) == 12
+    assert re.fullmatch(r"[0-9a-f]{40}(\+changes)?", record["versions"]["vadbench_revision"])
     frames = sorted((workdir / "results" / "frames" / "synthetic" / "test").glob("*.h5"))
     with h5py.File(frames[0]) as handle:
         attrs = handle["frames"].attrs

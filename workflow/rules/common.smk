@@ -323,16 +323,30 @@ def first_seed_scores(wildcards):
     return score_files(wildcards.method, wildcards.dataset, method_seeds(wildcards.method)[0], wildcards.split)
 
 
+# Keys that decide how jobs run or how results are stored, never a number of the table.
+NOT_IN_RUN_HASH = {
+    "dataset": {"videos_per_job"},
+    "frames": {"compression"},
+    "features": {"batch_size", "device"},
+}
+
+
 def run_hash(wildcards):
     """Hash of every config value apart from the seed that can change a row of the table (rows
-    average over seeds and list them in their own column)."""
-    return config_hash(
-        {
-            "dataset": config["datasets"][wildcards.dataset],
-            "frames": frames_config(wildcards.dataset),
-            "method": config["methods"][wildcards.method],
-        }
-    )
+    average over seeds and list them in their own column): the dataset, its frames, the method and
+    the section that makes the method's input (features, or skeletons and tubes)."""
+    record = {
+        "dataset": config["datasets"][wildcards.dataset],
+        "frames": frames_config(wildcards.dataset),
+        "method": config["methods"][wildcards.method],
+    }
+    kind = get_method_class(wildcards.method).input_kind
+    if kind == "features":
+        record["features"] = config["features"]
+    elif kind in ("poses", "person_tubes"):
+        record["poses"] = config["poses"]
+    return config_hash({name: {k: v for k, v in section.items() if k not in NOT_IN_RUN_HASH.get(name, ())}
+                        for name, section in record.items()})
 
 
 include: "gpu_request.smk"
