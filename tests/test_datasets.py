@@ -269,3 +269,14 @@ def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path
     (labels / "normal_training_video_names.txt").write_text("normal_scene_1_scenario_2\n")
     assert train() == ["normal_scene_1_scenario_2"]
     assert adapter.label_convention.endswith("training normals: normal_training_video_names.txt")
+
+
+def test_a_ubnormal_video_in_two_scene_folders_is_refused(tmp_path):
+    """Videos are found by name across the scene folders; a second copy would be picked at random."""
+    root = tmp_path / "ubnormal"
+    for scene in ("Scene1", "Scene2"):
+        (root / scene).mkdir(parents=True)
+        (root / scene / "normal_scene_1_scenario_1.mp4").touch()
+    adapter = get_adapter("ubnormal", {"root": str(root), "labels": str(tmp_path)})
+    with pytest.raises(DatasetError, match=r"video normal_scene_1_scenario_1 is in two places, .*Scene1.* and .*Scene2"):
+        adapter.videos("train")

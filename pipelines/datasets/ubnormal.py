@@ -51,7 +51,12 @@ class UBnormal(DatasetAdapter):
 
     def _all_videos(self) -> dict[str, Path]:
         root = self.path("root")
-        found = {p.stem: p for p in root.glob("Scene*/*.mp4")}
+        found: dict[str, Path] = {}
+        for path in sorted(root.glob("Scene*/*.mp4")):
+            if path.stem in found:
+                raise DatasetError(f"datasets.ubnormal.root: video {path.stem} is in two places, {found[path.stem]} "
+                                   f"and {path}; keep one")
+            found[path.stem] = path
         if not found:
             raise DatasetError(f"datasets.ubnormal.root: no Scene*/*.mp4 videos under {root}")
         return found
