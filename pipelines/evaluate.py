@@ -2,7 +2,8 @@
 
 Reads the split's canonical labels and the per-video score files, applies the method's paper
 protocol (normalisation, smoothing, unscored frames) and writes one JSON record: the numbers,
-the training seed, the protocol that produced them, the pooled ROC curve, the config hash and the versions;
+the training seed, the protocol that produced them, the pooled ROC curve, the config that can change
+them with its hash, and the versions;
 and, for a training stage that followed this split (``--checkpoint``), its best AUC during training.
 
 Run by hand: ``python -m pipelines.evaluate METHOD DATASET SPLIT LABELS.h5 OUT.json SCORES.h5 ...``.
@@ -18,7 +19,7 @@ from models import get_method
 from pipelines.atomic import write_text
 from pipelines.labels import read_labels
 from pipelines.metrics import VideoScores, evaluate
-from pipelines.provenance import versions
+from pipelines.provenance import config_hash, versions
 from pipelines.score import read_scores, scores_by_video
 from pipelines.training import load_checkpoint
 from pipelines.weak_methods import best_on_test
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("scores", type=Path, nargs="+")
     parser.add_argument("--params-json", default="{}")
-    parser.add_argument("--config-hash", default="")
+    parser.add_argument("--run-config", default="{}",
+                        help="the config values that can change the row, as JSON: recorded with their hash")
     parser.add_argument("--seed", type=int, default=0, help="the training seed of the scores (recorded)")
     parser.add_argument("--checkpoint", type=Path,
                         help="final checkpoint of a stage that followed this split while training: its best test AUC is recorded")
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"method": args.method, "dataset": args.dataset, "split": args.split, "seed": args.seed, **result}
     if args.checkpoint:
         record["best_on_test"] = best_on_test(load_checkpoint(args.checkpoint, args.method, mmap=True).get("notes"))
-    record |= {"config_hash": args.config_hash, "versions": versions()}
+    run_config = json.loads(args.run_config)
+    record |= {"config_hash": config_hash(run_config), "config": run_config, "versions": versions()}
     write_text(args.out, json.dumps(record, indent=1))
     print(f"{args.method} (seed {args.seed}) on {args.dataset}/{args.split}: micro AUC {result['auc_micro']:.4f}, macro {result['auc_macro']:.4f}")
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import h5py
 import jsonschema
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from pipelines.config_check import load_schema
+from pipelines.provenance import config_hash
 from tests.conftest import REPO
 from tests.workflow_helpers import merge_config, planned_jobs, run_snakemake, tiny_config
 
@@ -48,7 +50,7 @@ def test_a_row_hash_follows_the_feature_settings_and_not_how_jobs_run(tmp_path):
 
     def arnet_hash(config) -> str:
         out = run_snakemake(tmp_path / "work", config, "-n", "-p").stdout
-        found = {re.search(r"--config-hash (\w+)", line).group(1)
+        found = {config_hash(json.loads(shlex.split(line)[shlex.split(line).index("--run-config") + 1]))
                  for line in out.splitlines() if "pipelines.evaluate arnet " in line}
         assert len(found) == 1, out[-3000:]
         return found.pop()

@@ -10,6 +10,7 @@ import h5py
 import pandas as pd
 import pytest
 
+from pipelines.provenance import config_hash
 from tests.workflow_helpers import REPO, planned_jobs, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -39,11 +40,14 @@ def test_demo_produces_the_report(demo):
 
 
 def test_outputs_carry_provenance(demo):
-    workdir, _ = demo
+    workdir, config = demo
     record = json.loads((workdir / "results" / "eval" / "tde" / "synthetic" / "seed_0" / "test.json").read_text())
     assert record["protocol"]["label_convention"].startswith("synthetic")
     assert record["versions"]["torch"].startswith("2.13.0") and len(record["config_hash"]) == 12
     assert re.fullmatch(r"[0-9a-f]{40}(\+changes)?", record["versions"]["vadbench_revision"])
+    written = {k: v for k, v in config["datasets"]["synthetic"].items() if k != "videos_per_job"}
+    assert written.items() <= record["config"]["dataset"].items() and "videos_per_job" not in record["config"]["dataset"]
+    assert record["config"]["method"] == config["methods"]["tde"] and config_hash(record["config"]) == record["config_hash"]
     frames = sorted((workdir / "results" / "frames" / "synthetic" / "test").glob("*.h5"))
     with h5py.File(frames[0]) as handle:
         attrs = handle["frames"].attrs

@@ -323,7 +323,8 @@ def first_seed_scores(wildcards):
     return score_files(wildcards.method, wildcards.dataset, method_seeds(wildcards.method)[0], wildcards.split)
 
 
-# Keys that decide how jobs run or how results are stored, never a number of the table.
+# Keys that decide how jobs run or how results are stored, never a number of the table: left out
+# of a row's config and its hash.
 NOT_IN_RUN_HASH = {
     "dataset": {"videos_per_job"},
     "frames": {"compression"},
@@ -331,10 +332,11 @@ NOT_IN_RUN_HASH = {
 }
 
 
-def run_hash(wildcards):
-    """Hash of every config value apart from the seed that can change a row of the table (rows
-    average over seeds and list them in their own column): the dataset, its frames, the method and
-    the section that makes the method's input (features, or skeletons and tubes)."""
+def run_config(wildcards):
+    """Every config value apart from the seed that can change a row of the table (rows average over
+    seeds and list them in their own column), as JSON: the dataset, its frames, the method and the
+    section that makes the method's input (features, or skeletons and tubes). The evaluation record
+    keeps it with its hash, the row's config_hash."""
     record = {
         "dataset": config["datasets"][wildcards.dataset],
         "frames": frames_config(wildcards.dataset),
@@ -345,8 +347,9 @@ def run_hash(wildcards):
         record["features"] = config["features"]
     elif kind in ("poses", "person_tubes"):
         record["poses"] = config["poses"]
-    return config_hash({name: {k: v for k, v in section.items() if k not in NOT_IN_RUN_HASH.get(name, ())}
-                        for name, section in record.items()})
+    kept = {name: {k: v for k, v in section.items() if k not in NOT_IN_RUN_HASH.get(name, ())}
+            for name, section in record.items()}
+    return json.dumps(kept, sort_keys=True)
 
 
 include: "gpu_request.smk"

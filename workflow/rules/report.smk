@@ -8,7 +8,7 @@ rule evaluate:
         "results/eval/{method}/{dataset}/seed_{seed}/{split}.json",
     params:
         method=method_protocol_json,
-        config_hash=run_hash,
+        run_config=run_config,
         curve=lambda wildcards, input: optional_path("--checkpoint", input.checkpoint),
     log:
         "logs/evaluate/{method}/{dataset}/seed_{seed}/{split}.log",
@@ -16,7 +16,7 @@ rule evaluate:
         "../../envs/torch.yaml"
     shell:
         "python -m pipelines.evaluate {wildcards.method} {wildcards.dataset} {wildcards.split} {input.labels:q}"
-        " {output:q} {input.scores:q} --params-json {params.method:q} --config-hash {params.config_hash} --seed {wildcards.seed}"
+        " {output:q} {input.scores:q} --params-json {params.method:q} --run-config {params.run_config:q} --seed {wildcards.seed}"
         " {params.curve} > {log:q} 2>&1"
 
 
