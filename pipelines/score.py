@@ -1,8 +1,9 @@
 """Score every frame of one video with a method and write the scores to HDF5.
 
 Output: ``scores`` (float32 per frame, higher = more abnormal) and ``scored`` (bool, False
-for frames the method leaves unscored), with the method, its parameters, the checkpoint's
-sha256 and the input's path in the attributes.
+for frames the method leaves unscored), with the method, its parameters, and the path and
+sha256 of both the checkpoint and the input (frames, features or poses file) in the attributes,
+so a score file names exactly which bytes it was computed from.
 
 Run by hand: ``python -m pipelines.score METHOD INPUT.h5 OUT.h5 [--checkpoint C] [--params-json J]``.
 """
@@ -73,6 +74,8 @@ def score(method_name: str, video: Path, out: Path, params: dict, seed: int, che
             "params": params,
             "seed": seed,
             "input": str(video),
+            "input_sha256": sha256_file(video),
+            "checkpoint": str(checkpoint) if checkpoint else "none",
             "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else "none",
             "versions": versions(),
         },

@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from models.std import std_regularity, std_video_score
 from pipelines.frame_clips import FrameFormat, convert
 from pipelines.frame_store import FrameReader, FrameWriter
 from pipelines.metrics import postprocess
+from pipelines.provenance import sha256_file
 from pipelines.training import CheckpointError, StageRun
 
 LEARNED_FRAME_METHODS = [
@@ -295,6 +297,12 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
     record = json.loads((results / "eval" / method / "synthetic" / "seed_1" / "test.json").read_text())
     assert record["seed"] == 1
     assert record["protocol"]["skipped_start_frames"] == get_method(method, tiny(method)).protocol("").skipped_start_frames
+    score_file = sorted((results / "scores" / method / "synthetic" / "seed_1" / "test").glob("*.h5"))[0]
+    with h5py.File(score_file, "r") as handle:
+        attrs = dict(handle.attrs)
+    assert attrs["checkpoint_sha256"] == sha256_file(results / "models" / method / "synthetic" / "seed_1"
+                                                     / f"{stages[-1]}.pt")
+    assert attrs["input_sha256"] == sha256_file(tmp_path / attrs["input"]), "the score file names the bytes it scored"
 
     config["seed"] = [0, 1, 2]
     jobs = planned_jobs(tmp_path, config)
