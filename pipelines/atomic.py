@@ -4,6 +4,12 @@ A failed or stopped job (an exception, Ctrl-C, SIGTERM: what Slurm sends a preem
 job) leaves nothing behind; one killed outright (SIGKILL: the out-of-memory killer, or Slurm once
 its grace period is over) leaves at most a hidden temporary folder in the output's directory, never
 a file that looks finished, and the next write of the same output on that host removes it.
+
+While a write is open in the main thread, SIGTERM and SIGINT remove the process's unfinished
+outputs and end it at once (exit status 128 + the signal). They do not raise an exception to unwind
+through the writer: h5py runs Python callbacks (weak-reference clean-ups) between its writes, and an
+exception raised by a signal handler inside one of those is printed and dropped by Python, so a
+stopped frames job wrote on to its last frame and exited 0.
 """
 from __future__ import annotations
 
@@ -13,37 +19,55 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
 
 
-_installed_for = 0  # open atomic writes for which this module's SIGTERM handler is installed
+#: Each signal this module handles while a write is open, with the handler a process has by default
+#: (one a program set itself is left alone).
+_STOP_SIGNALS = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+_handled: dict[int, object] = {}  # signal -> the handler to put back once no write is open
+_open_writes = 0  # open atomic writes in the main thread while the handlers are installed
+_open_folders: dict[Path, Path] = {}  # temporary folder -> final output, of the unfinished writes
 
 
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds through the writers' cleanup, as Ctrl-C does
+def _remove_unfinished_and_exit(signum, frame):
+    """Remove the temporary folders of the open writes, say so, and end the process now."""
+    unfinished = dict(_open_folders)
+    for folder in unfinished:
+        shutil.rmtree(folder, ignore_errors=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    names = ", ".join(map(str, unfinished.values()))
+    with contextlib.suppress(OSError):
+        os.write(2, f"stopped by {signal.Signals(signum).name}; unfinished, not written: {names}\n".encode())
+    os._exit(128 + signum)
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """While an atomic write is open in the main thread of a process that left SIGTERM to its
-    default (which ends the process without running any cleanup), SIGTERM exits through Python."""
-    global _installed_for
-    own = threading.current_thread() is threading.main_thread() and (
-        _installed_for > 0 or signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+def _stop_signals_clean_up() -> Iterator[None]:
+    """While an atomic write is open in the main thread, SIGTERM and SIGINT (where the process left
+    them to their defaults) remove its unfinished outputs before the process ends."""
+    global _open_writes
+    own = threading.current_thread() is threading.main_thread()
     if own:
-        if _installed_for == 0:
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        _installed_for += 1
+        if _open_writes == 0:
+            for signum, default in _STOP_SIGNALS.items():
+                if signal.getsignal(signum) is default:
+                    _handled[signum] = signal.signal(signum, _remove_unfinished_and_exit)
+        _open_writes += 1
     try:
         yield
     finally:
         if own:
-            _installed_for -= 1
-            if _installed_for == 0:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _open_writes -= 1
+            if _open_writes == 0:
+                for signum in list(_handled):
+                    signal.signal(signum, _handled.pop(signum))
 
 
 def _process_alive(pid: int) -> bool:
@@ -101,9 +125,10 @@ def atomic_path(final: str | Path, *, durable: bool = False) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
     _remove_abandoned(final, host)
-    with _sigterm_unwinds():
+    with _stop_signals_clean_up():
         folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.{host}-{os.getpid()}.", suffix=".part",
                                        dir=final.parent))
+        _open_folders[folder] = final
         tmp_path = folder / final.name
         try:
             yield tmp_path
@@ -116,6 +141,7 @@ def atomic_path(final: str | Path, *, durable: bool = False) -> Iterator[Path]:
                 _fsync(final.parent)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            _open_folders.pop(folder, None)
 
 
 def write_text(final: str | Path, text: str) -> None:
