@@ -50,7 +50,6 @@ from pipelines.poses.segments import hflip, model_input
 from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.poses.tubes import Tubes, read_tubes
 from pipelines.presets import resolve_params
-from pipelines.provenance import sha256_file
 from pipelines.training import StageRun, check_finite, load_checkpoint
 
 _SCORING_BATCH = 64
@@ -148,8 +147,7 @@ class GENetMethod(Method):
                        int(params["checkpoint_every_steps"]), sources=sources)
         extra: dict[str, Any] = {"n_train_segments": len(tubes)}
         if params.get("guidance_pretrained"):
-            model = load_released_flow(params["guidance_pretrained"], params)
-            extra["pretrained_sha256"] = sha256_file(params["guidance_pretrained"])
+            model, extra["pretrained_sha256"] = load_released_flow(params["guidance_pretrained"], params)
             optimizers = {}
         else:
             model = flow_from_params(params)

@@ -406,8 +406,37 @@ def training_schedule(params: Mapping[str, Any]) -> tuple[STGNFTrainingConfig, i
     return config, chosen["max_train_segments"]
 
 
-def load_released_flow(path: str | Path, params: Mapping[str, Any]) -> STGNF:
-    """A released STG-NF checkpoint, read by the safe loader, checked against the configured geometry."""
+#: sha256 of the checkpoints STG-NF released (orhir/STG-NF@fc9e424, ``checkpoints/``); GENet's
+#: ``pretrained_ShanghaiTech.tar`` and ``pretrained_UBnormal.tar`` are byte-identical to the first and third.
+RELEASED_CHECKPOINTS = {
+    "4950205cb5cdd3c4827e3214ac6c93dc7050c0d059c8325907cbe977360a70ca": "ShanghaiTech_85_9.tar",
+    "83c1015e057324013cf77bdd8921d1dca7c81954483b5f4692bfe7317de109f4": "UBnormal_supervised_79_2.tar",
+    "1e054a5172f118a0ffa03949840961a6ebc6539c7654959910b6e123bcb7ade3": "UBnormal_unsupervised_71_8.tar",
+}
+
+
+def verify_release(path: str | Path) -> str:
+    """The sha256 of ``path``, which must be one of STG-NF's released checkpoints: a download that
+    is cut short, damaged or another file is refused before anything of it is read."""
+    digest = sha256_file(path)
+    if digest not in RELEASED_CHECKPOINTS:
+        known = ", ".join(f"{name} ({value[:12]}...)" for value, name in RELEASED_CHECKPOINTS.items())
+        raise ValueError(f"{path}: not one of STG-NF's released checkpoints (its sha256 is {digest}; the "
+                         f"releases are {known}); download it again from github.com/orhir/STG-NF/tree/"
+                         f"fc9e424/checkpoints, or train the flow here by leaving the setting null")
+    return digest
+
+
+def load_released_flow(path: str | Path, params: Mapping[str, Any]) -> tuple[STGNF, str]:
+    """A released STG-NF checkpoint, its checksum verified, read by the safe loader and checked
+    against the configured geometry; with its sha256."""
+    digest = verify_release(path)
+    return flow_from_release(path, params), digest
+
+
+def flow_from_release(path: str | Path, params: Mapping[str, Any]) -> STGNF:
+    """The flow of a checkpoint in STG-NF's release format (``args`` and ``state_dict``), checked
+    against the configured geometry; each error names the file."""
     checkpoint = load_released_checkpoint(path)  # its errors name the file
     try:
         return STGNF.from_checkpoint(checkpoint, flow_identity(params))
@@ -525,8 +554,7 @@ class STGNFMethod(Method):
         bank = SegmentBank.from_files(inputs.files, window_settings(params, "train_stride"))
         extra: dict[str, Any] = {"n_train_segments": len(bank)}
         if params.get("pretrained"):
-            model = load_released_flow(params["pretrained"], params)
-            extra["pretrained_sha256"] = sha256_file(params["pretrained"])
+            model, extra["pretrained_sha256"] = load_released_flow(params["pretrained"], params)
             optimizers = {}
         else:
             model = flow_from_params(params)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -260,7 +261,7 @@ def test_a_released_checkpoint_of_another_geometry_is_refused_before_anything_is
 def test_a_damaged_or_foreign_release_is_refused_by_name(tmp_path):
     """What a user's download can turn out to be: empty, cut short, the bare weights, or weights of
     another network. Each error names the file (they were torch's own, naming none)."""
-    from models.stg_nf import load_released_flow
+    from models.stg_nf import flow_from_release, load_released_flow
 
     release = load_checkpoint(SHANGHAITECH)
     args = release["args"]
@@ -278,5 +279,16 @@ def test_a_damaged_or_foreign_release_is_refused_by_name(tmp_path):
                           (bare, "not an STG-NF release: it needs 'args' and 'state_dict'"),
                           (short, "its weights do not fit the network its 'args' describe")):
         with pytest.raises(ValueError, match=re.escape(f"{path}: {problem}")):
+            flow_from_release(path, params)
+        with pytest.raises(ValueError, match=re.escape(f"{path}: not one of STG-NF's released checkpoints")):
             load_released_flow(path, params)
-    assert isinstance(load_released_flow(SHANGHAITECH, params), STGNF)
+    flow, digest = load_released_flow(SHANGHAITECH, params)
+    assert isinstance(flow, STGNF) and digest == hashlib.sha256(SHANGHAITECH.read_bytes()).hexdigest()
+
+
+@needs_weights
+def test_the_released_checkpoints_are_pinned():
+    from models.stg_nf import RELEASED_CHECKPOINTS, verify_release
+
+    for path in SHANGHAITECH.parent.glob("*.tar"):
+        assert RELEASED_CHECKPOINTS[verify_release(path)] == path.name
