@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 
 import cv2
 import numpy as np
@@ -15,7 +16,14 @@ from pipelines.features.preprocess import preprocess_clip
 from pipelines.features.presets import ARNET, RTFM, snippet_frame_indices
 from pipelines.features.published import PublishedFeaturesError
 from pipelines.features.store import FeatureReader, FeatureSource
-from pipelines.features.weights import REGISTRY, caffe2_r50_key, file_digest, load_backbone
+from pipelines.features.weights import (
+    REGISTRY,
+    ChecksumMismatchError,
+    UnpinnedWeightsError,
+    caffe2_r50_key,
+    file_digest,
+    load_backbone,
+)
 from pipelines.frame_store import FrameReader, FrameWriter
 
 SMALL = 0.07  # every preset size x0.07 (ten-crop 16 px): the geometry logic runs, the compute is tiny
@@ -225,10 +233,17 @@ def test_weights_found_in_the_weights_dir_are_used_and_hashed(tmp_path):
     assert all(caffe2_r50_key(blob) == key for key, blob in zip(state, blobs))
     path = folder / REGISTRY["r50_nonlocal_k400"].file_name
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
-    # No checksum was published for this file: it loads, with a warning giving its sha256 to pin.
-    with pytest.warns(UserWarning, match="no checksum pinned"):
-        attrs = extract(frames, tmp_path / "f.h5", "rtfm", weights_dir=folder, spatial_scale=SMALL)
-    assert attrs["backbones"]["r50_nonlocal_k400"] == f"sha256:{file_digest(path, 'sha256')}"
+    # No checksum was published for this file: it is refused, with its sha256, until one is pinned.
+    digest = file_digest(path, "sha256")
+    with pytest.raises(UnpinnedWeightsError, match=f"{re.escape(str(path))}: no checksum was published.*{digest}"):
+        extract(frames, tmp_path / "f.h5", "rtfm", weights_dir=folder, spatial_scale=SMALL)
+    with pytest.raises(ChecksumMismatchError, match=re.escape(str(path))):
+        extract(frames, tmp_path / "f.h5", "rtfm", weights_dir=folder, weights_sha256={"r50_nonlocal_k400": "0" * 64},
+                spatial_scale=SMALL)
+    assert not (tmp_path / "f.h5").exists()
+    attrs = extract(frames, tmp_path / "f.h5", "rtfm", weights_dir=folder,
+                    weights_sha256={"r50_nonlocal_k400": digest}, spatial_scale=SMALL)
+    assert attrs["backbones"]["r50_nonlocal_k400"] == f"sha256:{digest}"
     preset = scale_preset(RTFM, SMALL)
     saved_from = load_backbone("r50_nonlocal_k400", allow_random=True, seed=1)
     with FeatureReader(tmp_path / "f.h5") as loaded, FrameReader(frames) as reader, torch.inference_mode():

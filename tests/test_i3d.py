@@ -290,11 +290,18 @@ def test_fetch_downloads_once_and_verifies(tmp_path):
     assert list(cache.iterdir()) == [], "a download that fails verification leaves nothing behind"
 
 
-def test_unpinned_record_warns_with_its_sha256(tmp_path):
-    path = tmp_path / "model.pkl"
+def test_weights_released_without_a_checksum_are_refused_until_the_user_pins_one(tmp_path):
+    record, path = weights.REGISTRY["r50_nonlocal_k400"], tmp_path / "model.pkl"
     path.write_bytes(b"caffe2 blobs")
-    with pytest.warns(UserWarning, match=hashlib.sha256(b"caffe2 blobs").hexdigest()):
-        weights.fetch(weights.REGISTRY["r50_nonlocal_k400"], tmp_path, local_path=path)
+    digest = hashlib.sha256(b"caffe2 blobs").hexdigest()
+    with pytest.raises(weights.UnpinnedWeightsError, match=f"{path}: no checksum was published.*{digest}"):
+        weights.fetch(record, tmp_path, local_path=path)
+    with pytest.raises(ChecksumMismatchError, match=str(path)):
+        weights.fetch(record, tmp_path, local_path=path, pinned_sha256="f" * 64)
+    assert weights.fetch(record, tmp_path, local_path=path, pinned_sha256=digest) == path
+    inception = weights.REGISTRY["inception_k400_rgb"]  # a pin adds to a published checksum, never replaces it
+    with pytest.raises(ChecksumMismatchError, match="git-blob-sha1"):
+        weights.verify(inception, path, pinned_sha256=digest)
 
 
 def test_missing_weights_error_says_where_to_put_them(tmp_path):

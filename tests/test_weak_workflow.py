@@ -1,6 +1,7 @@
 """The weakly-supervised methods inside the DAG: features, AR-Net and SSRL on the synthetic weak split, report rows."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -40,6 +41,21 @@ def test_missing_weights_stop_the_run_naming_where_to_put_them(tmp_path):
     assert out.returncode != 0
     assert f"Put the file at {tmp_path / 'weights' / 'rgb_imagenet.pt'}" in out.stdout
     assert "features.allow_random_weights: true" in out.stdout
+
+
+def test_weights_released_without_a_checksum_need_a_pinned_one_before_the_run_starts(tmp_path):
+    """The ResNet-50 I3D file was released without a checksum: the run stops naming the key and the
+    file's sha256 until the user pins it, and the extraction jobs check the file against the pin."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "i3d_baseline_32x2_IN_pretrain_400k.pkl").write_bytes(b"a downloaded file")
+    digest = hashlib.sha256(b"a downloaded file").hexdigest()
+    out = run_snakemake(tmp_path / "work", weak_config(weights_dir=str(weights)), "-n", check=False)
+    assert out.returncode != 0
+    assert "features.weights_sha256.r50_nonlocal_k400" in out.stdout and digest in out.stdout
+    pinned = weak_config(weights_dir=str(weights), weights_sha256={"r50_nonlocal_k400": digest})
+    out = run_snakemake(tmp_path / "work", pinned, "-n", "-p")
+    assert f"--weights-sha256 r50_nonlocal_k400={digest}" in out.stdout
 
 
 @pytest.mark.slow

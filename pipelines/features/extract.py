@@ -20,13 +20,15 @@ only and say so in ``missing_streams``.
 Run by hand::
 
     python -m pipelines.features.extract FRAMES.h5 OUT.h5 --feature-set rtfm_ssrl_patches \\
-        --weights-dir resources/weights [--weights r50_nonlocal_k400=FILE] [--allow-random-weights] \\
+        --weights-dir resources/weights [--weights r50_nonlocal_k400=FILE] \\
+        [--weights-sha256 r50_nonlocal_k400=SHA256] [--allow-random-weights] \\
         [--batch-size 4] [--device auto] [--spatial-scale 1.0] [--seed 0] [--published-clip CLIP.npy] [--flow]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -46,6 +48,7 @@ from pipelines.features.published import PublishedFeaturesError, copy_rows, load
 from pipelines.features.weights import (
     REGISTRY,
     ChecksumMismatchError,
+    UnpinnedWeightsError,
     WeightsFormatError,
     WeightsMissingError,
     load_backbone,
@@ -108,6 +111,7 @@ def extract(
     *,
     weights: Mapping[str, Path] | None = None,
     weights_dir: Path | None = None,
+    weights_sha256: Mapping[str, str] | None = None,
     allow_random_weights: bool = False,
     batch_size: int = 4,
     device: str = "auto",
@@ -140,9 +144,10 @@ def extract(
     clip_preset = scale_preset(clip_preset, spatial_scale)
     patch_preset = scale_preset(patch_preset, spatial_scale) if patch_preset else None
     device = resolve_device(device)
-    weights = dict(weights or {})
+    weights, pins = dict(weights or {}), dict(weights_sha256 or {})
     backbones = {
-        name: load_backbone(name, weights.get(name), allow_random_weights, cache_dir=weights_dir, seed=seed).to(device)
+        name: load_backbone(name, weights.get(name), allow_random_weights, cache_dir=weights_dir, seed=seed,
+                            pinned_sha256=pins.get(name)).to(device)
         for name in backbones_needed(feature_set, published_clip is not None, flow)
     }
     started = time.perf_counter()
@@ -227,6 +232,14 @@ def _weights_arg(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def _pin_arg(text: str) -> tuple[str, str]:
+    name, sep, digest = text.partition("=")
+    if not sep or name not in REGISTRY or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise argparse.ArgumentTypeError(f"expected BACKBONE=SHA256 (64 lower-case hex digits) with BACKBONE one of "
+                                         f"{', '.join(sorted(REGISTRY))}")
+    return name, digest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("frames", type=Path, help="the video's frames file")
@@ -235,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=_weights_arg, action="append", default=[], metavar="BACKBONE=FILE",
                         help="weights file of a backbone (repeatable); else WEIGHTS_DIR/<its file name>")
     parser.add_argument("--weights-dir", type=Path, help="folder holding the weights files under their released names")
+    parser.add_argument("--weights-sha256", type=_pin_arg, action="append", default=[], metavar="BACKBONE=SHA256",
+                        help="the sha256 you pinned for weights released without a checksum (repeatable)")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="use a seeded random backbone when no weights are found (features not comparable)")
     parser.add_argument("--batch-size", type=int, default=4, help="snippets per forward pass (each with all its views)")
@@ -248,10 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         attrs = extract(args.frames, args.out, args.feature_set, weights=dict(args.weights),
-                        weights_dir=args.weights_dir, allow_random_weights=args.allow_random_weights,
+                        weights_dir=args.weights_dir, weights_sha256=dict(args.weights_sha256),
+                        allow_random_weights=args.allow_random_weights,
                         batch_size=args.batch_size, device=args.device, spatial_scale=args.spatial_scale,
                         seed=args.seed, published_clip=args.published_clip, flow=args.flow)
-    except (WeightsMissingError, ChecksumMismatchError, PublishedFeaturesError, WeightsFormatError) as err:
+    except (WeightsMissingError, ChecksumMismatchError, UnpinnedWeightsError, PublishedFeaturesError,
+            WeightsFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{args.out}: {attrs['n_snippets']} snippets from {attrs['n_frames']} frames, "

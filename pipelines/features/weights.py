@@ -11,7 +11,6 @@ import pickle
 import re
 import shutil
 import urllib.request
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,10 @@ class WeightsMissingError(FileNotFoundError):
     """No weights file where one was needed."""
 
 
+class UnpinnedWeightsError(ValueError):
+    """Weights released without a checksum, for which the user has pinned none."""
+
+
 def file_digest(path: str | Path, kind: ChecksumKind) -> str:
     """Hex digest of a file, streamed."""
     path = Path(path)
@@ -54,25 +57,32 @@ def file_digest(path: str | Path, kind: ChecksumKind) -> str:
     return digest.hexdigest()
 
 
-def verify(record: WeightsRecord, path: str | Path) -> str:
-    """Check `path` against the record's checksum and return the file's sha256.
+def verify(record: WeightsRecord, path: str | Path, pinned_sha256: str | None = None) -> str:
+    """Check `path` against the record's published checksum and the user's pinned sha256, if any;
+    return the file's sha256.
 
-    Raises ChecksumMismatchError naming the file, the expected and the found digest. Without a published
-    checksum the file is accepted and a warning gives the sha256 to pin.
+    Raises ChecksumMismatchError naming the file, the expected and the found digest. Weights released
+    without a checksum need one pinned by the user (UnpinnedWeightsError gives the file's sha256 to
+    check against a copy they trust): every weights file is checked before it is read.
     """
     path = Path(path)
     sha256 = file_digest(path, "sha256")
-    if record.checksum is None:
-        warnings.warn(f"no checksum pinned for weights '{record.name}'; {path} has sha256 {sha256}: pin it",
-                      stacklevel=2)
-        return sha256
-    found = sha256 if record.checksum.kind == "sha256" else file_digest(path, record.checksum.kind)
-    if found != record.checksum.value:
-        raise ChecksumMismatchError(str(path), record.checksum, found)
+    if record.checksum is None and pinned_sha256 is None:
+        raise UnpinnedWeightsError(
+            f"{path}: no checksum was published for weights '{record.name}' ({record.url}) and none is pinned; "
+            f"this file's sha256 is {sha256}: check it against a copy you trust, then pin it "
+            f"(features.weights_sha256: {{{record.name}: {sha256}}} in the config, or "
+            f"--weights-sha256 {record.name}={sha256})")
+    pinned = Checksum("sha256", pinned_sha256) if pinned_sha256 else None
+    for expected in (c for c in (record.checksum, pinned) if c is not None):
+        found = sha256 if expected.kind == "sha256" else file_digest(path, expected.kind)
+        if found != expected.value:
+            raise ChecksumMismatchError(str(path), expected, found)
     return sha256
 
 
-def fetch(record: WeightsRecord, cache_dir: str | Path, local_path: str | Path | None = None) -> Path:
+def fetch(record: WeightsRecord, cache_dir: str | Path, local_path: str | Path | None = None,
+          pinned_sha256: str | None = None) -> Path:
     """Return a verified copy of the record's file.
 
     A configured `local_path` is verified and used where it is (never modified). Otherwise the file is
@@ -83,7 +93,7 @@ def fetch(record: WeightsRecord, cache_dir: str | Path, local_path: str | Path |
         local_path = Path(local_path)
         if not local_path.is_file():
             raise WeightsMissingError(f"weights file for '{record.name}' configured as {local_path} does not exist")
-        verify(record, local_path)
+        verify(record, local_path, pinned_sha256)
         return local_path
     target = Path(cache_dir) / record.file_name
     if not target.is_file():
@@ -98,13 +108,13 @@ def fetch(record: WeightsRecord, cache_dir: str | Path, local_path: str | Path |
                     f"{record.file_name} from {record.url}: the download stopped at {partial.stat().st_size} of "
                     f"{promised} bytes (deleted); run it again")
             try:
-                verify(record, partial)
+                verify(record, partial, pinned_sha256)
             except ChecksumMismatchError as error:
                 raise ChecksumMismatchError(f"{record.file_name} downloaded from {record.url} (deleted)",
                                             error.expected, error.found) from None
         return target
     try:
-        verify(record, target)
+        verify(record, target, pinned_sha256)
     except ChecksumMismatchError as error:
         target.unlink()
         raise ChecksumMismatchError(f"{target} (cached download, deleted)", error.expected, error.found) from None
@@ -119,10 +129,11 @@ def build_backbone(record: WeightsRecord) -> nn.Module:
 
 
 def load_backbone(record: str | WeightsRecord, path: str | Path | None = None, allow_random: bool = False, *,
-                  cache_dir: str | Path | None = None, seed: int = 0) -> nn.Module:
+                  cache_dir: str | Path | None = None, seed: int = 0, pinned_sha256: str | None = None) -> nn.Module:
     """The backbone of a registered record in eval mode, with `weights_checksum` set on it.
 
-    Weights come from `path`, else from `cache_dir/<file_name>` when that exists; they are verified and loaded
+    Weights come from `path`, else from `cache_dir/<file_name>` when that exists; they are verified (against
+    the published checksum, and `pinned_sha256` where given: see `verify`) and loaded
     with `strict=True`, and `weights_checksum` is "sha256:<hex>" of the file. Without weights this raises
     WeightsMissingError saying where to put them, unless `allow_random` is set: the network is then
     initialised from `seed` and `weights_checksum` is "random-init", so features from it can never pass as
@@ -149,7 +160,7 @@ def load_backbone(record: str | WeightsRecord, path: str | Path | None = None, a
     path = Path(path)
     if not path.is_file():
         raise WeightsMissingError(f"weights file for backbone '{record.name}' not found: {path}")
-    sha256 = verify(record, path)
+    sha256 = verify(record, path, pinned_sha256)
     try:
         if record.file_format == "caffe2_blobs":
             state = caffe2_r50_state_dict(path)

@@ -328,7 +328,7 @@ def first_seed_scores(wildcards):
 NOT_IN_RUN_HASH = {
     "dataset": {"videos_per_job"},
     "frames": {"compression"},
-    "features": {"batch_size", "device"},
+    "features": {"batch_size", "device", "weights_sha256"},  # a pin checks the file, whose digest the features record
 }
 
 

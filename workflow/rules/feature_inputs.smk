@@ -7,6 +7,7 @@ from pipelines.features.feature_sets import FEATURE_SETS, backbones_needed, miss
 from pipelines.features.presets import PRESETS, SSRL_PATCHES
 from pipelines.features.store import FEATURE_SOURCE_KEY, FeatureSource, feature_set_name
 from pipelines.features.registry import REGISTRY
+from pipelines.provenance import sha256_file
 
 FEATURES = config["features"]
 # How a dataset's feature set is made, and the folder under results/features/ it goes to.
@@ -98,14 +99,21 @@ def check_weights(method, dataset):
         configured = FEATURES["weights"].get(backbone)
         if configured and not Path(configured).is_file():
             raise WorkflowError(f"config key 'features.weights.{backbone}': {configured} does not exist")
+        record = REGISTRY[backbone]
         if weights_file(backbone) is None and not FEATURES["allow_random_weights"]:
-            record = REGISTRY[backbone]
             raise WorkflowError(
                 f"features: no weights for backbone '{backbone}' ({set_name} features, read by {method} on "
                 f"{dataset}). Put the file at {Path(FEATURES['weights_dir']) / record.file_name} (released at "
-                f"{record.url}, checksum {record.checksum or 'not published: its sha256 is logged on first use'}) "
+                f"{record.url}, checksum {record.checksum or 'not published: pin its sha256 in features.weights_sha256'}) "
                 f"or name it in features.weights.{backbone}; or set features.allow_random_weights: true for a "
                 f"smoke run whose numbers are marked not comparable to the papers"
+            )
+        if weights_file(backbone) and record.checksum is None and backbone not in FEATURES["weights_sha256"]:
+            raise WorkflowError(
+                f"config key 'features.weights_sha256.{backbone}' is needed: no checksum was published for "
+                f"{record.url}, and every weights file is checked before it is read. "
+                f"{weights_file(backbone)} has sha256 {sha256_file(weights_file(backbone))}: check it against a "
+                f"copy you trust, then set features.weights_sha256: {{{backbone}: <that sha256>}}"
             )
 
 
@@ -145,6 +153,8 @@ def extraction_args(wildcards):
     for backbone in extracted_backbones(wildcards.dataset, wildcards.feature_set):
         if weights_file(backbone):
             args.append(f"--weights {shlex.quote(f'{backbone}={weights_file(backbone)}')}")
+        if backbone in FEATURES["weights_sha256"]:
+            args.append(f"--weights-sha256 {backbone}={FEATURES['weights_sha256'][backbone]}")
     if FEATURES["allow_random_weights"]:
         # The seed draws a random backbone only: with real weights it changes nothing.
         args += ["--allow-random-weights", f"--seed {DATA_SEED}"]
