@@ -3,6 +3,7 @@ the converter, STG-NF, then GENet (guidance and exploration stages, person tubes
 and the wiring of the AlphaPose and precomputed backends."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import h5py
@@ -83,8 +84,14 @@ def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
     config["methods"]["tde"]["enabled"] = False
     config["methods"]["stg_nf"]["enabled"] = True
     config["poses"].update(dataset_backends={"synthetic": "alphapose"}, alphapose={"checkout": str(checkout)})
+    # AlphaPose unpickles its weights and publishes no checksums: the run needs the user's pins first.
+    out = run_snakemake(tmp_path / "alphapose", config, "-n", check=False).stdout
+    digest = hashlib.sha256(b"placeholder").hexdigest()
+    assert "poses.alphapose.weights_sha256.checkpoint" in out and f"has sha256 {digest}" in out
+    config["poses"]["alphapose"]["weights_sha256"] = {"checkpoint": digest, "detector_weights": digest}
     jobs = planned_jobs(tmp_path / "alphapose", config)
     assert jobs["alphapose"] == jobs["poses"] == 2 + 4  # every train and test video of the tiny demo
+    assert jobs["alphapose_weights"] == 1, "the weights are checked once, before any AlphaPose job"
     # A folder of released JSON files replaces extraction; a video without its file is a clear error.
     released = tmp_path / "released"
     for split, names in (("train", ("train_000", "train_001")), ("test", ("test_000", "test_001", "test_002"))):

@@ -17,7 +17,7 @@ does (at most two missing frames inside a window).
 
 Run by hand: ``python -m pipelines.poses.convert INPUT.json OUT.h5 --frames FRAMES.h5
 [--format auto|alphapose_results|tracked_person] [--image-dir DIR] [--backend B] [--settings-json J]
-[--weights NAME=PATH ...] [--dataset NAME]``.
+[--weights-json WEIGHTS.json] [--dataset NAME]``.
 """
 from __future__ import annotations
 
@@ -248,8 +248,9 @@ def find_pose_json(folder: str | Path, video: str, split: str) -> Path:
 
 def convert(source: Path, out: Path, frames_file: Path, fmt: str = "auto", image_dir: Path | None = None,
             backend: str = "alphapose", settings: dict | None = None,
-            weights: dict[str, Path] | None = None, dataset: str = "") -> PoseTracks:
-    """Convert one video's pose JSON to ``out``, checking it against the video's frames file."""
+            weights_sha256: dict[str, str] | None = None, dataset: str = "") -> PoseTracks:
+    """Convert one video's pose JSON to ``out``, checking it against the video's frames file;
+    ``weights_sha256`` (the checked record of the weights that made it) is recorded."""
     with FrameReader(frames_file) as reader:
         n_frames, height, width = len(reader), reader.shape[1], reader.shape[2]
     tracks, found = load_pose_json(source, n_frames, (width, height), fmt, image_dir)
@@ -263,16 +264,9 @@ def convert(source: Path, out: Path, frames_file: Path, fmt: str = "auto", image
         "frames_file": str(frames_file),
         "box_source": box_source,
         "settings": settings or {},
-        "weights_sha256": {name: sha256_file(path) for name, path in (weights or {}).items()},
+        "weights_sha256": dict(weights_sha256 or {}),
     })
     return tracks
-
-
-def _named_path(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,12 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-dir", type=Path, help="frame folder AlphaPose read (image_id = file name)")
     parser.add_argument("--backend", default="alphapose", help="what made the skeletons, recorded")
     parser.add_argument("--settings-json", default="{}", help="detector, tracker, thresholds ..., recorded")
-    parser.add_argument("--weights", type=_named_path, nargs="*", default=[], help="NAME=PATH, sha256 recorded")
+    parser.add_argument("--weights-json", type=Path,
+                        help="the checked weights record (pipelines.poses.alphapose_weights), recorded")
     parser.add_argument("--dataset", default="", help="dataset name, recorded")
     args = parser.parse_args(argv)
+    weights = json.loads(args.weights_json.read_text()) if args.weights_json else {}
     try:
         tracks = convert(args.source, args.out, args.frames, args.format, args.image_dir, args.backend,
-                         json.loads(args.settings_json), dict(args.weights), args.dataset)
+                         json.loads(args.settings_json), {name: entry["sha256"] for name, entry in weights.items()},
+                         args.dataset)
     except (PoseFormatError, PoseDataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -22,6 +22,23 @@ rule poses:
         "{params.command} > {log:q} 2>&1"
 
 
+rule alphapose_weights:
+    """AlphaPose's weights checked against the sha256 pinned in the config, once per run, before any
+    AlphaPose job reads (unpickles) them."""
+    input:
+        lambda wildcards: list(alphapose_weight_files().values()),
+    output:
+        ALPHAPOSE_WEIGHTS_RECORD,
+    params:
+        command=alphapose_weights_command,
+    log:
+        "logs/alphapose/weights.log",
+    conda:
+        "../../envs/poses.yaml"
+    shell:
+        "{params.command} > {log:q} 2>&1"
+
+
 rule alphapose:
     """AlphaPose with tracking on one video (GPU node); its own script, in its own environment."""
     input:

@@ -6,6 +6,7 @@ import functools
 import os
 
 from pipelines.poses.source import POSE_SOURCE_KEY, describe_pose_source
+from pipelines.provenance import sha256_file
 from pipelines.presets import resolve_params
 
 
@@ -19,9 +20,38 @@ def pose_backend(dataset):
     backend = POSES["dataset_backends"].get(dataset, POSES["backend"])
     if backend == "ground_truth" and dataset != "synthetic":
         raise WorkflowError(f"poses: dataset {dataset} has no ground-truth skeletons; choose another backend")
-    if backend == "alphapose" and not POSES["alphapose"]["checkout"]:
-        raise WorkflowError("poses.alphapose.checkout: set it to an AlphaPose checkout to use the alphapose backend")
+    if backend == "alphapose":
+        if not POSES["alphapose"]["checkout"]:
+            raise WorkflowError("poses.alphapose.checkout: set it to an AlphaPose checkout to use the alphapose backend")
+        check_alphapose_pins()
     return backend
+
+
+ALPHAPOSE_WEIGHTS_RECORD = "results/alphapose/weights.json"
+
+
+def alphapose_path(relative):
+    return os.path.join(POSES["alphapose"]["checkout"], relative)
+
+
+def alphapose_weight_files():
+    """AlphaPose's weights files in use, by their config key."""
+    settings = POSES["alphapose"]
+    keys = ["checkpoint", "detector_weights"] + (["tracker_weights"] if settings["tracker_weights"] else [])
+    return {key: alphapose_path(settings[key]) for key in keys}
+
+
+@functools.cache
+def check_alphapose_pins():
+    """Stop before anything runs when a weights file AlphaPose will read has no pinned sha256."""
+    pinned = POSES["alphapose"]["weights_sha256"]
+    for key, path in alphapose_weight_files().items():
+        if key not in pinned:
+            found = f"has sha256 {sha256_file(path)}" if os.path.isfile(path) else "does not exist yet"
+            raise WorkflowError(
+                f"config key 'poses.alphapose.weights_sha256.{key}' is needed: AlphaPose unpickles its weights "
+                f"and its model zoo publishes no checksums. {path} {found}: check it against a copy you trust, "
+                f"then pin it there")
 
 
 def pose_source(method, dataset):
@@ -50,10 +80,6 @@ def poses_file(dataset, split, video):
 
 
 INPUT_FILES["poses"] = lambda method, dataset, split, video: poses_file(dataset, split, video)
-
-
-def alphapose_path(relative):
-    return os.path.join(POSES["alphapose"]["checkout"], relative)
 
 
 @functools.cache
@@ -90,6 +116,8 @@ def pose_inputs(wildcards):
                 inputs[key] = settings[key]
     else:
         inputs["json"] = str(adapter(d).rule_output(pose_json(d, s, v)))
+        if pose_backend(d) == "alphapose":
+            inputs["weights"] = ALPHAPOSE_WEIGHTS_RECORD
     return inputs
 
 
@@ -118,11 +146,17 @@ def pose_command(wildcards):
         # alphapose-results.json names frames by their files: their place in the folder is the index
         args += ["--image-dir", str(source)]
     if backend == "alphapose":
-        settings = POSES["alphapose"]
-        args += ["--settings-json", json.dumps(settings, sort_keys=True), "--weights",
-                 f"pose={alphapose_path(settings['checkpoint'])}", f"detector={alphapose_path(settings['detector_weights'])}"]
-        if settings["tracker_weights"]:
-            args.append(f"tracker={alphapose_path(settings['tracker_weights'])}")
+        settings = {k: v for k, v in POSES["alphapose"].items() if k != "weights_sha256"}  # in the record
+        args += ["--settings-json", json.dumps(settings, sort_keys=True), "--weights-json", ALPHAPOSE_WEIGHTS_RECORD]
+    return shlex.join(args)
+
+
+def alphapose_weights_command(wildcards):
+    """The check of AlphaPose's weights against their pins (from the config alone, so a new pin reruns it)."""
+    args = ["python", "-m", "pipelines.poses.alphapose_weights", ALPHAPOSE_WEIGHTS_RECORD,
+            "--pinned-json", json.dumps(POSES["alphapose"]["weights_sha256"], sort_keys=True)]
+    for key, path in alphapose_weight_files().items():
+        args += ["--file", f"{key}={path}"]
     return shlex.join(args)
 
 
@@ -136,6 +170,7 @@ def alphapose_inputs(wildcards):
     }
     if settings["tracker_weights"]:
         inputs["tracker_weights"] = alphapose_path(settings["tracker_weights"])
+    inputs["weights_checked"] = ALPHAPOSE_WEIGHTS_RECORD  # AlphaPose reads them only once they are checked
     return inputs
 
 
