@@ -10,8 +10,8 @@ CONFIG ?=
 
 .PHONY: demo run unlock test test-slurm test-fast lint bench clean
 
-# A venv made before the switch to opencv-contrib-python-headless holds opencv-python-headless, which
-# installs the same cv2 folder: the two must never be installed together (a no-op in a fresh venv).
+# opencv-python-headless (in a venv that another tool or an older checkout filled) installs the same cv2
+# folder as opencv-contrib-python-headless: the two must never be installed together (a no-op in a fresh venv).
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
