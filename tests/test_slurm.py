@@ -60,10 +60,13 @@ def slurm_cluster():
         subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop"], capture_output=True, timeout=120)
 
 
-def profile_copy(directory: Path, gpu_request: str = "gpus") -> Path:
-    """The shipped profile with another GPU request style and its partition map by absolute path."""
+def profile_copy(directory: Path, gpu_request: str = "gpus", gpu_type: str | None = None) -> Path:
+    """The shipped profile with another GPU request style (and GPU model) and its partition map by
+    absolute path."""
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     profile["default-resources"]["gpu_request"] = gpu_request
+    if gpu_type:
+        profile["default-resources"]["gpu_type"] = gpu_type
     profile["slurm-partition-config"] = str(REPO / profile["slurm-partition-config"])
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(profile))
@@ -256,10 +259,15 @@ def test_demo_runs_every_job_through_sbatch_and_a_rerun_submits_nothing(slurm_cl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("gpu_request", "slurm_field"), [("gpus", "TresPerJob"), ("gres", "TresPerNode")])
-def test_gpu_job_is_scheduled_on_a_gpu(slurm_cluster, tmp_path, gpu_request, slurm_field):
+@pytest.mark.parametrize(("gpu_request", "slurm_field", "gpu_type"), [
+    ("gpus", "TresPerJob", None), ("gres", "TresPerNode", None),
+    ("gpus", "TresPerJob", "fake"), ("gres", "TresPerNode", "fake"),  # the local cluster's GPU model
+])
+def test_gpu_job_is_scheduled_on_a_gpu(slurm_cluster, tmp_path, gpu_request, slurm_field, gpu_type):
+    """A GPU job gets a GPU (of the profile's gpu_type where it names one) on the GPU partition;
+    a CPU job asks for none, whatever the GPU type."""
     workdir = tmp_path / "probe"
-    run = SnakemakeRun(workdir, profile_copy(tmp_path / "profile", gpu_request), "gpu.txt", "cpu.txt",
+    run = SnakemakeRun(workdir, profile_copy(tmp_path / "profile", gpu_request, gpu_type), "gpu.txt", "cpu.txt",
                        snakefile=TOY_SNAKEFILE)
     output = run.succeed(timeout=300)
 
@@ -267,7 +275,8 @@ def test_gpu_job_is_scheduled_on_a_gpu(slurm_cluster, tmp_path, gpu_request, slu
             for device in ("gpu", "cpu")}
     assert sorted(SUBMITTED.findall(output)) == sorted(seen[device]["job"] for device in seen)
     gpu_job, cpu_job = seen["gpu"]["job"], seen["cpu"]["job"]
-    assert job_field(gpu_job, slurm_field) == "gres:gpu:1", job_record(gpu_job)
+    expected = f"gres:gpu:{gpu_type}:1" if gpu_type else "gres:gpu:1"
+    assert job_field(gpu_job, slurm_field) == expected, job_record(gpu_job)
     assert job_field(gpu_job, "Partition") == "gpu"
     assert seen["gpu"]["cuda"] != "none", "the GPU job saw no CUDA_VISIBLE_DEVICES"
     assert job_field(cpu_job, "TresPerJob") is None and job_field(cpu_job, "TresPerNode") is None, job_record(cpu_job)

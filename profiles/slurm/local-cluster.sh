@@ -17,6 +17,8 @@
 #   VADBENCH_SLURM_ROOT        state, logs, pid files and munge key (default /tmp/vadbench-slurm)
 #   VADBENCH_SLURM_CPUS        CPUs the node advertises (default: nproc)
 #   VADBENCH_SLURM_GPUS        fake GPUs (gres gpu backed by /dev/null) (default 1; 0 = none)
+#   VADBENCH_SLURM_GPU_TYPE    their model, as a cluster's typed GPUs have one (default "fake";
+#                              jobs may ask for gpu:1 or gpu:fake:1)
 #   VADBENCH_SLURM_PARTITIONS  partition names, the first is the default (default "main gpu");
 #                              use your lab's names to try its profile settings unchanged
 #
@@ -27,6 +29,7 @@ set -euo pipefail
 ROOT=${VADBENCH_SLURM_ROOT:-/tmp/vadbench-slurm}
 CPUS=${VADBENCH_SLURM_CPUS:-$(nproc)}
 GPUS=${VADBENCH_SLURM_GPUS:-1}
+GPU_TYPE=${VADBENCH_SLURM_GPU_TYPE:-fake}
 PARTITIONS=${VADBENCH_SLURM_PARTITIONS:-main gpu}
 CONF_DIR=/etc/slurm
 PACKAGES="munge slurm-client slurmctld slurmd"
@@ -80,7 +83,7 @@ write_config() {
     local hw_mem mem node_gres="" gres_types="" tmp partition default=YES i
     hw_mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
     mem=$((hw_mem * 9 / 10))
-    if [ "$GPUS" -gt 0 ]; then gres_types="GresTypes=gpu"; node_gres="Gres=gpu:$GPUS"; fi
+    if [ "$GPUS" -gt 0 ]; then gres_types="GresTypes=gpu"; node_gres="Gres=gpu:$GPU_TYPE:$GPUS"; fi
     tmp=$(mktemp)
     cat > "$tmp" <<EOF
 # Written by profiles/slurm/local-cluster.sh: one node on localhost, no cgroups, no accounting.
@@ -127,7 +130,7 @@ EOF
         # Fake GPUs: a device file is required (without File= slurmd counts 0 GPUs and the node
         # goes INVAL); jobs get CUDA_VISIBLE_DEVICES but no device, so code falls back to CPU.
         : > "$tmp"
-        for i in $(seq 1 "$GPUS"); do echo "NodeName=localhost Name=gpu File=/dev/null" >> "$tmp"; done
+        for i in $(seq 1 "$GPUS"); do echo "NodeName=localhost Name=gpu Type=$GPU_TYPE File=/dev/null" >> "$tmp"; done
         install -m 0644 "$tmp" "$CONF_DIR/gres.conf"
     else
         rm -f "$CONF_DIR/gres.conf"
