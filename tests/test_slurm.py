@@ -284,6 +284,18 @@ def test_gpu_job_is_scheduled_on_a_gpu(slurm_cluster, tmp_path, gpu_request, slu
     assert seen["cpu"]["cuda"] == "none"
 
 
+@pytest.mark.slow
+def test_a_retried_job_asks_for_more_memory(slurm_cluster, tmp_path):
+    """A job killed for memory would fail the same way again with the same request: each retry
+    asks for half the first request more (the profile's resources grow with `attempt`)."""
+    workdir = tmp_path / "flaky"
+    run = SnakemakeRun(workdir, profile_copy(tmp_path / "profile"), "flaky.txt", snakefile=TOY_SNAKEFILE)
+    output = run.succeed(timeout=300)
+    first, second = SUBMITTED.findall(output)
+    assert [job_field(job, "MinMemoryNode") for job in (first, second)] == ["2000M", "3000M"]
+    assert (workdir / "flaky.txt").read_text().split() == ["mem_mb=2000", "mem_mb=3000"]
+
+
 def newest_checkpoint_step(workdir: Path) -> int:
     steps = [int(p.stem.split("_")[1]) for p in (workdir / "model.pt.resume").glob("step_*.pt")]
     return max(steps, default=0)
