@@ -237,6 +237,9 @@ def test_demo_runs_every_job_through_sbatch_and_a_rerun_submits_nothing(slurm_cl
 
     table = pd.read_csv(workdir / "results" / "report" / "auc_table.csv")
     assert (table.dataset[0], table.method[0], table.n_videos[0]) == ("synthetic", "tde", 2)
+    # The report job's output went to its Slurm log: Snakemake itself prints the table at the end.
+    assert re.search(r"results/report/auc_table\.md:\s+\| dataset +\| method[^\n]*\n[^\n]*\n\| synthetic +\| tde +\|",
+                     output), output[-3000:]
     run_id = re.search(r"SLURM run ID: (\S+)", output).group(1)
     submitted = SUBMITTED.findall(output)
     ran = executed_in_slurm(workdir)
