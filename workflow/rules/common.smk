@@ -1,6 +1,7 @@
 """Helpers shared by the rules: config validation, dataset and method look-ups, path builders."""
 import functools
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -395,3 +396,13 @@ def all_targets():
         for seed in method_seeds(method):
             per_video.update(score_files(method, dataset, seed, split))
     return ["results/report/auc_table.csv"] + timelines + sorted(per_video)
+
+
+def print_table_of_the_run():
+    """Print the AUC table when a run that did work ends well, from Snakemake's own process: a
+    job's output goes to its log (and, on a cluster, its Slurm log), so the report job cannot show
+    it. `make demo` and `make run` print it themselves, after a run with nothing to do too
+    (VADBENCH_PRINT_TABLE=0 leaves it to them)."""
+    table = Path("results/report/auc_table.md")
+    if table.is_file() and os.environ.get("VADBENCH_PRINT_TABLE") != "0":
+        print(f"\n{table}:\n\n{table.read_text()}", flush=True)

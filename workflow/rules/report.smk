@@ -68,13 +68,3 @@ rule report_tables:
     shell:
         "python -m pipelines.report results/report {input.papers:q} {input.evals:q} > {log:q} 2>&1"
 
-
-def print_table_of_the_run():
-    """Print the AUC table when a run that did work ends well, from Snakemake's own process: a
-    job's output goes to its log (and, on a cluster, its Slurm log), so the report job cannot show
-    it. `make demo` and `make run` print it themselves, after a run with nothing to do too
-    (VADBENCH_PRINT_TABLE=0 leaves it to them)."""
-    table = Path("results/report/auc_table.md")
-    if table.is_file() and os.environ.get("VADBENCH_PRINT_TABLE") != "0":
-        print(f"\n{table}:\n\n{table.read_text()}", flush=True)
-
