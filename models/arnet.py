@@ -25,7 +25,7 @@ from models.base import Method, TrainInputs, VideoScore
 from pipelines.features.presets import TEN_CROP_ORDER
 from pipelines.features.store import FeatureReader
 from pipelines.metrics import Protocol
-from pipelines.training import StageRun, check_finite, load_checkpoint
+from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
 from pipelines.weak_methods import (
     FEATURE_SOURCE_KEY,
     EvaluationCurve,
@@ -254,10 +254,6 @@ def score_features(model: nn.Module, video: Path, identity: dict[str, Any], devi
         return frame_scores(snippet_scores, reader.n_frames, reader.tail)
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @register
 class ARNet(Method):
     """AR-Net on I3D snippet features of a weak split (features preset ``arnet`` unless configured otherwise)."""
@@ -282,7 +278,7 @@ class ARNet(Method):
                                  f"{len(files)} {kind} training videos")
         described = training_features(normal + abnormal)
         identity = {"feature_dim": described["feature_dim"], "variant": cfg.variant, "view": settings.view}
-        device = _device()
+        device = torch_device()
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed, settings.checkpoint_every,
                        sources=inputs.sources(previous))
         model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
@@ -317,7 +313,7 @@ class ARNet(Method):
             raise ValueError("arnet scores with a trained checkpoint; none was given")
         payload = load_checkpoint(checkpoint, self.name)
         identity = payload["identity"]
-        device = _device()
+        device = torch_device()
         model = build_arnet(identity["variant"], identity["feature_dim"])
         model.load_state_dict(payload["model"])
         model.to(device).eval()

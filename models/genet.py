@@ -50,7 +50,7 @@ from pipelines.poses.segments import hflip, model_input
 from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.poses.tubes import Tubes, read_tubes
 from pipelines.presets import resolve_params
-from pipelines.training import StageRun, check_finite, load_checkpoint
+from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
 
 _SCORING_BATCH = 64
 
@@ -84,10 +84,6 @@ class TubeSet:
         for number in np.unique(files):
             result[files == number] = self.tubes[number].features(self.row_index[index[files == number]])
         return result
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def exploration_identity(params: dict[str, Any]) -> dict[str, Any]:
@@ -152,10 +148,10 @@ class GENetMethod(Method):
         else:
             model = flow_from_params(params)
             config, max_segments = training_schedule(flow_params)
-            used, optimizer = fit_flow(model, len(tubes), tubes.pose_input, config, max_segments, run, _device())
+            used, optimizer = fit_flow(model, len(tubes), tubes.pose_input, config, max_segments, run, torch_device())
             extra["n_segments_used"] = used
             optimizers = {"adamax": optimizer}
-        nll = segment_nll(model, len(tubes), tubes.pose_input, _device())
+        nll = segment_nll(model, len(tubes), tubes.pose_input, torch_device())
         extra["guidance_mean_nll"] = float(nll.mean())
         run.finish(model.cpu(), optimizers, extra)
 
@@ -168,7 +164,7 @@ class GENetMethod(Method):
         model = GuidedExploration(teacher, ExplorationNet())
         config = STGNFTrainingConfig(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
                                      lr=float(params["lr"]), lr_decay=float(params["lr_decay"]))
-        device = _device()
+        device = torch_device()
         model.to(device)
         optimizer = config.make_optimizer(model.student.parameters())
         start = run.resume(model, {"adamax": optimizer})
@@ -206,7 +202,7 @@ class GENetMethod(Method):
         model.load_state_dict(payload["model"])
         tubes = read_tubes(video)
         segments = TubeSet([tubes], tuple(params["frame_size"]))
-        normality = segment_normality(model, len(segments), segments.unflipped_input, segments.features, _device())
+        normality = segment_normality(model, len(segments), segments.unflipped_input, segments.features, torch_device())
         scores = frame_anomaly_scores(tubes.n_frames, tubes.track_ids, tubes.start_frames, normality,
                                       int(params["seg_len"]), payload["extra"]["empty_frame_normality"])
         return VideoScore(scores, np.ones(scores.size, bool))

@@ -57,7 +57,7 @@ from models.base import Method, TrainInputs, VideoScore
 from pipelines.frame_clips import ClipSampler, FrameFormat, clip_starts, sliding_clips, video_length
 from pipelines.metrics import Protocol
 from pipelines.presets import resolve_preset
-from pipelines.training import StageRun, check_finite, load_checkpoint
+from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
 
 
 @dataclass
@@ -397,10 +397,6 @@ PRESETS = {
 LOG_EVERY = 10  # training steps between progress lines
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @register
 class LGNNetMethod(Method):
     """LGN-Net as a pipeline method: one training stage, then one scoring job per test video,
@@ -426,7 +422,7 @@ class LGNNetMethod(Method):
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         if stage not in self.stages:
             raise ValueError(f"{self.name}: unknown stage {stage!r}; stages: {self.stages}")
-        cfg, device = self.cfg, _device()
+        cfg, device = self.cfg, torch_device()
         with ClipSampler(inputs.files, cfg.input_frames + 1, self.frame_format) as sampler:
             steps_per_epoch = self.settings["steps_per_epoch"] or sampler.n_clips // cfg.batch_size
             if steps_per_epoch < 1:
@@ -462,13 +458,13 @@ class LGNNetMethod(Method):
         payload = load_checkpoint(checkpoint, self.name, self.identity)
         model = LGNNet(self.cfg)
         model.load_state_dict(payload["model"])
-        return model.to(_device()).eval()
+        return model.to(torch_device()).eval()
 
     @torch.no_grad()
     def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
         """Frame by frame, in order: PSNR and feature distance of each predicted frame, then the
         memory update when the point score is below gamma; the per-video score mixes both."""
-        model, device = self.load(checkpoint), _device()
+        model, device = self.load(checkpoint), torch_device()
         length, first = self.cfg.input_frames + 1, self.cfg.first_scored_frame
         n_frames = video_length(video)
         psnrs = np.zeros(clip_starts(n_frames, length, 0, video))

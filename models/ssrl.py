@@ -26,7 +26,7 @@ from models.base import Method, TrainInputs, VideoScore
 from models.rtfm import DROPOUT, Aggregate, ScoreHead, rtfm_loss, select_top_k, xavier_init
 from pipelines.features.store import FeatureReader
 from pipelines.metrics import Protocol
-from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint
+from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint, torch_device
 from pipelines.weak_methods import (
     BEST_WEIGHTS_NOTE,
     FEATURE_SOURCE_KEY,
@@ -271,10 +271,6 @@ def snippet_scores(model: SSRLNetwork, reader: FeatureReader, device: str) -> np
     return model.classifier(features).mean(dim=1)[0].cpu().numpy()
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def score_features(model: nn.Module, video: Path, device: str) -> VideoScore:
     """Frame scores of one video's features from a model in evaluation mode."""
     with FeatureReader(video) as reader, torch.no_grad():
@@ -321,7 +317,7 @@ class SSRL(Method):
             raise ValueError(f"ssrl needs ten-crop clip features; {described['feature_set']} has "
                              f"{described['n_views']} views")
         identity = {"feature_dim": described["feature_dim"], "clip_views": CLIP_CROPS}
-        device = _device()
+        device = torch_device()
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed,
                        int(self.params.get("checkpoint_every", 1000)),
                        sources=inputs.sources(previous))
@@ -375,7 +371,7 @@ class SSRL(Method):
         payload = load_checkpoint(checkpoint, self.name)
         model = SSRLNetwork(self.stages.index(payload["stage"]) + 1, payload["identity"]["feature_dim"])
         model.load_state_dict(payload["model"])
-        device = _device()
+        device = torch_device()
         model.to(device).eval()
         return score_features(model, video, device)
 

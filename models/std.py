@@ -52,7 +52,7 @@ from models.base import Method, TrainInputs, VideoScore
 from pipelines.frame_clips import ClipSampler, FrameFormat, clip_starts, sliding_clips, video_length
 from pipelines.metrics import Protocol
 from pipelines.presets import resolve_preset
-from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint
+from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint, torch_device
 
 
 @dataclass
@@ -416,10 +416,6 @@ PRESETS = {
 LOG_EVERY = 50  # training steps between progress lines
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @register
 class STDMethod(Method):
     """STD as a pipeline method: its three training stages as three jobs, then one scoring job
@@ -452,7 +448,7 @@ class STDMethod(Method):
             every = cfg.checkpoint_every if spec.optimisers else 0  # K-means keeps its codes in memory
             run = StageRun(checkpoint_out, self.name, stage, self.identity, self.settings, self.seed, every,
                            sources=inputs.sources(previous))
-            model = STDNet(cfg).to(_device())  # built after StageRun seeded torch
+            model = STDNet(cfg).to(torch_device())  # built after StageRun seeded torch
             optimisers = make_optimizers(model, cfg)
             index = self.stages.index(stage)
             if index:
@@ -479,7 +475,7 @@ class STDMethod(Method):
     def _optimise(self, run: StageRun, spec: STDStage, sampler: ClipSampler, model: STDNet, optimisers: dict) -> None:
         started = time.monotonic()
         while run.step < spec.iterations:
-            clips = sampler.sample(run.rng, self.cfg.batch_size).to(_device())
+            clips = sampler.sample(run.rng, self.cfg.batch_size).to(torch_device())
             losses = {}
             for name in spec.optimisers:
                 loss, parts = std_optimiser_step(model, optimisers, name, clips, self.cfg)
@@ -497,12 +493,12 @@ class STDMethod(Method):
         model.train()
         codes = []
         while run.step < spec.iterations:
-            clips = sampler.sample(run.rng, self.cfg.batch_size).to(_device())
+            clips = sampler.sample(run.rng, self.cfg.batch_size).to(torch_device())
             codes.append(kmeans_codes(model(clips), self.cfg.kmeans_on_l2_normalised).cpu())
             run.advance(model, {})
         codes = torch.cat(codes)
         print(f"k-means of {codes.shape[0]} codes of width {codes.shape[1]}", flush=True)
-        model.set_centres(init_centres(codes, self.cfg.clusters, self.seed, self.cfg.kmeans_n_init).to(_device()))
+        model.set_centres(init_centres(codes, self.cfg.clusters, self.seed, self.cfg.kmeans_n_init).to(torch_device()))
 
     def load(self, checkpoint: Path | None) -> STDNet:
         """The trained network from the last stage's checkpoint, in evaluation mode on the device."""
@@ -513,7 +509,7 @@ class STDMethod(Method):
             raise CheckpointError(f"{checkpoint}: checkpoint of stage {payload['stage']!r}, scoring needs {self.stages[-1]!r}")
         model = STDNet(self.cfg)
         model.load_state_dict(payload["model"])
-        return model.to(_device()).eval()
+        return model.to(torch_device()).eval()
 
     @torch.no_grad()
     def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
@@ -526,7 +522,7 @@ class STDMethod(Method):
         scores = np.zeros(n_frames, np.float32)
         stream = sliding_clips(video, self.cfg.clip_length, self.frame_format, self.settings["score_batch"], tail=1)
         for start, clips in stream:
-            clips = clips.to(_device())
+            clips = clips.to(torch_device())
             regularity = std_regularity(model(clips), clips)
             scores[first + start : first + start + len(clips)] = -regularity.cpu().numpy()
         scored = np.zeros(n_frames, bool)

@@ -37,7 +37,7 @@ from pipelines.poses.store import read_poses
 from pipelines.poses.source import NOT_RECORDED, POSE_SOURCE_KEY
 from pipelines.presets import resolve_params
 from pipelines.provenance import sha256_file
-from pipelines.training import StageRun, check_finite, load_checkpoint
+from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
 
 NUM_JOINTS = 18
 POSE_CHANNELS = 2  # x and y; the confidence channel is not modelled
@@ -502,10 +502,6 @@ def segment_nll(model: STGNF, n_segments: int, batch_input: Callable[[np.ndarray
     return np.concatenate(values) if values else np.zeros(0)
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def pose_protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     """STG-NF's evaluation, shared by the methods built on it: micro AUC of raw frame scores after the
     gaussian passes of ``smoothing_sigmas`` (the release's 1..6), nothing skipped; labelled with where
@@ -548,7 +544,7 @@ class STGNFMethod(Method):
 
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         params = self.resolved(inputs.files)
-        device = _device()
+        device = torch_device()
         run = StageRun(checkpoint_out, self.name, stage, flow_identity(params), params, self.seed,
                        int(params["checkpoint_every_steps"]), sources=inputs.sources())
         bank = SegmentBank.from_files(inputs.files, window_settings(params, "train_stride"))
@@ -579,7 +575,7 @@ class STGNFMethod(Method):
         model, extra = self.load_flow(checkpoint, params)
         tracks, _ = read_poses(video)
         bank = SegmentBank([tracks], window_settings(params, "test_stride"))
-        normality = -segment_nll(model, len(bank), bank.model_input, _device())
+        normality = -segment_nll(model, len(bank), bank.model_input, torch_device())
         scores = frame_anomaly_scores(tracks.n_frames, bank.track_ids, bank.start_frames, normality,
                                       int(params["seg_len"]), extra["empty_frame_normality"])
         return VideoScore(scores, np.ones(scores.size, bool))

@@ -43,6 +43,12 @@ class CheckpointError(ValueError):
     """A checkpoint that is unreadable or belongs to another method, stage set-up or geometry."""
 
 
+def torch_device() -> str:
+    """Where a method trains and scores: the GPU its job was given, else the CPU (every stage runs
+    on either; on a CPU slowly)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and torch; return the NumPy generator that drives data sampling."""
     random.seed(seed)
