@@ -8,7 +8,6 @@ parameters, fps and original size.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import blosc
 import h5py
 import hdf5plugin
 import numpy as np
+
+from pipelines import h5attrs
 
 FRAMES = "frames"
 
@@ -82,7 +83,7 @@ class FrameWriter:
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():
-            self._frames.attrs[key] = _attr_value(value)
+            self._frames.attrs[key] = h5attrs.encode(value)
 
     def close(self) -> None:
         self._file.close()
@@ -94,11 +95,6 @@ class FrameWriter:
         self.close()
 
 
-def _attr_value(value: Any) -> Any:
-    """HDF5 attributes hold scalars, strings and arrays; anything nested is stored as JSON."""
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 class FrameReader:
@@ -116,7 +112,7 @@ class FrameReader:
             self._file.close()
             raise ValueError(f"{self.path}: not a frames file: {problem}")
         self._frames = frames
-        self.attrs = {k: _decode_attr(v) for k, v in self._frames.attrs.items()}
+        self.attrs = h5attrs.read(self._frames.attrs)
 
     def __len__(self) -> int:
         return self._frames.shape[0]
@@ -166,13 +162,3 @@ def _frames_problem(frames: Any) -> str | None:
         return "it holds no frames"
     return None
 
-
-def _decode_attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value[:1] in ("[", "{"):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value

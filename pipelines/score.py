@@ -19,6 +19,7 @@ import numpy as np
 
 from models import get_method
 from models.base import VideoScore
+from pipelines import h5attrs
 from pipelines.atomic import atomic_path
 from pipelines.provenance import sha256_file, versions
 
@@ -28,7 +29,7 @@ def write_scores(out: Path, result: VideoScore, attrs: dict) -> None:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("scores", data=result.scores.astype(np.float32))
             handle.create_dataset("scored", data=result.scored.astype(bool))
-            handle.attrs.update({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in attrs.items()})
+            h5attrs.write(handle.attrs, attrs)
 
 
 def read_scores(path: Path) -> VideoScore:

@@ -10,13 +10,14 @@ can stand beside a paper's.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from pipelines import h5attrs
 
 if TYPE_CHECKING:  # h5py is imported where a file is opened: the workflow imports this module to build its DAG
     import h5py
@@ -44,32 +45,13 @@ def create_dataset(handle: h5py.File, name: str, n_snippets: int, views: int, di
     return handle.create_dataset(name, shape=(n_snippets, views, dim), dtype=np.float32, chunks=chunks)
 
 
-def _plain(value: Any) -> Any:
-    # HDF5 attributes read back (e.g. a frames file's) hold numpy scalars and arrays.
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in an attribute")
 
 
 def write_attrs(handle: h5py.File, attrs: dict[str, Any]) -> None:
     """File attributes; nested values are stored as JSON."""
-    for key, value in attrs.items():
-        if isinstance(value, (dict, list, tuple)):
-            value = json.dumps(value, sort_keys=True, default=_plain)
-        handle.attrs[key] = value
+    h5attrs.write(handle.attrs, attrs)
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 class FeatureReader:
@@ -84,7 +66,7 @@ class FeatureReader:
             self._features = self._file[FEATURES]
         except (OSError, KeyError) as err:
             raise ValueError(f"{self.path}: not a features file ({err})") from err
-        self.attrs = {key: _decode(value) for key, value in self._file.attrs.items()}
+        self.attrs = h5attrs.read(self._file.attrs)
         if self.attrs.get("format") != FORMAT:
             raise ValueError(f"{self.path}: format {self.attrs.get('format')!r}, expected {FORMAT!r}")
 

@@ -15,7 +15,6 @@ attributes: the segmenter (``pipelines.poses.segments``) decides which windows a
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +22,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from pipelines import h5attrs
 from pipelines.atomic import atomic_path
 from pipelines.provenance import versions
 
@@ -106,8 +106,6 @@ def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
     return np.stack([np.nanmin(x, 1), np.nanmin(y, 1), np.nanmax(x, 1), np.nanmax(y, 1)], axis=1)
 
 
-def _attr(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
 
 
 def write_poses(path: str | Path, tracks: PoseTracks, attrs: dict[str, Any]) -> None:
@@ -124,9 +122,9 @@ def write_poses(path: str | Path, tracks: PoseTracks, attrs: dict[str, Any]) -> 
                     "frame_height": tracks.frame_size[1],
                     "n_tracks": len(np.unique(tracks.track_ids)),
                     "n_detections": len(tracks),
-                    "versions": _attr(versions()),
-                    **{k: _attr(v) for k, v in tracks.gap_stats().items()},
-                    **{k: _attr(v) for k, v in attrs.items()},
+                    "versions": h5attrs.encode(versions()),
+                    **{k: h5attrs.encode(v) for k, v in tracks.gap_stats().items()},
+                    **{k: h5attrs.encode(v) for k, v in attrs.items()},
                 }
             )
 
@@ -138,7 +136,7 @@ def read_poses(path: str | Path) -> tuple[PoseTracks, dict[str, Any]]:
             if handle.attrs.get("format") != FORMAT:
                 raise PoseDataError(f"{path}: not a poses file (format {handle.attrs.get('format')!r})")
             arrays = {name: handle[name][()] for name in _ARRAYS}
-            attrs = {k: _decode(v) for k, v in handle.attrs.items()}
+            attrs = h5attrs.read(handle.attrs)
     except OSError as err:
         raise PoseDataError(f"{path}: unreadable poses file ({err})") from err
     tracks = PoseTracks(
@@ -146,12 +144,3 @@ def read_poses(path: str | Path) -> tuple[PoseTracks, dict[str, Any]]:
     )
     return tracks, attrs
 
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value.startswith(("[", "{")):
-        return json.loads(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
