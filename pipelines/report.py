@@ -15,6 +15,7 @@ Run by hand: ``python -m pipelines.report OUT_DIR PAPERS.csv EVAL.json ...``.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipelines.atomic import atomic_path, write_text  # noqa: E402
+from pipelines.provenance import versions  # noqa: E402
 
 COLUMNS = [
     "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
@@ -144,7 +146,7 @@ def seed_roc(members: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return fpr, tpr.mean(axis=0), tpr.min(axis=0), tpr.max(axis=0)
 
 
-def plot_roc(records: list[dict], dataset: str, out: Path) -> None:
+def plot_roc(records: list[dict], dataset: str, out: Path, source: str = "") -> None:
     """Pooled ROC curves on one dataset: one per method and split, the mean over its seeds with the
     band between the lowest and highest seed."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -160,7 +162,7 @@ def plot_roc(records: list[dict], dataset: str, out: Path) -> None:
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Source": source} if source else None)
     plt.close(fig)
 
 
@@ -177,6 +179,39 @@ def read_record(path: Path) -> dict:
     return record
 
 
+def provenance(records: list[dict], eval_files: list[Path]) -> dict:
+    """What the tables and plots were made from: every evaluation record (its file, row and row
+    hash, seed, code revision), the distinct package versions those records were computed with,
+    and the report step's own."""
+    made_with = sorted({json.dumps(r.get("versions", {}), sort_keys=True) for r in records})
+    return {
+        "evaluation_records": [
+            {"file": str(path), **{k: record[k] for k in (*RUN_KEY, "seed", "config_hash")},
+             "vadbench_revision": record.get("versions", {}).get("vadbench_revision", "not recorded")}
+            for path, record in zip(eval_files, records)
+        ],
+        "versions_of_the_records": [json.loads(v) for v in made_with],
+        "report": versions(),
+    }
+
+
+def provenance_line(record_provenance: dict) -> str:
+    """One sentence under the Markdown and HTML tables: the code revisions and main versions."""
+    records = record_provenance["evaluation_records"]
+    revisions = sorted({_short_revision(r["vadbench_revision"]) for r in records})
+    packages = "; ".join(", ".join(f"{k} {v[k]}" for k in ("python", "torch", "numpy", "scikit-learn") if k in v)
+                         for v in record_provenance["versions_of_the_records"])
+    noun = "record" if len(records) == 1 else "records"
+    return (f"From {len(records)} evaluation {noun} of vadbench {', '.join(revisions)} ({packages}); "
+            f"provenance.json lists each with its config hash.")
+
+
+def _short_revision(revision: str) -> str:
+    """A git revision as 12 hex digits, keeping a "+changes" mark."""
+    commit, plus, rest = revision.partition("+")
+    return commit[:12] + plus + rest if len(commit) == 40 else revision
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """The table as Markdown, each cell as the CSV writes it. tabulate's own number parsing would
     print a config hash of digits (or digits around one "e") as a number, and 73.0 as 73."""
@@ -188,13 +223,18 @@ def markdown_table(table: pd.DataFrame) -> str:
 def write_report(out_dir: Path, papers_csv: Path, eval_files: list[Path]) -> pd.DataFrame:
     records = [read_record(p) for p in eval_files]
     table = build_table(records, pd.read_csv(papers_csv))
+    made_from = provenance(records, eval_files)
+    footer = provenance_line(made_from)
+    write_text(out_dir / "provenance.json", json.dumps(made_from, indent=1, sort_keys=True) + "\n")
     write_text(out_dir / "auc_by_seed.csv", seed_table(records).round(2).to_csv(index=False))
     write_text(out_dir / "auc_table.csv", table.to_csv(index=False))
     # Empty cells, not "nan", where a number does not exist (the std of one seed, a paper without the dataset).
-    write_text(out_dir / "auc_table.md", markdown_table(table))
-    write_text(out_dir / "auc_table.html", table.to_html(index=False, na_rep="", border=0))
+    write_text(out_dir / "auc_table.md", markdown_table(table) + f"\n{footer}\n")
+    write_text(out_dir / "auc_table.html",
+               table.to_html(index=False, na_rep="", border=0) + f"\n<p>{html.escape(footer)}</p>\n")
     for dataset in sorted({r["dataset"] for r in records}):
-        plot_roc([r for r in records if r["dataset"] == dataset], dataset, out_dir / f"roc_{dataset}.png")
+        plot_roc([r for r in records if r["dataset"] == dataset], dataset, out_dir / f"roc_{dataset}.png",
+                 source=footer)
     return table
 
 

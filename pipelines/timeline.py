@@ -22,6 +22,7 @@ from models import get_method  # noqa: E402
 from pipelines.atomic import atomic_path  # noqa: E402
 from pipelines.labels import read_labels  # noqa: E402
 from pipelines.metrics import postprocess  # noqa: E402
+from pipelines.provenance import versions  # noqa: E402
 from pipelines.score import read_scores, scores_by_video  # noqa: E402
 
 
@@ -51,7 +52,12 @@ def plot_timelines(method: str, params: dict, labels_file: Path, score_files: li
     fig.suptitle(f"{method}: anomaly score over time", fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        # PNG text: what the plot shows and the code that drew it, as the report's other files record.
+        made = versions()
+        fig.savefig(tmp, format="png", dpi=100, metadata={
+            "Description": f"{method} scores of {', '.join(chosen)} ({labels_file}); params {json.dumps(params, sort_keys=True)}",
+            "Source": f"vadbench {made.get('vadbench_revision')} (python {made.get('python')}, torch {made.get('torch')})",
+        })
     plt.close(fig)
 
 

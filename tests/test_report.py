@@ -103,6 +103,27 @@ def test_report_files_and_a_record_without_a_seed(tmp_path):
     assert not (tmp_path / "again").exists()
 
 
+def test_the_report_names_the_records_and_code_it_was_made_from(tmp_path):
+    """A table alone can be traced: provenance.json lists each record with its row hash and code
+    revision, the Markdown and HTML tables and the ROC plot's PNG text name the revision and versions."""
+    from PIL import Image
+
+    made_with = {"python": "3.11.7", "torch": "2.13.0+cpu", "numpy": "2.4.6", "vadbench_revision": "ab" * 20}
+    paths = []
+    for seed in (0, 1):
+        paths.append(tmp_path / f"seed_{seed}.json")
+        paths[-1].write_text(json.dumps(record("std", seed, 0.5) | {"versions": made_with}))
+    write_report(tmp_path / "report", PAPERS, paths)
+    made_from = json.loads((tmp_path / "report" / "provenance.json").read_text())
+    assert [(r["file"], r["seed"], r["config_hash"], r["vadbench_revision"]) for r in made_from["evaluation_records"]] \
+        == [(str(path), seed, "abc123def456", "ab" * 20) for seed, path in enumerate(paths)]
+    assert made_from["versions_of_the_records"] == [made_with] and "vadbench_revision" in made_from["report"]
+    footer = f"From 2 evaluation records of vadbench {'ab' * 6} (python 3.11.7, torch 2.13.0+cpu, numpy 2.4.6)"
+    assert footer in (tmp_path / "report" / "auc_table.md").read_text()
+    assert footer in (tmp_path / "report" / "auc_table.html").read_text()
+    assert Image.open(tmp_path / "report" / "roc_ped2.png").text["Source"].startswith(footer)
+
+
 def test_the_markdown_table_shows_each_cell_as_the_csv_does(tmp_path):
     """tabulate read a column of config hashes made of digits (or digits around one "e") as
     numbers: 012345678901 was printed as 1.23457e+10 and 00000000e042 as 0."""

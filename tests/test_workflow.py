@@ -7,6 +7,7 @@ import re
 import shutil
 
 import h5py
+from PIL import Image
 import pandas as pd
 import pytest
 
@@ -54,6 +55,13 @@ def test_outputs_carry_provenance(demo):
         assert attrs["source_kind"] == "video" and len(attrs["source_sha256"]) == 64
     with h5py.File(workdir / "results" / "labels" / "synthetic" / "test.h5") as handle:
         assert handle.attrs["n_videos"] == 4 and handle.attrs["n_abnormal_frames"] > 0
+    report = workdir / "results" / "report"
+    made_from = json.loads((report / "provenance.json").read_text())["evaluation_records"]
+    assert [(r["file"], r["config_hash"]) for r in made_from] == \
+        [("results/eval/tde/synthetic/seed_0/test.json", record["config_hash"])]
+    timeline = Image.open(report / "timelines" / "synthetic_test_tde.png").text
+    assert timeline["Source"].startswith(f"vadbench {record['versions']['vadbench_revision']}")
+    assert timeline["Description"].startswith("tde scores of test_")
 
 
 def test_second_run_does_nothing(demo):

@@ -395,7 +395,7 @@ def all_targets():
                 per_video.update(str(found.rule_output(v.source)) for v in listed.values())
         for seed in method_seeds(method):
             per_video.update(score_files(method, dataset, seed, split))
-    return ["results/report/auc_table.csv"] + timelines + sorted(per_video)
+    return ["results/report/auc_table.csv", "results/report/provenance.json"] + timelines + sorted(per_video)
 
 
 def print_table_of_the_run():

@@ -55,6 +55,7 @@ rule report_tables:
     output:
         table=report("results/report/auc_table.csv", category="Tables", caption="../report/table.rst"),
         markdown="results/report/auc_table.md",
+        provenance="results/report/provenance.json",
         by_seed=report("results/report/auc_by_seed.csv", category="Tables", caption="../report/by_seed.rst"),
         html=report("results/report/auc_table.html", category="Tables", caption="../report/table.rst"),
         roc=[
