@@ -27,17 +27,23 @@ def versions() -> dict[str, str]:
     return found
 
 
-def source_revision() -> str:
-    """The git commit the code runs from, with "+changes" when tracked files differ from it: the
-    package version stays 0.1.0 from commit to commit. "unknown" outside a git checkout."""
+#: The folders whose files are the code: a new, untracked file there (a method being added) changes it too.
+CODE_FOLDERS = ("models", "pipelines", "workflow")
+
+
+def source_revision(repo: Path = REPO) -> str:
+    """The git commit the code runs from, with "+changes" when tracked files differ from it or the
+    code folders hold files git does not track yet (and does not ignore): the package version stays
+    0.1.0 from commit to commit. "unknown" outside a git checkout."""
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
 
     try:
         head = git("rev-parse", "--verify", "HEAD")
         if head.returncode != 0:
             return "unknown"
-        changed = git("diff", "--quiet", "HEAD", "--").returncode != 0
+        changed = (git("diff", "--quiet", "HEAD", "--").returncode != 0
+                   or bool(git("ls-files", "--others", "--exclude-standard", "--", *CODE_FOLDERS).stdout.strip()))
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return head.stdout.strip() + ("+changes" if changed else "")

@@ -163,3 +163,4 @@ def test_timelines_shade_every_abnormal_run_a_whole_frame_wide():
     labels[39] = 1  # an event that runs to the last frame
     assert abnormal_runs(labels) == [(10, 10), (20, 34), (39, 39)]
     assert abnormal_runs(np.zeros(5, np.uint8)) == [] and abnormal_runs(np.ones(3, np.uint8)) == [(0, 2)]
+
