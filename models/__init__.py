@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
 from models.base import EvaluationSet, Method, TrainInputs, VideoScore
 
@@ -41,7 +42,11 @@ def get_method_class(name: str) -> type[Method]:
             if err.name != f"{__name__}.{name}":
                 raise
     if name not in _METHODS:
-        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+        module = Path(__file__).parent / f"{name}.py"
+        if module.is_file():
+            raise KeyError(f"models/{name}.py registers no method named {name!r}: its Method subclass needs "
+                           f"name = {name!r} and the @register decorator")
+        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(method_names())}")
     return _METHODS[name]
 
 

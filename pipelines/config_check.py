@@ -19,6 +19,7 @@ from pipelines.datasets import DatasetError, adapter_names, get_adapter
 # libyaml's safe loader when PyYAML was built with it (same rules as yaml.safe_load, about 7x faster on the
 # schemas, which every snakemake start reads); the pure-Python one otherwise.
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_yaml(path: Path) -> dict:
@@ -56,6 +57,10 @@ def _message(error: jsonschema.ValidationError) -> str:
         unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         known = ", ".join(sorted(error.schema.get("properties", {})))
         kind = where[0].removesuffix("s")
+        if where == ["methods"] and (_REPO / "models" / f"{unknown[0]}.py").is_file():
+            return (f"config key 'methods.{unknown[0]}': models/{unknown[0]}.py exists, but "
+                    f"workflow/schemas/methods/{unknown[0]}.schema.yaml does not: every method needs the "
+                    f"schema of its config entry (README: Adding a method)")
         return f"config key '{where[0]}.{unknown[0]}': unknown {kind}; known {where[0]}: {known}"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))

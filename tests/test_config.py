@@ -89,6 +89,28 @@ def test_bad_config_names_the_key(config, edit, message):
         validate(config, SCHEMA, RULES)
 
 
+def test_a_method_module_without_its_schema_says_what_is_missing(config, tmp_path, monkeypatch):
+    """Adding a method without its schema file said "unknown method", of a method that is there."""
+    import pipelines.config_check as config_check
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mean_change.py").write_text("")
+    monkeypatch.setattr(config_check, "_REPO", tmp_path)
+    config["methods"]["mean_change"] = {"enabled": True}
+    with pytest.raises(ConfigError, match=r"'methods\.mean_change': models/mean_change\.py exists, but "
+                                          r"workflow/schemas/methods/mean_change\.schema\.yaml does not"):
+        validate(config, SCHEMA, RULES)
+
+
+def test_a_module_that_registers_no_method_of_its_name_is_named():
+    from models import get_method_class
+
+    with pytest.raises(KeyError, match=r"models/base\.py registers no method named 'base'.*@register"):
+        get_method_class("base")
+    with pytest.raises(KeyError, match=r"unknown method 'lgn'; known methods: arnet, genet, lgn_net"):
+        get_method_class("lgn")
+
+
 def test_missing_label_file_names_it(config, shared_data, tmp_path):
     config["datasets"]["ped2"].update(enabled=True, root=str(shared_data / "ped2"), labels=str(tmp_path / "labels.npy"))
     with pytest.raises(ConfigError, match=r"datasets\.ped2\.labels.*labels\.npy"):
