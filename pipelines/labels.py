@@ -3,7 +3,8 @@
 The frame count of every video comes from its frames file, so a label file that disagrees
 with the decoded video stops here with the video named and both counts. Output (HDF5):
 ``labels/<video>`` uint8 per frame (1 = abnormal) with a ``video_label`` attribute; file
-attributes record the dataset, split, label convention and the sha256 of each label file.
+attributes record the dataset, its config entry, the split, the label convention, the sha256 of
+each label file and the versions.
 
 Run by hand: ``python -m pipelines.labels DATASET SPLIT OUT.h5 FRAMES.h5 ... --config-json '{...}'``.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipelines import h5attrs
 from pipelines.atomic import atomic_path
 from pipelines.datasets import DatasetError, LabelError, get_adapter
 from pipelines.frame_store import FrameReader
@@ -46,17 +48,19 @@ def write_labels(dataset: str, split: str, config: dict, frames_files: list[Path
             for name in sorted(labels):
                 data = group.create_dataset(name, data=labels[name], dtype=np.uint8)
                 data.attrs["video_label"] = int(video_labels[name])
-            handle.attrs.update(
+            h5attrs.write(
+                handle.attrs,
                 {
                     "dataset": dataset,
                     "split": split,
+                    "config": config,  # the dataset's entry: its paths, and a generated dataset's seed and size
                     "label_convention": adapter.label_convention,
-                    "label_files": json.dumps({str(p): sha256_file(p) for p in adapter.label_files(split)}),
+                    "label_files": {str(p): sha256_file(p) for p in adapter.label_files(split)},
                     "n_videos": len(labels),
                     "n_frames": int(sum(v.size for v in labels.values())),
                     "n_abnormal_frames": int(sum(int(v.sum()) for v in labels.values())),
-                    "versions": json.dumps(versions()),
-                }
+                    "versions": versions(),
+                },
             )
     return labels
 
@@ -67,7 +71,7 @@ def read_labels(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int], dict
         with h5py.File(path, "r") as handle:
             frames = {name: data[()] for name, data in handle[LABELS].items()}
             videos = {name: int(data.attrs["video_label"]) for name, data in handle[LABELS].items()}
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in handle.attrs.items()}
+            attrs = h5attrs.read(handle.attrs)
     except (OSError, KeyError, TypeError, AttributeError) as err:
         raise LabelError(f"{path}: not a readable canonical labels file ({err}); "
                          "delete it and rerun its labels job") from None

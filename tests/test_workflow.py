@@ -11,6 +11,7 @@ from PIL import Image
 import pandas as pd
 import pytest
 
+from pipelines.labels import read_labels
 from pipelines.provenance import config_hash
 from tests.workflow_helpers import REPO, planned_jobs, run_snakemake, tiny_config
 
@@ -53,8 +54,10 @@ def test_outputs_carry_provenance(demo):
     with h5py.File(frames[0]) as handle:
         attrs = handle["frames"].attrs
         assert attrs["source_kind"] == "video" and len(attrs["source_sha256"]) == 64
-    with h5py.File(workdir / "results" / "labels" / "synthetic" / "test.h5") as handle:
-        assert handle.attrs["n_videos"] == 4 and handle.attrs["n_abnormal_frames"] > 0
+    _, _, labels = read_labels(workdir / "results" / "labels" / "synthetic" / "test.h5")
+    assert labels["n_videos"] == 4 and labels["n_abnormal_frames"] > 0
+    assert labels["config"]["seed"] == config["datasets"]["synthetic"]["seed"], "a generated dataset's seed"
+    assert labels["versions"]["vadbench_revision"] == record["versions"]["vadbench_revision"]
     report = workdir / "results" / "report"
     made_from = json.loads((report / "provenance.json").read_text())["evaluation_records"]
     assert [(r["file"], r["config_hash"]) for r in made_from] == \
