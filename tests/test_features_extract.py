@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.features.caffe2 import caffe2_r50_key
 from pipelines.features.extract import extract, main, scale_preset
 from pipelines.features.feature_sets import FEATURE_SETS, parse_feature_set
 from pipelines.features.preprocess import preprocess_clip
@@ -20,7 +21,6 @@ from pipelines.features.weights import (
     REGISTRY,
     ChecksumMismatchError,
     UnpinnedWeightsError,
-    caffe2_r50_key,
     file_digest,
     load_backbone,
 )

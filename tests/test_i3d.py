@@ -15,7 +15,7 @@ import torch
 
 from models.i3d_inception import InceptionI3d, _same_padding
 from models.i3d_resnet50 import ResNet50I3d
-from pipelines.features import weights
+from pipelines.features import caffe2, weights
 from pipelines.features.weights import Checksum, ChecksumMismatchError, WeightsMissingError
 
 # ---- published layouts -------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_caffe2_reader_refuses_code(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
     with pytest.raises(pickle.UnpicklingError, match="os.system"):
-        weights.caffe2_r50_state_dict(path)
+        caffe2.caffe2_r50_state_dict(path)
 
 
 # ---- shapes and behaviour ----------------------------------------------------------------------------------
