@@ -104,6 +104,62 @@ def _run(backbone: torch.nn.Module, clips: torch.Tensor, device: str) -> torch.T
         return backbone(clips.to(device)).float().cpu()
 
 
+def _checked_request(feature_set: str, batch_size: int, published_clip: Path | None,
+                     flow: bool) -> tuple[ClipPreset, PatchPreset | None]:
+    """The presets of a feature set, once the request is one that can be extracted."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    clip_preset, patch_preset = parse_feature_set(feature_set)
+    if published_clip is not None and patch_preset is None:
+        raise ValueError(f"{feature_set} has no patch features to extract: convert published clip features with "
+                         "python -m pipelines.features.published convert")
+    if flow and (clip_preset.flow_backbone is None or published_clip is not None):
+        why = "its clip features are published" if published_clip is not None else \
+            f"preset {clip_preset.name} has no flow stream"
+        raise ValueError(f"{feature_set}: flow asked for, but {why}")
+    return clip_preset, patch_preset
+
+
+def _attributes(feature_set: str, clip_preset: ClipPreset, patch_preset: PatchPreset | None, reader: FrameReader,
+                frames_path: Path, n_snippets: int, backbones: dict, published_clip: Path | None,
+                flow_params: TVL1Params | None, spatial_scale: float, batch_size: int, device: str,
+                seed: int) -> dict:
+    """What a features file records about how it was made."""
+    used = {name: model.weights_checksum for name, model in backbones.items()}
+    attrs = {
+        "format": store.FORMAT,
+        "feature_set": feature_set,
+        "origin": "extracted" if published_clip is None else "published clip, extracted patches",
+        "preset": clip_preset.name,
+        "preset_params": dataclasses.asdict(clip_preset),
+        "tail": clip_preset.snippets.tail,
+        "n_frames": len(reader),
+        "n_snippets": n_snippets,
+        "frames_source_shape": list(reader.shape),
+        "backbones": used if published_clip is None else
+        used | {"upstream extractor": f"published features from {Path(published_clip).parent}"},
+        "missing_streams": list(missing_streams(feature_set, flow_params is not None)),
+        "flow": _flow_note(feature_set, flow_params),
+        "spatial_scale": spatial_scale,
+        "patch_grids": [list(grid) for grid in (patch_preset.grids if patch_preset else ())],
+        "patches_reconstructed": bool(patch_preset),
+        "source_frames": str(frames_path),
+        "source_frames_attrs": reader.attrs,
+        "batch_size": batch_size,
+        "device": device,
+        "seed": seed,
+        "versions": versions(),
+    }
+    if flow_params is not None:
+        attrs["flow_params"] = dataclasses.asdict(flow_params)
+    if published_clip is not None:
+        attrs["published_files"] = {str(published_clip): sha256_file(published_clip)}
+    if patch_preset:
+        attrs |= {"patch_preset": patch_preset.name, "patch_preset_params": dataclasses.asdict(patch_preset),
+                  "patch_provenance": patch_preset.provenance}
+    return attrs
+
+
 def extract(
     frames_path: Path,
     out: Path,
@@ -129,16 +185,7 @@ def extract(
     Raises WeightsMissingError (naming where to put the file) when a backbone has no weights and random
     ones are not allowed, and ChecksumMismatchError for a weights file with the wrong content.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    clip_preset, patch_preset = parse_feature_set(feature_set)
-    if published_clip is not None and patch_preset is None:
-        raise ValueError(f"{feature_set} has no patch features to extract: convert published clip features with "
-                         "python -m pipelines.features.published convert")
-    if flow and (clip_preset.flow_backbone is None or published_clip is not None):
-        why = "its clip features are published" if published_clip is not None else \
-            f"preset {clip_preset.name} has no flow stream"
-        raise ValueError(f"{feature_set}: flow asked for, but {why}")
+    clip_preset, patch_preset = _checked_request(feature_set, batch_size, published_clip, flow)
     flow_params = TVL1Params() if flow else None
     unscaled_name = clip_preset.name
     clip_preset = scale_preset(clip_preset, spatial_scale)
@@ -186,38 +233,8 @@ def extract(
                 patches = [preprocess_patch_clip(patch_preset, frames[idx - first], grid) for idx in batch]
                 features = _run(backbones[patch_preset.backbone], torch.cat(patches), device)
                 patch_out[grid][start : start + len(batch)] = features.reshape(len(batch), -1, patch_dim).numpy()
-        used = {name: model.weights_checksum for name, model in backbones.items()}
-        attrs = {
-            "format": store.FORMAT,
-            "feature_set": feature_set,
-            "origin": "extracted" if published_clip is None else "published clip, extracted patches",
-            "preset": clip_preset.name,
-            "preset_params": dataclasses.asdict(clip_preset),
-            "tail": clip_preset.snippets.tail,
-            "n_frames": n_frames,
-            "n_snippets": n,
-            "frames_source_shape": list(reader.shape),
-            "backbones": used if published_clip is None else
-            used | {"upstream extractor": f"published features from {Path(published_clip).parent}"},
-            "missing_streams": list(missing_streams(feature_set, flow)),
-            "flow": _flow_note(feature_set, flow_params),
-            "spatial_scale": spatial_scale,
-            "patch_grids": [list(grid) for grid in grids],
-            "patches_reconstructed": bool(patch_preset),
-            "source_frames": str(frames_path),
-            "source_frames_attrs": reader.attrs,
-            "batch_size": batch_size,
-            "device": device,
-            "seed": seed,
-            "versions": versions(),
-        }
-        if flow:
-            attrs["flow_params"] = dataclasses.asdict(flow_params)
-        if published_clip is not None:
-            attrs["published_files"] = {str(published_clip): sha256_file(published_clip)}
-        if patch_preset:
-            attrs |= {"patch_preset": patch_preset.name, "patch_preset_params": dataclasses.asdict(patch_preset),
-                      "patch_provenance": patch_preset.provenance}
+        attrs = _attributes(feature_set, clip_preset, patch_preset, reader, frames_path, n, backbones,
+                            published_clip, flow_params, spatial_scale, batch_size, device, seed)
         store.write_attrs(handle, attrs)
         for grid in grids:
             patch_out[grid].attrs["reconstructed"] = True
