@@ -59,6 +59,17 @@ def test_weights_released_without_a_checksum_need_a_pinned_one_before_the_run_st
 
 
 @pytest.mark.slow
+def test_pinning_weights_already_in_use_redoes_no_extraction(tmp_path):
+    """A pin checks the weights file and changes no feature: it reaches the jobs as a resource, so
+    adding one to a config whose features exist reruns nothing."""
+    until = ("--until", "extract_features")
+    run_snakemake(tmp_path, weak_config(), *until)
+    pinned = weak_config(weights_sha256={"r50_nonlocal_k400": "0" * 64})
+    out = run_snakemake(tmp_path, pinned, "-n", *until).stdout
+    assert re.search(r"^total\s+0$", out, re.M) and not re.search(r"^extract_features\s+\d", out, re.M), out[-2000:]
+
+
+@pytest.mark.slow
 def test_a_row_hash_follows_the_feature_settings_and_not_how_jobs_run(tmp_path):
     """Two configs whose AR-Net numbers differ (the flow stream) must not share a config hash; how
     jobs run (batch size, device), how frames are stored and how demo videos are split into jobs

@@ -249,12 +249,17 @@ def _weights_arg(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def _pin_arg(text: str) -> tuple[str, str]:
-    name, sep, digest = text.partition("=")
-    if not sep or name not in REGISTRY or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise argparse.ArgumentTypeError(f"expected BACKBONE=SHA256 (64 lower-case hex digits) with BACKBONE one of "
-                                         f"{', '.join(sorted(REGISTRY))}")
-    return name, digest
+def _pins_arg(text: str) -> list[tuple[str, str]]:
+    """BACKBONE=SHA256 pins, comma-separated; "none" for no pin (as the workflow passes them)."""
+    pins = []
+    for item in [] if text == "none" else text.split(","):
+        name, sep, digest = item.partition("=")
+        if not sep or name not in REGISTRY or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise argparse.ArgumentTypeError(f"expected BACKBONE=SHA256 (64 lower-case hex digits; several "
+                                             f"comma-separated, or none) with BACKBONE one of "
+                                             f"{', '.join(sorted(REGISTRY))}")
+        pins.append((name, digest))
+    return pins
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=_weights_arg, action="append", default=[], metavar="BACKBONE=FILE",
                         help="weights file of a backbone (repeatable); else WEIGHTS_DIR/<its file name>")
     parser.add_argument("--weights-dir", type=Path, help="folder holding the weights files under their released names")
-    parser.add_argument("--weights-sha256", type=_pin_arg, action="append", default=[], metavar="BACKBONE=SHA256",
-                        help="the sha256 you pinned for weights released without a checksum (repeatable)")
+    parser.add_argument("--weights-sha256", type=_pins_arg, action="extend", default=[], metavar="BACKBONE=SHA256",
+                        help="the sha256 you pinned for weights released without a checksum (repeatable; "
+                             "comma-separated; none)")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="use a seeded random backbone when no weights are found (features not comparable)")
     parser.add_argument("--batch-size", type=int, default=4, help="snippets per forward pass (each with all its views)")

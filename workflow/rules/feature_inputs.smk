@@ -140,7 +140,14 @@ def extraction_weights(wildcards):
 
 # How an extraction job runs, not what it computes: passed as resources (which a profile may set
 # per rule) rather than params, so that changing them (another GPU, a smaller batch) reruns nothing.
-EXTRACTION_RUNTIME = {"feature_batch_size": int(FEATURES["batch_size"]), "feature_device": str(FEATURES["device"])}
+# The weights pins go the same way: a pin checks the weights file, whose digest the features record,
+# and changes no feature (pinning a file already in use must not redo its extractions).
+EXTRACTION_RUNTIME = {
+    "feature_batch_size": int(FEATURES["batch_size"]),
+    "feature_device": str(FEATURES["device"]),
+    "weights_sha256": ",".join(f"{name}={digest}" for name, digest in sorted(FEATURES["weights_sha256"].items()))
+    or "none",
+}
 
 
 def extraction_args(wildcards):
@@ -153,8 +160,6 @@ def extraction_args(wildcards):
     for backbone in extracted_backbones(wildcards.dataset, wildcards.feature_set):
         if weights_file(backbone):
             args.append(f"--weights {shlex.quote(f'{backbone}={weights_file(backbone)}')}")
-        if backbone in FEATURES["weights_sha256"]:
-            args.append(f"--weights-sha256 {backbone}={FEATURES['weights_sha256'][backbone]}")
     if FEATURES["allow_random_weights"]:
         # The seed draws a random backbone only: with real weights it changes nothing.
         args += ["--allow-random-weights", f"--seed {DATA_SEED}"]

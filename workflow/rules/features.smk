@@ -29,7 +29,8 @@ rule extract_features:
         "../../envs/torch.yaml"
     shell:
         "python -m pipelines.features.extract {input.frames:q} {output:q} {params.args}"
-        " --batch-size {resources.feature_batch_size} --device {resources.feature_device:q} > {log:q} 2>&1"
+        " --batch-size {resources.feature_batch_size} --device {resources.feature_device:q}"
+        " --weights-sha256 {resources.weights_sha256:q} > {log:q} 2>&1"
 
 
 rule published_features:
@@ -75,4 +76,5 @@ rule published_clip_features:
         "../../envs/torch.yaml"
     shell:
         "python -m pipelines.features.extract {input.frames:q} {output:q} --published-clip {input.clip:q}"
-        " {params.args} --batch-size {resources.feature_batch_size} --device {resources.feature_device:q} > {log:q} 2>&1"
+        " {params.args} --batch-size {resources.feature_batch_size} --device {resources.feature_device:q}"
+        " --weights-sha256 {resources.weights_sha256:q} > {log:q} 2>&1"
