@@ -143,7 +143,8 @@ class GENetMethod(Method):
                        int(params["checkpoint_every_steps"]), sources=sources)
         extra: dict[str, Any] = {"n_train_segments": len(tubes)}
         if params.get("guidance_pretrained"):
-            model, extra["pretrained_sha256"] = load_released_flow(params["guidance_pretrained"], params)
+            model, extra["pretrained_sha256"] = load_released_flow(params["guidance_pretrained"], params,
+                                                                  "guidance_pretrained")
             optimizers = {}
         else:
             model = flow_from_params(params)

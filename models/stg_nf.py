@@ -415,22 +415,23 @@ RELEASED_CHECKPOINTS = {
 }
 
 
-def verify_release(path: str | Path) -> str:
+def verify_release(path: str | Path, setting: str = "pretrained") -> str:
     """The sha256 of ``path``, which must be one of STG-NF's released checkpoints: a download that
-    is cut short, damaged or another file is refused before anything of it is read."""
+    is cut short, damaged or another file is refused before anything of it is read. ``setting`` is
+    the method's config key that named the file."""
     digest = sha256_file(path)
     if digest not in RELEASED_CHECKPOINTS:
         known = ", ".join(f"{name} ({value[:12]}...)" for value, name in RELEASED_CHECKPOINTS.items())
         raise ValueError(f"{path}: not one of STG-NF's released checkpoints (its sha256 is {digest}; the "
                          f"releases are {known}); download it again from github.com/orhir/STG-NF/tree/"
-                         f"fc9e424/checkpoints, or train the flow here by leaving the setting null")
+                         f"fc9e424/checkpoints, or train the flow here by setting {setting}: null")
     return digest
 
 
-def load_released_flow(path: str | Path, params: Mapping[str, Any]) -> tuple[STGNF, str]:
+def load_released_flow(path: str | Path, params: Mapping[str, Any], setting: str = "pretrained") -> tuple[STGNF, str]:
     """A released STG-NF checkpoint, its checksum verified, read by the safe loader and checked
     against the configured geometry; with its sha256."""
-    digest = verify_release(path)
+    digest = verify_release(path, setting)
     return flow_from_release(path, params), digest
 
 

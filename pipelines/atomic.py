@@ -42,9 +42,11 @@ def _remove_unfinished_and_exit(signum, frame):
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    names = ", ".join(map(str, unfinished.values()))
+    said = f"stopped by {signal.Signals(signum).name}"
+    if unfinished:
+        said += f"; unfinished, not written: {', '.join(map(str, unfinished.values()))}"
     with contextlib.suppress(OSError):
-        os.write(2, f"stopped by {signal.Signals(signum).name}; unfinished, not written: {names}\n".encode())
+        os.write(2, f"{said}\n".encode())
     os._exit(128 + signum)
 
 
@@ -137,6 +139,7 @@ def atomic_path(final: str | Path, *, durable: bool = False) -> Iterator[Path]:
             if durable:
                 _fsync_tree(tmp_path)
             os.replace(tmp_path, final)
+            _open_folders.pop(folder, None)  # complete under its final name: a stop now leaves it
             if durable:
                 _fsync(final.parent)
         finally:

@@ -57,7 +57,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         known = ", ".join(sorted(error.schema.get("properties", {})))
         kind = where[0].removesuffix("s")
-        if where == ["methods"] and (_REPO / "models" / f"{unknown[0]}.py").is_file():
+        module = _REPO / "models" / f"{unknown[0]}.py"
+        if where == ["methods"] and module.is_file() and "@register" in module.read_text():
             return (f"config key 'methods.{unknown[0]}': models/{unknown[0]}.py exists, but "
                     f"workflow/schemas/methods/{unknown[0]}.schema.yaml does not: every method needs the "
                     f"schema of its config entry (README: Adding a method)")

@@ -94,11 +94,16 @@ def test_a_method_module_without_its_schema_says_what_is_missing(config, tmp_pat
     import pipelines.config_check as config_check
 
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "mean_change.py").write_text("")
+    (tmp_path / "models" / "mean_change.py").write_text("@register\nclass MeanChange(Method): ...\n")
+    (tmp_path / "models" / "backbone.py").write_text("class Backbone(nn.Module): ...\n")  # not a method
     monkeypatch.setattr(config_check, "_REPO", tmp_path)
     config["methods"]["mean_change"] = {"enabled": True}
     with pytest.raises(ConfigError, match=r"'methods\.mean_change': models/mean_change\.py exists, but "
                                           r"workflow/schemas/methods/mean_change\.schema\.yaml does not"):
+        validate(config, SCHEMA, RULES)
+    del config["methods"]["mean_change"]
+    config["methods"]["backbone"] = {"enabled": True}
+    with pytest.raises(ConfigError, match=r"'methods\.backbone': unknown method; known methods: arnet"):
         validate(config, SCHEMA, RULES)
 
 

@@ -87,7 +87,9 @@ def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
     # AlphaPose unpickles its weights and publishes no checksums: the run needs the user's pins first.
     out = run_snakemake(tmp_path / "alphapose", config, "-n", check=False).stdout
     digest = hashlib.sha256(b"placeholder").hexdigest()
-    assert "poses.alphapose.weights_sha256.checkpoint" in out and f"has sha256 {digest}" in out
+    assert "poses.alphapose.weights_sha256.{checkpoint, detector_weights} are needed" in out
+    assert f"checkpoint: {checkout}/pretrained_models/fast_421_res152_256x192.pth has sha256 {digest}" in out
+    assert f"detector_weights: {checkout}/detector/yolox/data/yolox_x.pth has sha256 {digest}" in out
     config["poses"]["alphapose"]["weights_sha256"] = {"checkpoint": digest, "detector_weights": digest}
     jobs = planned_jobs(tmp_path / "alphapose", config)
     assert jobs["alphapose"] == jobs["poses"] == 2 + 4  # every train and test video of the tiny demo

@@ -95,8 +95,14 @@ def test_deleting_one_frames_file_reruns_only_that_video(demo):
     victim.unlink()
     jobs = planned_jobs(workdir, config)
     assert jobs["extract_frames"] == 1 and jobs["score_video"] == 1 and "synthetic_shard" not in jobs, jobs
-    run_snakemake(workdir, config)
+    out = run_snakemake(workdir, config).stdout
     assert victim.is_file()
+    assert "results/report/auc_table.md:\n\n| dataset" in out, "the run rewrote the table: Snakemake prints it"
+    # A run that stops before the report does not show the earlier run's table as its own.
+    out = run_snakemake(workdir, config, "--forcerun", str(victim.relative_to(workdir)), "--until", "extract_frames").stdout
+    assert "(Rule: extract_frames)" in out
+    assert "auc_table.md:" not in out
+    run_snakemake(workdir, config)
 
 
 def test_changing_videos_per_job_renders_the_shards_again(demo):

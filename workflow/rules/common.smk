@@ -4,9 +4,11 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(workflow.basedir).parent
+RUN_STARTED = time.time()  # when this Snakemake process read the workflow: the table printed at the end is one written since
 sys.path.insert(0, str(REPO))
 # Jobs (local, Slurm or in a conda env) import the pipeline's steps from the checkout.
 shell.prefix(f"export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
@@ -399,10 +401,12 @@ def all_targets():
 
 
 def print_table_of_the_run():
-    """Print the AUC table when a run that did work ends well, from Snakemake's own process: a
-    job's output goes to its log (and, on a cluster, its Slurm log), so the report job cannot show
-    it. `make demo` and `make run` print it themselves, after a run with nothing to do too
-    (VADBENCH_PRINT_TABLE=0 leaves it to them)."""
+    """Print the AUC table when a run that wrote it ends well, from Snakemake's own process: a job's
+    output goes to its log (and, on a cluster, its Slurm log), so the report job cannot show it. A
+    table an earlier run wrote (this run stopped before the report, with --until, say) is not
+    shown as this run's. `make demo` and `make run` print it themselves, after a run with nothing
+    to do too (VADBENCH_PRINT_TABLE=0 leaves it to them)."""
     table = Path("results/report/auc_table.md")
-    if table.is_file() and os.environ.get("VADBENCH_PRINT_TABLE") != "0":
+    written_now = table.is_file() and table.stat().st_mtime >= RUN_STARTED
+    if written_now and os.environ.get("VADBENCH_PRINT_TABLE") != "0":
         print(f"\n{table}:\n\n{table.read_text()}", flush=True)

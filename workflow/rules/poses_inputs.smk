@@ -45,13 +45,14 @@ def alphapose_weight_files():
 def check_alphapose_pins():
     """Stop before anything runs when a weights file AlphaPose will read has no pinned sha256."""
     pinned = POSES["alphapose"]["weights_sha256"]
-    for key, path in alphapose_weight_files().items():
-        if key not in pinned:
-            found = f"has sha256 {sha256_file(path)}" if os.path.isfile(path) else "does not exist yet"
-            raise WorkflowError(
-                f"config key 'poses.alphapose.weights_sha256.{key}' is needed: AlphaPose unpickles its weights "
-                f"and its model zoo publishes no checksums. {path} {found}: check it against a copy you trust, "
-                f"then pin it there")
+    missing = {key: path for key, path in alphapose_weight_files().items() if key not in pinned}
+    if missing:
+        found = "; ".join(f"{key}: {path} " + (f"has sha256 {sha256_file(path)}" if os.path.isfile(path)
+                                                else "does not exist yet") for key, path in missing.items())
+        raise WorkflowError(
+            f"config keys poses.alphapose.weights_sha256.{{{', '.join(missing)}}} are needed: AlphaPose unpickles "
+            f"its weights and its model zoo publishes no checksums. {found}. Check each against a copy you "
+            f"trust, then pin it there")
 
 
 def pose_source(method, dataset):
