@@ -82,8 +82,7 @@ class FrameWriter:
         )
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
-        for key, value in attrs.items():
-            self._frames.attrs[key] = h5attrs.encode(value)
+        h5attrs.write(self._frames.attrs, attrs)
 
     def close(self) -> None:
         self._file.close()
@@ -93,8 +92,6 @@ class FrameWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
 
 
 class FrameReader:
@@ -161,4 +158,3 @@ def _frames_problem(frames: Any) -> str | None:
     if frames.shape[0] == 0:
         return "it holds no frames"
     return None
-

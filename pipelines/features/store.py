@@ -45,13 +45,9 @@ def create_dataset(handle: h5py.File, name: str, n_snippets: int, views: int, di
     return handle.create_dataset(name, shape=(n_snippets, views, dim), dtype=np.float32, chunks=chunks)
 
 
-
-
 def write_attrs(handle: h5py.File, attrs: dict[str, Any]) -> None:
     """File attributes; nested values are stored as JSON."""
     h5attrs.write(handle.attrs, attrs)
-
-
 
 
 class FeatureReader:

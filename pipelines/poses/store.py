@@ -114,7 +114,8 @@ def write_poses(path: str | Path, tracks: PoseTracks, attrs: dict[str, Any]) -> 
         with h5py.File(tmp, "w") as handle:
             for name in _ARRAYS:
                 handle.create_dataset(name, data=getattr(tracks, name))
-            handle.attrs.update(
+            h5attrs.write(
+                handle.attrs,
                 {
                     "format": FORMAT,
                     "n_frames": tracks.n_frames,
@@ -122,10 +123,10 @@ def write_poses(path: str | Path, tracks: PoseTracks, attrs: dict[str, Any]) -> 
                     "frame_height": tracks.frame_size[1],
                     "n_tracks": len(np.unique(tracks.track_ids)),
                     "n_detections": len(tracks),
-                    "versions": h5attrs.encode(versions()),
-                    **{k: h5attrs.encode(v) for k, v in tracks.gap_stats().items()},
-                    **{k: h5attrs.encode(v) for k, v in attrs.items()},
-                }
+                    "versions": versions(),
+                    **tracks.gap_stats(),
+                    **attrs,
+                },
             )
 
 
