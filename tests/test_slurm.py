@@ -1,5 +1,6 @@
 """Snakemake on a real Slurm through profiles/slurm: every job via sbatch, GPU requests in both
-styles, interrupted training that resumes from its checkpoint, and no resubmission after success.
+styles, interrupted training that resumes from its checkpoint, no resubmission after success, and
+a run stopped before it submits jobs that no node can run.
 
 The cluster is a one-node Slurm on this machine, started by profiles/slurm/local-cluster.sh (it
 needs root and apt). Where it cannot start, the tests that need it are skipped saying why;
@@ -356,3 +357,29 @@ def test_preempted_and_cancelled_training_resumes_from_its_checkpoint(slurm_clus
     log = (workdir / "logs" / "train.log").read_text()
     assert re.findall(r"=== attempt started \S+ on \S+, Slurm job (\d+)", log) == [job_0, job_1, job_2]
     assert "step 1 loss" in log and f"step {steps} loss" in log
+
+
+def test_a_run_whose_jobs_fit_no_node_stops_before_submitting(slurm_cluster, tmp_path):
+    """Slurm would keep such a job pending for ever and Snakemake would wait with it: the run stops
+    first, naming the rule, what it asks for and what the nodes have, and submits nothing. A retry
+    that would outgrow every node is only a warning."""
+    workdir = tmp_path / "unfit"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(n_train=1, n_test=1, n_frames=16)))
+    profile_dir = profile_copy(tmp_path / "profile")
+    profile = yaml.safe_load((profile_dir / "config.yaml").read_text())
+    profile["set-resources"]["report_tables"] = {"cpus_per_task": 4096}
+    profile["set-resources"]["score_video"]["mem_mb"] = "1000 if attempt == 1 else 100000000"
+    (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
+
+    run = SnakemakeRun(workdir, profile_dir, "--configfile", str(workdir / "config.yaml"))
+    output = run.finish(timeout=300)
+    assert run.process.returncode != 0, output[-3000:]
+    unfit = re.search(r"no node and partition of this cluster can run them \(nothing was submitted\):\n(.*)\n", output)
+    assert unfit, output[-3000:]
+    assert "report_tables" in unfit.group(1) and "asks for 4096 CPUs" in unfit.group(1)
+    assert "score_video" not in unfit.group(1)
+    assert re.search(r"retry asks for more than any node has.*\n\s+score_video at attempt 2 asks for \d+ CPUs, 100000000 MB",
+                     output), output[-3000:]
+    assert not SUBMITTED.search(output)
+    assert not (workdir / ".snakemake" / "slurm_logs").exists()

@@ -356,6 +356,7 @@ def run_config(wildcards):
 
 
 include: "gpu_request.smk"
+include: "slurm_fit.smk"
 
 
 def method_resources(wildcards):

@@ -1,0 +1,242 @@
+"""Before a Slurm run submits anything: check that every job it will submit can start somewhere.
+
+Slurm accepts a job that asks for more CPUs, memory or GPUs than any node of its partition has, or
+for more time than the partition allows (unless the site sets ``EnforcePartLimits``), and keeps it
+pending for ever (reason ``PartitionConfig``, ``PartitionTimeLimit`` or ``Resources``); Snakemake
+sees a pending job and waits with it. So a Slurm run first reads the cluster's nodes and time
+limits (``sinfo``) and stops, before any ``sbatch``, naming every rule whose jobs fit no node,
+what they ask for and what the cluster has. Requests that only a retry makes too large (the
+profile asks for more memory at each attempt) are reported without stopping the run: the first
+attempt may well succeed.
+
+A job fits when one node of one partition (of its own ``slurm_partition`` when it names one) has
+its CPUs, memory and GPUs (of its GPU model, when it names one) and the partition's time limit
+covers its runtime. Node state is not looked at: a drained node comes back. What a job asks for
+is read the way snakemake-executor-plugin-slurm reads it when it writes the ``sbatch`` line
+(``cpus_per_task`` or threads; ``gpu`` with ``gpu_model``, or ``gres``; ``mem_mb`` or
+``mem_mb_per_cpu``; ``runtime`` in minutes). Set ``VADBENCH_SLURM_FIT_CHECK=0`` to skip the check.
+"""
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+SKIP_VARIABLE = "VADBENCH_SLURM_FIT_CHECK"
+
+
+class ClusterQueryError(RuntimeError):
+    """``sinfo`` could not be run or printed something this module does not understand."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node as ``sinfo`` describes it."""
+
+    name: str
+    partitions: frozenset[str]
+    cpus: int
+    mem_mb: int
+    gpus: dict[str, int] = field(default_factory=dict)  # by model; "" for GPUs of no model
+
+    def gpu_count(self, model: str | None) -> int:
+        return sum(self.gpus.values()) if not model else self.gpus.get(model, 0)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: tuple[Node, ...]
+    time_limits: dict[str, float]  # minutes per partition; math.inf for none
+
+    @property
+    def partitions(self) -> set[str]:
+        return set(self.time_limits)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one Slurm submission (a job or a bundle of jobs) asks for."""
+
+    name: str  # the rule, or the bundle's rules joined by "+"
+    cpus: int
+    mem_mb: int  # per node, the CPUs' share included for per-CPU memory
+    gpus: int = 0
+    gpu_model: str | None = None
+    runtime: float = 0  # minutes; 0 for none
+    partition: str | None = None
+    attempt: int = 1
+
+    def describe(self) -> str:
+        parts = [f"{self.cpus} CPUs", f"{self.mem_mb} MB"]
+        if self.gpus:
+            parts.append(_gpus(self.gpus, self.gpu_model))
+        if self.runtime:
+            parts.append(_minutes(self.runtime))
+        text = ", ".join(parts)
+        return f"{text} in partition {self.partition}" if self.partition else text
+
+
+def _gpus(count: int, model: str | None) -> str:
+    return f"{count} GPU{'s' if count != 1 else ''}" + (f" of model {model}" if model else "")
+
+
+def _minutes(value: float) -> str:
+    return "no limit" if math.isinf(value) else f"{value:g} min"
+
+
+def parse_time_limit(text: str) -> float:
+    """Slurm's time format (``infinite``, ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in minutes."""
+    text = text.strip()
+    if text.lower() in ("infinite", "unlimited", "n/a"):
+        return math.inf
+    days, _, clock = text.rpartition("-")
+    fields = [int(part) for part in clock.split(":")]
+    if days:
+        fields += [0] * (3 - len(fields))  # D-HH, D-HH:MM
+        hours, minutes, seconds = fields
+    elif len(fields) == 3:
+        hours, minutes, seconds = fields
+    elif len(fields) == 2:
+        hours, (minutes, seconds) = 0, fields
+    else:
+        hours, minutes, seconds = 0, fields[0], 0
+    return (int(days or 0) * 24 + hours) * 60 + minutes + seconds / 60
+
+
+def parse_gres(text: str) -> dict[str, int]:
+    """GPUs by model in ``sinfo``'s GRES column, e.g. ``gpu:a100:4(S:0-1),gpu:2`` -> {"a100": 4, "": 2}."""
+    gpus: dict[str, int] = {}
+    for item in re.split(r",(?![^(]*\))", text.strip()):
+        item = re.sub(r"\(.*\)$", "", item.strip())
+        parts = item.split(":")
+        if parts[0] != "gpu" or len(parts) < 2:
+            continue
+        count = parts[-1].split("(")[0]
+        if not count.isdigit():
+            continue
+        model = parts[1] if len(parts) == 3 else ""
+        gpus[model] = gpus.get(model, 0) + int(count)
+    return gpus
+
+
+def parse_nodes(sinfo_output: str) -> tuple[Node, ...]:
+    """Nodes from ``sinfo --Node --noheader --format=%N|%R|%c|%m|%G``: one line per node and partition."""
+    found: dict[str, dict] = {}
+    for line in sinfo_output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 5:
+            raise ClusterQueryError(f"sinfo printed {line!r}; expected NODE|PARTITION|CPUS|MEMORY|GRES")
+        name, partition, cpus, memory, gres = (item.strip() for item in fields)
+        try:
+            node = found.setdefault(name, {"partitions": set(), "cpus": int(cpus.rstrip("+")),
+                                           "mem_mb": int(memory.rstrip("+")), "gpus": parse_gres(gres)})
+        except ValueError:
+            raise ClusterQueryError(f"sinfo printed {line!r}: CPUs and memory are not numbers") from None
+        node["partitions"].add(partition)
+    return tuple(Node(name, frozenset(n["partitions"]), n["cpus"], n["mem_mb"], n["gpus"]) for name, n in sorted(found.items()))
+
+
+def parse_time_limits(sinfo_output: str) -> dict[str, float]:
+    """Partition time limits from ``sinfo --noheader --format=%R|%l``."""
+    limits = {}
+    for line in sinfo_output.splitlines():
+        if not line.strip():
+            continue
+        partition, _, limit = line.partition("|")
+        try:
+            limits[partition.strip()] = parse_time_limit(limit)
+        except ValueError:
+            raise ClusterQueryError(f"sinfo printed {line!r}: not a time limit") from None
+    return limits
+
+
+def _sinfo(*args: str) -> str:
+    try:
+        done = subprocess.run(["sinfo", "--noheader", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ClusterQueryError(f"could not run sinfo: {err}") from None
+    if done.returncode != 0:
+        raise ClusterQueryError(f"sinfo {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def read_cluster() -> Cluster:
+    """The nodes and partition time limits of the cluster this machine submits to."""
+    nodes = parse_nodes(_sinfo("--Node", "--format=%N|%R|%c|%m|%G"))
+    if not nodes:
+        raise ClusterQueryError("sinfo lists no nodes")
+    return Cluster(nodes, parse_time_limits(_sinfo("--format=%R|%l")))
+
+
+def fits(request: Request, cluster: Cluster) -> bool:
+    """Whether some node of some partition (the request's own, if it names one) can run the request."""
+    for node in cluster.nodes:
+        for partition in node.partitions:
+            if request.partition and partition != request.partition:
+                continue
+            if (request.cpus <= node.cpus and request.mem_mb <= node.mem_mb
+                    and request.gpus <= node.gpu_count(request.gpu_model)
+                    and request.runtime <= cluster.time_limits.get(partition, math.inf)):
+                return True
+    return False
+
+
+def _largest(cluster: Cluster, request: Request) -> str:
+    """What the nodes the request may use (those with its GPUs, for a GPU job, where there are
+    any) have at most, to set beside what it asks for."""
+    nodes = [n for n in cluster.nodes if not request.partition or request.partition in n.partitions]
+    if not nodes:
+        return f"the cluster has no partition {request.partition!r} (it has {', '.join(sorted(cluster.partitions))})"
+    if request.gpus:
+        nodes = [n for n in nodes if n.gpu_count(request.gpu_model)] or nodes
+    parts = [f"{max(n.cpus for n in nodes)} CPUs", f"{max(n.mem_mb for n in nodes)} MB"]
+    if request.gpus:
+        parts.append(_gpus(max(n.gpu_count(request.gpu_model) for n in nodes), request.gpu_model))
+    partitions = {p for n in nodes for p in n.partitions if not request.partition or p == request.partition}
+    longest = max(cluster.time_limits.get(p, math.inf) for p in partitions)
+    limit = "no time limit" if math.isinf(longest) else f"a time limit of at most {_minutes(longest)}"
+    return f"the largest node has {', '.join(parts)}, {limit}"
+
+
+def unfit(requests: Iterable[Request], cluster: Cluster, skip: set[str] = frozenset()) -> list[str]:
+    """One line per rule (and attempt) whose submissions no node can run, but for the rules in
+    ``skip``: the largest of them beside what the cluster has, and how many there are."""
+    failing: dict[tuple[int, str], set[Request]] = {}
+    for request in requests:
+        if request.name not in skip and not fits(request, cluster):
+            failing.setdefault((request.attempt, request.name), set()).add(request)
+    lines = []
+    for (attempt, name), found in sorted(failing.items()):
+        largest = max(found, key=lambda r: (r.gpus, r.cpus, r.mem_mb, r.runtime))
+        label = name + ("" if attempt == 1 else f" at attempt {attempt}")
+        if len(found) > 1:
+            label += f" ({len(found)} different requests, the largest shown)"
+        lines.append(f"{label} asks for {largest.describe()}; {_largest(cluster, largest)}")
+    return lines
+
+
+def unfit_names(requests: Iterable[Request], cluster: Cluster) -> set[str]:
+    return {r.name for r in requests if not fits(r, cluster)}
+
+
+def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, str | None]:
+    """The error that must stop the run (a first attempt fits nowhere) and the warning for retries
+    that would ask for more than any node has; None for either when there is nothing to say."""
+    first = [r for r in requests if r.attempt == 1]
+    error_lines = unfit(first, cluster)
+    retry_lines = unfit([r for r in requests if r.attempt > 1], cluster, skip=unfit_names(first, cluster))
+    error = warning = None
+    if error_lines:
+        error = ("these jobs would wait in the Slurm queue for ever: no node and partition of this cluster can "
+                 "run them (nothing was submitted):\n  " + "\n  ".join(error_lines)
+                 + "\nLower what they ask for in the profile's set-resources and set-threads (a training job "
+                 "stopped at its time limit resumes from its newest checkpoint when retried), or disable what "
+                 f"needs them. {SKIP_VARIABLE}=0 skips this check.")
+    if retry_lines:
+        warning = ("if these jobs fail and are retried, the retry asks for more than any node has and waits in "
+                   "the queue for ever (cancel it with scancel):\n  " + "\n  ".join(retry_lines))
+    return error, warning

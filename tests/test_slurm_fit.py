@@ -1,0 +1,99 @@
+"""The check that stops a Slurm run whose jobs no node can run (pipelines/slurm_fit.py): what it
+reads from sinfo and what it decides. The run on a real cluster is in tests/test_slurm.py."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipelines.slurm_fit import Cluster, ClusterQueryError, Request, parse_gres, parse_nodes, parse_time_limit, parse_time_limits, report
+
+# `sinfo --Node --noheader --format=%N|%R|%c|%m|%G` on a small lab cluster: a node is listed once per partition.
+NODES = """\
+cpu01|cpu|64|256000|(null)
+cpu01|long|64|256000|(null)
+gpu01|gpu|32|512000|gpu:a100:4(S:0-1)
+gpu02|gpu|32|192000|gpu:v100:2,gpu:t4:1
+"""
+LIMITS = "cpu|3-00:00:00\nlong|infinite\ngpu|2-00:00:00\n"
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    return Cluster(parse_nodes(NODES), parse_time_limits(LIMITS))
+
+
+@pytest.mark.parametrize(("text", "minutes"), [
+    ("infinite", math.inf), ("UNLIMITED", math.inf), ("30", 30), ("30:00", 30), ("2:00:00", 120),
+    ("1-00:00:00", 1440), ("2-12", 3600), ("1-01:30", 1530),
+])
+def test_slurm_time_limits_are_read_in_minutes(text, minutes):
+    assert parse_time_limit(text) == minutes
+
+
+def test_gpus_are_counted_by_model():
+    assert parse_gres("gpu:a100:4(S:0-1)") == {"a100": 4}
+    assert parse_gres("gpu:v100:2,gpu:t4:1") == {"v100": 2, "t4": 1}
+    assert parse_gres("gpu:2,mps:100") == {"": 2}
+    assert parse_gres("(null)") == {}
+
+
+def test_a_node_in_several_partitions_is_one_node(cluster):
+    nodes = {node.name: node for node in cluster.nodes}
+    assert nodes["cpu01"].partitions == {"cpu", "long"}
+    assert (nodes["gpu02"].cpus, nodes["gpu02"].mem_mb, nodes["gpu02"].gpu_count(None)) == (32, 192000, 3)
+    assert cluster.time_limits == {"cpu": 4320, "long": math.inf, "gpu": 2880}
+
+
+def test_unreadable_sinfo_output_is_named():
+    with pytest.raises(ClusterQueryError, match="cpu01"):
+        parse_nodes("cpu01|cpu|many|256000|(null)\n")
+
+
+def test_jobs_that_fit_a_node_pass(cluster):
+    requests = [
+        Request("extract_frames", cpus=1, mem_mb=2000, runtime=10),
+        Request("train_stage", cpus=8, mem_mb=32000, gpus=1, runtime=1440),
+        Request("train_stage", cpus=32, mem_mb=400000, gpus=4, gpu_model="a100", runtime=2880),
+        Request("alphapose", cpus=4, mem_mb=16000, gpus=1, gpu_model="t4", runtime=60),
+        Request("slow_rule", cpus=2, mem_mb=1000, runtime=10000),  # only partition long has no time limit
+    ]
+    assert report(requests, cluster) == (None, None)
+
+
+def test_a_job_no_node_can_run_stops_the_run_naming_it(cluster):
+    requests = [
+        Request("extract_frames", cpus=1, mem_mb=2000, runtime=10),
+        Request("train_stage", cpus=8, mem_mb=32000, gpus=8, runtime=1440),  # 4 GPUs per node at most
+        Request("train_stage", cpus=8, mem_mb=32000, gpus=1, gpu_model="h100", runtime=1440),  # no such GPU
+        Request("score_video", cpus=2, mem_mb=600000, runtime=60),  # more memory than any node
+        Request("score_video", cpus=2, mem_mb=700000, runtime=60),
+        Request("long_gpu", cpus=1, mem_mb=1000, gpus=1, runtime=4000),  # longer than partition gpu allows
+        Request("pinned", cpus=1, mem_mb=1000, runtime=10, partition="debug"),  # no such partition
+    ]
+    error, warning = report(requests, cluster)
+    assert warning is None
+    lines = error.splitlines()
+    assert "nothing was submitted" in lines[0]
+    named = {line.split()[0] for line in lines[1:-1]}
+    assert named == {"train_stage", "score_video", "long_gpu", "pinned"}
+    score = next(line for line in lines if line.strip().startswith("score_video"))
+    assert "2 different requests" in score and "700000 MB" in score and "the largest node has 64 CPUs, 512000 MB" in score
+    assert "a time limit of at most 2880 min" in next(line for line in lines if "long_gpu" in line)
+    assert "no partition 'debug'" in next(line for line in lines if "pinned" in line)
+    assert "VADBENCH_SLURM_FIT_CHECK=0" in lines[-1]
+
+
+def test_a_retry_that_fits_nowhere_is_a_warning_not_an_error(cluster):
+    requests = [
+        Request("score_video", cpus=2, mem_mb=200000, runtime=60),
+        Request("score_video", cpus=2, mem_mb=400000, runtime=90, attempt=2),
+        Request("score_video", cpus=2, mem_mb=600000, runtime=120, attempt=3),
+        # a rule that fails at its first attempt is named once, as an error
+        Request("train_stage", cpus=128, mem_mb=1000, runtime=10),
+        Request("train_stage", cpus=128, mem_mb=1500, runtime=10, attempt=2),
+    ]
+    error, warning = report(requests, cluster)
+    assert "score_video" not in error and "train_stage asks for 128 CPUs" in error
+    retry_lines = warning.splitlines()[1:]
+    assert len(retry_lines) == 1 and retry_lines[0].strip().startswith("score_video at attempt 3 asks for 2 CPUs, 600000 MB")
