@@ -65,8 +65,12 @@ class Request:
     gpus: int = 0
     gpu_model: str | None = None
     runtime: float = 0  # minutes; 0 for none
-    partition: str | None = None
+    partition: str | None = None  # one partition, or several separated by commas (Slurm takes the first that can)
     attempt: int = 1
+
+    @property
+    def partitions(self) -> set[str]:
+        return {p.strip() for p in self.partition.split(",") if p.strip()} if self.partition else set()
 
     def describe(self) -> str:
         parts = [f"{self.cpus} CPUs", f"{self.mem_mb} MB"]
@@ -176,7 +180,7 @@ def fits(request: Request, cluster: Cluster) -> bool:
     """Whether some node of some partition (the request's own, if it names one) can run the request."""
     for node in cluster.nodes:
         for partition in node.partitions:
-            if request.partition and partition != request.partition:
+            if request.partition and partition not in request.partitions:
                 continue
             if (request.cpus <= node.cpus and request.mem_mb <= node.mem_mb
                     and request.gpus <= node.gpu_count(request.gpu_model)
@@ -188,7 +192,7 @@ def fits(request: Request, cluster: Cluster) -> bool:
 def _largest(cluster: Cluster, request: Request) -> str:
     """What the nodes the request may use (those with its GPUs, for a GPU job, where there are
     any) have at most, to set beside what it asks for."""
-    nodes = [n for n in cluster.nodes if not request.partition or request.partition in n.partitions]
+    nodes = [n for n in cluster.nodes if not request.partition or request.partitions & n.partitions]
     if not nodes:
         return f"the cluster has no partition {request.partition!r} (it has {', '.join(sorted(cluster.partitions))})"
     if request.gpus:
@@ -196,7 +200,7 @@ def _largest(cluster: Cluster, request: Request) -> str:
     parts = [f"{max(n.cpus for n in nodes)} CPUs", f"{max(n.mem_mb for n in nodes)} MB"]
     if request.gpus:
         parts.append(_gpus(max(n.gpu_count(request.gpu_model) for n in nodes), request.gpu_model))
-    partitions = {p for n in nodes for p in n.partitions if not request.partition or p == request.partition}
+    partitions = {p for n in nodes for p in n.partitions if not request.partition or p in request.partitions}
     longest = max(cluster.time_limits.get(p, math.inf) for p in partitions)
     limit = "no time limit" if math.isinf(longest) else f"a time limit of at most {_minutes(longest)}"
     return f"the largest node has {', '.join(parts)}, {limit}"

@@ -97,3 +97,10 @@ def test_a_retry_that_fits_nowhere_is_a_warning_not_an_error(cluster):
     assert "score_video" not in error and "train_stage asks for 128 CPUs" in error
     retry_lines = warning.splitlines()[1:]
     assert len(retry_lines) == 1 and retry_lines[0].strip().startswith("score_video at attempt 3 asks for 2 CPUs, 600000 MB")
+
+
+def test_a_job_naming_several_partitions_fits_when_one_of_them_holds_it(cluster):
+    assert report([Request("slow_rule", cpus=2, mem_mb=1000, runtime=10000, partition="cpu,long")], cluster) == (None, None)
+    error, _ = report([Request("slow_rule", cpus=2, mem_mb=1000, runtime=10000, partition="cpu,gpu")], cluster)
+    assert "slow_rule asks for 2 CPUs, 1000 MB, 10000 min in partition cpu,gpu" in error
+    assert "a time limit of at most 4320 min" in error

@@ -39,6 +39,11 @@ def _slurm_request(submission, attempt):
     )
 
 
+def _names_a_cluster(submission):
+    """Whether a job goes to another cluster of a multi-cluster site (the plugin's resource names)."""
+    return any(submission.resources.get(name) for name in ("slurm_cluster", "cluster", "clusters"))
+
+
 def check_jobs_fit_the_cluster():
     """Stop a Slurm run whose jobs no node can run, before it submits any; warn about retries
     that would ask for more than any node has."""
@@ -51,9 +56,14 @@ def check_jobs_fit_the_cluster():
         print(f"not checked whether the jobs fit the cluster's nodes: {err}", file=sys.stderr, flush=True)
         return
 
+    submissions = _slurm_submissions()
+    if any(_names_a_cluster(submission) for submission in submissions):
+        print("not checked whether the jobs fit the cluster's nodes: jobs name Slurm clusters (slurm_cluster), "
+              "which sinfo alone does not show", file=sys.stderr, flush=True)
+        return
     requests = []
     retried = set()  # retries are evaluated once per distinct first request: jobs alike grow alike
-    for submission in _slurm_submissions():
+    for submission in submissions:
         first = _slurm_request(submission, 1)
         requests.append(first)
         if first in retried:
