@@ -44,7 +44,16 @@ def _extend_with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-_Validator = _extend_with_defaults(jsonschema.Draft7Validator)
+def _strict_integers(validator_class):
+    """JSON Schema counts 64.0 as an integer; a float where a count, size or seed belongs passed the
+    check and then failed inside a job (``--size 64.0``) or as a bare traceback. Here it is refused."""
+    checker = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda _, instance: isinstance(instance, int) and not isinstance(instance, bool)
+    )
+    return jsonschema.validators.extend(validator_class, type_checker=checker)
+
+
+_Validator = _strict_integers(_extend_with_defaults(jsonschema.Draft7Validator))
 
 
 def _key(path) -> str:

@@ -81,6 +81,11 @@ def test_every_key_of_the_shipped_configs_has_a_comment(path):
         (lambda c: c.update(seed=[]), r"'seed': \[\] should be non-empty|'seed': \[\] is too short"),
         (lambda c: c.update(seed=[0, "1"]), r"'seed\.1': '1' is not of type 'integer'"),
         (lambda c: c.update(seed=True), r"'seed': True is not of type 'integer', 'array'"),
+        # JSON Schema's integer takes 0.0 and 64.0: such floats failed later, inside jobs or as bare tracebacks
+        (lambda c: c.update(seed=0.0), r"'seed': 0\.0 is not of type 'integer', 'array'"),
+        (lambda c: c["frames"].update(size=[64.0, 80.0]), r"'frames\.size\.0': 64\.0 is not of type 'integer'"),
+        (lambda c: c["datasets"]["synthetic"].update(n_frames=48.0), r"'datasets\.synthetic\.n_frames': 48\.0 is not of type 'integer'"),
+        (lambda c: c["datasets"]["synthetic"].update(walkers=[5, 2]), r"'datasets\.synthetic\.walkers': must be \[min, max\] with 0 <= min <= max"),
     ],
 )
 def test_bad_config_names_the_key(config, edit, message):

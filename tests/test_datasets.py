@@ -109,8 +109,22 @@ def test_ped2_count_mismatch_names_both_counts(shared_data):
     counts["06"] += 1  # the total is right again, but every label from video 05 on would shift by a frame
     with pytest.raises(LabelError, match=r"ped2/05: the video has 149 frames"):
         adapter.frame_labels("test", counts)
-    with pytest.raises(LabelError, match=r"2010 labels but the 13 videos .* have 2011 frames"):
+    with pytest.raises(LabelError, match=r"published test videos 01 \.\. 12 end to end, in that order, but the test "
+                                         r"videos here are 13 .*; not published: 13"):
         adapter.frame_labels("test", _ped2_counts(shared_data) | {"13": 1})
+
+
+def test_concatenated_labels_need_the_published_video_names(shared_data):
+    """Folders named 1 .. 12 sort as 1, 10, 11, 12, 2: cutting the labels end to end in that order
+    handed 476 of Ped2's 2,010 labels to the wrong frames, and the table showed 68.86 for 73.0."""
+    adapter = get_adapter("ped2", {"root": str(shared_data / "ped2"), "labels": str(shared_data / "ped2" / "frame_labels_ped2.npy")})
+    unpadded = {str(int(name)): n for name, n in _ped2_counts(shared_data).items()}
+    with pytest.raises(LabelError, match=r"frame_labels_ped2.npy holds the labels of the 12 published test videos 01 \.\. 12 "
+                                         r"end to end, .* not found: 01, 02, .*; not published: 1, 2, .* Name the test videos"):
+        adapter.frame_labels("test", unpadded)
+    some = dict(list(_ped2_counts(shared_data).items())[:3])
+    with pytest.raises(LabelError, match=r"the test videos here are 3 \(01, 02, 03\); not found: 04"):
+        adapter.frame_labels("test", some)
 
 
 @pytest.mark.parametrize("value, found", [(np.nan, "nan"), (-1, "-1.0"), (0.3, "0.3"), (2, "2.0")])
@@ -257,6 +271,7 @@ def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path
         (root / "Scene1" / f"normal_scene_1_scenario_{n}.mp4").touch()
     np.save(labels / "test.npy", np.ones(5))
     (labels / "test.npy").rename(labels / "normal_scene_1_scenario_3_tracks.txt")  # a test video's labels
+    (labels / "abnormal_test_video_names.txt").write_text("")
     adapter = get_adapter("ubnormal", {"root": str(root), "labels": str(labels)})
 
     def train():
@@ -280,3 +295,105 @@ def test_a_ubnormal_video_in_two_scene_folders_is_refused(tmp_path):
     adapter = get_adapter("ubnormal", {"root": str(root), "labels": str(tmp_path)})
     with pytest.raises(DatasetError, match=r"video normal_scene_1_scenario_1 is in two places, .*Scene1.* and .*Scene2"):
         adapter.videos("train")
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("Abuse028_x264 Abuse 240 165 -1 -1", r":1: event 240\.\.165 ends before it starts"),
+    ("Abuse028_x264 Abuse 165 -1 -1 -1", r":1: event 165\.\.-1: both bounds must be frame numbers, or both -1"),
+    ("Abuse028_x264 Abuse -1 240 -1 -1", r":1: event -1\.\.240: both bounds"),
+    ("Abuse028_x264 Abuse -5 240 -1 -1", r":1: event -5\.\.240: both bounds"),
+    ("Abuse028_x264 Abuse 165 240 -1 -1\nAbuse028_x264 Abuse 300 400 -1 -1", r":2: a second line for video Abuse028_x264"),
+])
+def test_ucf_crime_annotation_bounds_that_would_unlabel_an_event_are_refused(tmp_path, line, problem):
+    """Such a line used to drop the event: an abnormal video scored as normal, and no error."""
+    annotation = tmp_path / "Temporal_Anomaly_Annotation.txt"
+    annotation.write_text(line + "\n")
+    with pytest.raises(LabelError, match="Temporal_Anomaly_Annotation.txt" + problem):
+        read_temporal_annotation(annotation)
+
+
+def test_a_ucf_crime_video_name_listed_twice_is_refused(tmp_path):
+    """Two list entries with one file name would be one video in the DAG: the second silently won."""
+    (tmp_path / "Anomaly_Test.txt").write_text("Abuse/Abuse001_x264.mp4\nArrest/Abuse001_x264.mp4\n")
+    adapter = get_adapter("ucf_crime", {"root": str(tmp_path), "lists": str(tmp_path)})
+    with pytest.raises(DatasetError, match=r"Anomaly_Test.txt: Abuse/Abuse001_x264.mp4 and Arrest/Abuse001_x264.mp4 are both video Abuse001_x264"):
+        adapter.videos("test")
+
+
+def _ubnormal_copy(shared_data, tmp_path):
+    """The real UBnormal labels folder, copied, and a root with every labelled video (empty files)."""
+    import shutil
+
+    labels = tmp_path / "gt"
+    shutil.copytree(shared_data / "gt" / "ubnormal", labels)
+    for label in labels.glob("*_tracks.txt"):
+        name = label.name.removesuffix("_tracks.txt")
+        video = tmp_path / "root" / f"Scene{name.split('_')[2]}" / f"{name}.mp4"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        video.touch()
+    return get_adapter("ubnormal", {"root": str(tmp_path / "root"), "labels": str(labels)}), labels
+
+
+@pytest.mark.parametrize("victim", ["normal_scene_10_scenario_2", "abnormal_scene_1_scenario_1"])
+@pytest.mark.parametrize("damage", ["as_text", "empty"])
+def test_a_damaged_ubnormal_test_label_file_is_refused_not_moved_out_of_the_test_set(shared_data, tmp_path, victim, damage):
+    """Test videos were recognised by their files' .npy header: a damaged normal one went into the
+    training split, an abnormal one vanished from the test split, and the DAG ran on."""
+    adapter, labels = _ubnormal_copy(shared_data, tmp_path)
+    assert len(adapter.videos("test")) == 211 and "normal_scene_10_scenario_2" not in {v.name for v in adapter.videos("train")}
+    path = labels / f"{victim}_tracks.txt"
+    if damage == "as_text":
+        np.savetxt(path, np.load(path))
+    else:
+        path.write_bytes(b"")
+    for split in ("test", "train"):
+        with pytest.raises(LabelError, match=rf"{victim}_tracks.txt: not a .npy label array, as every test video's label file is"):
+            adapter.videos(split)
+
+
+def test_ubnormal_test_labels_must_match_the_test_list(shared_data, tmp_path):
+    adapter, labels = _ubnormal_copy(shared_data, tmp_path)
+    (labels / "abnormal_scene_1_scenario_1_tracks.txt").unlink()
+    with pytest.raises(LabelError, match=r"no label file for 1 test videos of abnormal_test_video_names.txt, e.g. abnormal_scene_1_scenario_1_tracks.txt"):
+        adapter.videos("test")
+    listed = (labels / "abnormal_test_video_names.txt").read_text().split()
+    (labels / "abnormal_test_video_names.txt").write_text("\n".join(n for n in listed if n != "abnormal_scene_1_scenario_2"))
+    with pytest.raises(LabelError, match=r"abnormal_scene_1_scenario_2_tracks.txt: a .npy label array, but abnormal_scene_1_scenario_2 is not in"):
+        adapter.videos("test")
+
+
+def test_a_shanghaitech_test_folder_not_named_like_its_mask_is_refused(shared_data, tmp_path):
+    """Such a folder was labelled all normal (no mask read) and its video scored as a normal one."""
+    frames = tmp_path / "testing" / "frames"
+    for name in ("01_0014", "01_0015 copy"):
+        (frames / name).mkdir(parents=True)
+    adapter = get_adapter("shanghaitech", {"root": str(tmp_path), "labels": str(shared_data / "gt" / "shanghaitech" / "test_frame_mask")})
+    with pytest.raises(DatasetError, match=r"test folder '01_0015 copy' is not named SS_VVVV like the test videos and their masks"):
+        adapter.videos("test")
+    with pytest.raises(LabelError, match=r"01_0015 copy.npy: label file not found"):
+        adapter.frame_labels("test", {"01_0015 copy": 10})
+
+
+def test_a_video_listed_twice_in_a_shanghaitech_weak_list_is_refused(tmp_path):
+    (tmp_path / "SH_Train.txt").write_text("01_001\n01_0014\n01_001\n")
+    adapter = get_adapter("shanghaitech", {"root": str(tmp_path), "labels": str(tmp_path), "weak_lists": str(tmp_path)})
+    with pytest.raises(DatasetError, match=r"SH_Train.txt: 01_001 listed more than once"):
+        adapter.videos("weak_train")
+
+
+def test_pixel_masks_and_empty_label_files_are_named(shared_data, tmp_path):
+    """A per-pixel mask was flattened and blamed on its length; an empty file raised EOFError with no name."""
+    np.save(tmp_path / "01_0014.npy", np.zeros((265, 8, 8), np.uint8))
+    adapter = get_adapter("shanghaitech", {"labels": str(tmp_path)})
+    with pytest.raises(LabelError, match=r"01_0014.npy: an array of shape \(265, 8, 8\), not one label per frame"):
+        adapter.frame_labels("test", {"01_0014": 265})
+    np.save(tmp_path / "01_0014.npy", np.zeros((1, 265), np.uint8))  # a row of labels is fine
+    assert adapter.frame_labels("test", {"01_0014": 265})["01_0014"].shape == (265,)
+    (tmp_path / "01_0014.npy").write_bytes(b"")
+    with pytest.raises(LabelError, match=r"01_0014.npy: not a readable .npy label array \(EOFError"):
+        adapter.frame_labels("test", {"01_0014": 265})
+    from pipelines.datasets.avenue import read_mask_labels
+
+    (tmp_path / "21_label.mat").write_bytes(b"")
+    with pytest.raises(LabelError, match=r"21_label.mat: not a MATLAB file with a volLabel variable"):
+        read_mask_labels(tmp_path / "21_label.mat")

@@ -79,28 +79,35 @@ def test_a_training_split_without_videos_stops_only_a_method_that_trains_on_it(s
             "folder") in proc.stdout and "and method lgn_net trains on it" in proc.stdout, proc.stdout[-3000:]
 
 
+def _write_masks(path, abnormal):
+    """An Avenue ``<N>_label.mat``: one pixel mask per frame (a cell array volLabel), set where abnormal."""
+    import scipy.io
+
+    masks = np.empty((1, len(abnormal)), dtype=object)
+    for t, flag in enumerate(abnormal):
+        masks[0, t] = np.full((4, 6), flag, np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"volLabel": masks})
+
+
 def _avenue_like(root, lengths, seed=0):
-    """A small dataset in Avenue's layout: real encoded videos and liu2018-style labels."""
-    labels = []
+    """A small dataset in Avenue's layout: real encoded videos and mask label files."""
     for i, n in enumerate(lengths["train"], 1):
         encode_video(root / "training_videos" / f"{i:02d}.avi", moving_square_frames(n, seed=seed + i))
     for i, n in enumerate(lengths["test"], 1):
         frames = moving_square_frames(n, seed=seed + 10 + i)
-        abnormal = np.zeros(n, np.int8)
+        abnormal = np.zeros(n, np.uint8)
         abnormal[n // 2 :] = 1
         frames[n // 2 :, 30:40, 10:50] = 255  # something appears: more temporal energy at its onset
         encode_video(root / "testing_videos" / f"{i:02d}.avi", frames)
-        labels.append(abnormal)
-    np.save(root / "labels.npy", np.concatenate(labels)[None])
+        _write_masks(root / "testing_label_mask" / f"{i}_label.mat", abnormal)
     return root
 
 
 def _avenue_config(root):
     config = tiny_config()
     config["datasets"]["synthetic"]["enabled"] = False
-    config["datasets"]["avenue"].update(
-        enabled=True, root=str(root), labels=str(root / "labels.npy"), label_convention="liu2018"
-    )
+    config["datasets"]["avenue"].update(enabled=True, root=str(root), labels=str(root / "testing_label_mask"))
     return config
 
 
@@ -126,6 +133,7 @@ def test_truncated_video_fails_naming_it_and_leaves_no_frames(tmp_path):
 def test_zero_frame_video_fails_naming_it(tmp_path):
     root = _avenue_like(tmp_path / "raw", {"train": [20], "test": [24]})
     empty = root / "testing_videos" / "02.avi"
+    _write_masks(root / "testing_label_mask" / "2_label.mat", np.zeros(1, np.uint8))
     import subprocess
 
     from pipelines.ffmpeg_tools import ffmpeg_exe
@@ -139,16 +147,16 @@ def test_zero_frame_video_fails_naming_it(tmp_path):
 
 def test_label_count_mismatch_fails_naming_both_counts(tmp_path):
     root = _avenue_like(tmp_path / "raw", {"train": [20], "test": [24, 30]})
-    np.save(root / "labels.npy", np.zeros((1, 53), np.int8))
+    _write_masks(root / "testing_label_mask" / "2_label.mat", np.zeros(29, np.uint8))
     proc = run_snakemake(tmp_path / "work", _avenue_config(root), check=False)
     assert proc.returncode != 0
-    assert "holds 53 labels but the 2 videos (01, 02) have 54 frames" in proc.stdout
+    assert "avenue/02: 29 labels in" in proc.stdout and "2_label.mat but the video has 30 frames" in proc.stdout
     assert not (tmp_path / "work" / "results" / "labels" / "avenue" / "test.h5").exists()
 
 
 def test_missing_label_file_stops_before_the_dag(tmp_path):
     root = _avenue_like(tmp_path / "raw", {"train": [20], "test": [24]})
-    (root / "labels.npy").unlink()
+    (root / "testing_label_mask" / "1_label.mat").unlink()
     proc = run_snakemake(tmp_path / "work", _avenue_config(root), check=False)
     assert proc.returncode != 0 and "config key 'datasets.avenue.labels'" in proc.stdout
     assert not (tmp_path / "work" / "results").exists()

@@ -128,6 +128,6 @@ def read_mask_labels(path: Path) -> np.ndarray:
         raise LabelError(f"{path}: label file not found")
     try:
         masks = scipy.io.loadmat(path, variable_names=["volLabel"])["volLabel"]
-    except (ValueError, OSError, KeyError, NotImplementedError) as err:
+    except (ValueError, OSError, KeyError, NotImplementedError, scipy.io.matlab.MatReadError) as err:
         raise LabelError(f"{path}: not a MATLAB file with a volLabel variable ({err})") from err
     return np.array([np.asarray(mask).any() for mask in masks.reshape(-1)], dtype=np.uint8)

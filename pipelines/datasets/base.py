@@ -99,7 +99,10 @@ def binary_labels(labels: np.ndarray, where: str) -> np.ndarray:
     Anything else is refused rather than read as abnormal: NaN, -1 (an "ignore" mark in some
     conventions), soft scores or text would each change the AUC without a word.
     """
-    labels = np.asarray(labels).reshape(-1)
+    labels = np.asarray(labels)
+    if labels.ndim > 1 and sorted(labels.shape)[-2] > 1:
+        raise LabelError(f"{where}: an array of shape {labels.shape}, not one label per frame (a pixel mask?)")
+    labels = labels.reshape(-1)
     if not (labels.dtype == bool or np.issubdtype(labels.dtype, np.number)):
         raise LabelError(f"{where}: holds {labels.dtype} values, not 0/1 frame labels")
     bad = np.flatnonzero(~((labels == 0) | (labels == 1)))
@@ -124,31 +127,42 @@ def check_count(dataset: str, video: str, labels: np.ndarray, n_frames: int, sou
 
 
 def split_concatenated(
-    dataset: str, labels: np.ndarray, n_frames: dict[str, int], source: Path, lengths: dict[str, int] | None = None
+    dataset: str, labels: np.ndarray, n_frames: dict[str, int], source: Path, lengths: dict[str, int]
 ) -> dict[str, np.ndarray]:
-    """Cut labels stored for all test videos end to end into per-video arrays (sorted video order).
+    """Cut labels stored for all test videos end to end into per-video arrays.
 
     ``lengths``: the frame count of each video the file was made for (the dataset's published
-    lengths), checked when the videos are the published set. A file of labels end to end only
-    knows its total, so a video one frame short beside one a frame long would otherwise shift
-    every label between them unnoticed.
+    test videos, by the names the file's order follows). The videos must be exactly those: under
+    other names (``1 .. 12`` sort as ``1, 10, 11, 12, 2``) or with a video missing, the cut would
+    hand each video another's labels. A file of labels end to end only knows its total, so each
+    video's length is checked too: one video a frame short beside one a frame long would otherwise
+    shift every label between them unnoticed.
     """
     labels = binary_labels(labels, f"{dataset}: {source}")
-    published = lengths if lengths and set(lengths) == set(n_frames) else {}
-    for name in sorted(published):
-        if n_frames[name] != published[name]:
+    names = sorted(lengths)
+    if set(n_frames) != set(lengths):
+        missing, extra = sorted(set(lengths) - set(n_frames)), sorted(set(n_frames) - set(lengths))
+        found = ", ".join(sorted(n_frames)[:6]) + (", ..." if len(n_frames) > 6 else "")
+        raise LabelError(
+            f"{dataset}: {source} holds the labels of the {len(names)} published test videos {names[0]} .. {names[-1]} "
+            f"end to end, in that order, but the test videos here are {len(n_frames)} ({found})"
+            + (f"; not found: {', '.join(missing[:6])}" if missing else "")
+            + (f"; not published: {', '.join(extra[:6])}" if extra else "")
+            + f". Name the test videos (files or frame folders) {names[0]} .. {names[-1]}, all of them"
+        )
+    for name in names:
+        if n_frames[name] != lengths[name]:
             raise LabelError(
                 f"{dataset}/{name}: the video has {n_frames[name]} frames, but {source} holds labels for "
-                f"{published[name]} frames of it (the dataset's published length)"
+                f"{lengths[name]} frames of it (the dataset's published length)"
             )
-    total = sum(n_frames.values())
-    if labels.shape[0] != total:
+    if labels.shape[0] != sum(lengths.values()):
         raise LabelError(
-            f"{dataset}: {source} holds {labels.shape[0]} labels but the {len(n_frames)} videos "
-            f"({', '.join(sorted(n_frames))}) have {total} frames"
+            f"{dataset}: {source} holds {labels.shape[0]} labels but the {len(names)} published test videos "
+            f"have {sum(lengths.values())} frames"
         )
     out, start = {}, 0
-    for name in sorted(n_frames):
+    for name in names:
         out[name] = labels[start : start + n_frames[name]]
         start += n_frames[name]
     return out
@@ -169,5 +183,5 @@ def load_npy(path: Path) -> np.ndarray:
         raise LabelError(f"{path}: label file not found")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise LabelError(f"{path}: not a readable .npy label array ({err})") from err
+    except (ValueError, OSError, EOFError) as err:  # EOFError: an empty file
+        raise LabelError(f"{path}: not a readable .npy label array ({type(err).__name__}: {err})") from err

@@ -50,7 +50,11 @@ class ShanghaiTech(DatasetAdapter):
         path = self.path("weak_lists") / _WEAK_LISTS[split]
         if not path.is_file():
             raise DatasetError(f"datasets.shanghaitech.weak_lists: {path} not found")
-        return sorted(line.strip() for line in path.read_text().splitlines() if line.strip())
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        repeated = sorted({video for video in ids if ids.count(video) > 1})
+        if repeated:
+            raise DatasetError(f"{path}: {', '.join(repeated[:5])} listed more than once; a video may appear once")
+        return sorted(ids)
 
     def videos(self, split: str) -> list[Video]:
         self.check_split(split)
@@ -58,7 +62,14 @@ class ShanghaiTech(DatasetAdapter):
         if split == "train":
             return [Video(p.stem, p) for p in sorted_children(root / "training" / "videos", suffixes=_VIDEO_SUFFIXES)]
         if split == "test":
-            return [Video(p.name, p) for p in sorted_children(root / "testing" / "frames", dirs=True)]
+            folders = sorted_children(root / "testing" / "frames", dirs=True)
+            odd = [p.name for p in folders if not _TEST_ID.match(p.name)]
+            if odd:
+                raise DatasetError(
+                    f"{root / 'testing' / 'frames'}: test folder {odd[0]!r}{f' (and {len(odd) - 1} more)' if len(odd) > 1 else ''} "
+                    "is not named SS_VVVV like the test videos and their masks (e.g. 01_0014); rename or remove it"
+                )
+            return [Video(p.name, p) for p in folders]
         return [self._source(video) for video in self._weak_ids(split)]
 
     def _mask(self, video: str) -> Path:
@@ -71,7 +82,7 @@ class ShanghaiTech(DatasetAdapter):
         self.check_split(split)
         out = {}
         for name, n in n_frames.items():
-            if split == "train" or not _TEST_ID.match(name):
+            if split == "train" or (split != "test" and not _TEST_ID.match(name)):  # weak: training videos
                 out[name] = np.zeros(n, np.uint8)
             else:
                 mask = self._mask(name)

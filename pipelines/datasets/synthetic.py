@@ -18,7 +18,7 @@ import numpy as np
 
 from pipelines.datasets import register
 from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_count, load_npy
-from pipelines.synthetic.params import SHARD_RECORD, SHARD_SUFFIXES, SyntheticParams, shard_file, shard_name, video_names
+from pipelines.synthetic.params import SHARD_RECORD, SHARD_SUFFIXES, ParamsError, SyntheticParams, shard_file, shard_name, video_names
 
 #: Videos rendered by one job unless the config says otherwise (the schema's default).
 DEFAULT_VIDEOS_PER_JOB = 25
@@ -31,7 +31,11 @@ def params_from_config(config: dict) -> SyntheticParams:
     """Generator parameters from the dataset's config entry (keys the generator does not know are ignored)."""
     fields = SyntheticParams.__dataclass_fields__
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields}
-    return SyntheticParams(**values)
+    try:
+        return SyntheticParams(**values)
+    except ParamsError as err:  # named as the config key, like every other bad setting
+        key, _, problem = str(err).removeprefix("synthetic params: ").partition(" ")
+        raise DatasetError(f"datasets.synthetic.{key}: {problem}") from None
 
 
 @register

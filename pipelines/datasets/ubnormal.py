@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import register
-from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, binary_labels, check_count, load_npy
+from pipelines.datasets.base import DatasetAdapter, DatasetError, LabelError, Video, binary_labels, check_count, load_npy
 
 _NPY_MAGIC = b"\x93NUMPY"
 _SUFFIX = "_tracks.txt"
@@ -92,11 +92,30 @@ class UBnormal(DatasetAdapter):
         return {n for n in available if n.startswith("normal_") and n not in test | validation}
 
     def _test_names(self) -> set[str]:
+        """The test videos: every ``normal_*`` label file and those of abnormal_test_video_names.txt,
+        each of which must be a .npy array (the training and validation abnormal videos' files are
+        track text). A test file that is damaged or replaced would otherwise silently move its video
+        out of the test set (a normal one into training)."""
+        folder = self.path("labels")
+        abnormal_test = self._names_file("test")
         names = set()
-        for path in self.path("labels").glob(f"*{_SUFFIX}"):
+        for path in sorted(folder.glob(f"*{_SUFFIX}")):
+            video = path.name[: -len(_SUFFIX)]
             with open(path, "rb") as handle:
-                if handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
-                    names.add(path.name[: -len(_SUFFIX)])
+                is_array = handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+            is_test = video.startswith("normal_") or video in abnormal_test
+            if is_test and not is_array:
+                raise LabelError(f"{path}: not a .npy label array, as every test video's label file is "
+                                 f"({'a normal video' if video.startswith('normal_') else 'listed in abnormal_test_video_names.txt'}); "
+                                 "the file is damaged or not the one STG-NF distributes")
+            if is_array and not is_test:
+                raise LabelError(f"{path}: a .npy label array, but {video} is not in abnormal_test_video_names.txt")
+            if is_test:
+                names.add(video)
+        missing = sorted(abnormal_test - names)
+        if missing:
+            raise LabelError(f"{folder}: no label file for {len(missing)} test videos of abnormal_test_video_names.txt, "
+                             f"e.g. {missing[0]}{_SUFFIX}")
         return names
 
     def videos(self, split: str) -> list[Video]:

@@ -47,7 +47,14 @@ class UCFCrime(DatasetAdapter):
     def videos(self, split: str) -> list[Video]:
         self.check_split(split)
         root = self.path("root")
-        return sorted((Video(Path(e).stem, root / e) for e in self._listed(split)), key=lambda v: v.name)
+        found: dict[str, str] = {}
+        for entry in self._listed(split):
+            name = Path(entry).stem
+            if name in found:
+                raise DatasetError(f"{self.path('lists') / _LISTS[split]}: {found[name]} and {entry} are both video {name}; "
+                                   "a video name may appear once")
+            found[name] = entry
+        return sorted((Video(name, root / entry) for name, entry in found.items()), key=lambda v: v.name)
 
     def label_files(self, split: str) -> list[Path]:
         return [self.path("labels")] if split in ("test", "weak_test") else []
@@ -93,5 +100,17 @@ def read_temporal_annotation(path: Path) -> dict[str, list[tuple[int, int]]]:
             s1, e1, s2, e2 = (int(b) for b in bounds)
         except ValueError as err:
             raise LabelError(f"{path}:{number}: frame bounds must be integers ({err})") from err
-        events[Path(name).stem] = [(s, e) for s, e in ((s1, e1), (s2, e2)) if s >= 0]
+        video = Path(name).stem
+        if video in events:
+            raise LabelError(f"{path}:{number}: a second line for video {video}")
+        events[video] = [_event(path, number, s, e) for s, e in ((s1, e1), (s2, e2)) if (s, e) != (-1, -1)]
     return events
+
+
+def _event(path: Path, number: int, start: int, end: int) -> tuple[int, int]:
+    """One event's bounds, refused unless both are frame numbers with start <= end (-1, -1 = none)."""
+    if start < 0 or end < 0:
+        raise LabelError(f"{path}:{number}: event {start}..{end}: both bounds must be frame numbers, or both -1 for no event")
+    if end < start:
+        raise LabelError(f"{path}:{number}: event {start}..{end} ends before it starts")
+    return start, end
