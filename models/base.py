@@ -24,10 +24,16 @@ class VideoScore:
 
     scores: np.ndarray  # float32, one per frame
     scored: np.ndarray  # bool, False where the method gives no score (e.g. the first frames of a clip)
+    # bool or None: True where the frame holds nothing to score (a pose method's frame without a
+    # person); its score is a placeholder that the evaluation replaces as the method's protocol says
+    # (Protocol.empty_frame_fill), since the papers fill from the whole test split.
+    empty: np.ndarray | None = None
 
     def __post_init__(self):
         if self.scores.shape != self.scored.shape:
             raise ValueError(f"scores {self.scores.shape} and mask {self.scored.shape} differ in shape")
+        if self.empty is not None and self.empty.shape != self.scores.shape:
+            raise ValueError(f"scores {self.scores.shape} and empty-frame mask {self.empty.shape} differ in shape")
 
 
 @dataclass

@@ -10,9 +10,8 @@ Behavior Anomaly Detection", ACM MM 2024. Two training stages, as two Snakemake 
   from the segment's person-tube features (Adamax 5e-4, x0.99 per epoch, batch 256, 10 epochs, clip 100).
 
 A segment's normality is -MSE(z, student output); frames are scored with STG-NF's protocol (centre frame,
-most abnormal person, empty frames filled, Gaussian passes sigma 1..6, micro AUC). As for STG-NF, the
-fill of frames without persons is the maximum normality over the training segments, stored with the
-checkpoint, since the published test-set maximum is not known to a per-video scoring job.
+most abnormal person, frames without persons given the test split's maximum normality, Gaussian passes
+sigma 1..6, micro AUC).
 
 Left out of the paper (single-level variant, like the public code): the second level, where the RGB
 encoder guides a mask encoder on masked frames (appearance), and the Behavior-Scene Matching Module.
@@ -189,7 +188,6 @@ class GENetMethod(Method):
         normality = segment_normality(model, len(tubes), tubes.unflipped_input, tubes.features, device)
         run.finish(model.cpu(), {"adamax": optimizer}, {
             "n_train_segments": len(tubes),
-            "empty_frame_normality": float(normality.max()),
             "train_mean_normality": float(normality.mean()),
             "backbone_weights": sorted({str(t.attrs.get("backbone_weights")) for t in tubes.tubes}),
         })
@@ -204,9 +202,9 @@ class GENetMethod(Method):
         tubes = read_tubes(video)
         segments = TubeSet([tubes], tuple(params["frame_size"]))
         normality = segment_normality(model, len(segments), segments.unflipped_input, segments.features, torch_device())
-        scores = frame_anomaly_scores(tubes.n_frames, tubes.track_ids, tubes.start_frames, normality,
-                                      int(params["seg_len"]), payload["extra"]["empty_frame_normality"])
-        return VideoScore(scores, np.ones(scores.size, bool))
+        scores, empty = frame_anomaly_scores(tubes.n_frames, tubes.track_ids, tubes.start_frames, normality,
+                                             int(params["seg_len"]))
+        return VideoScore(scores, np.ones(scores.size, bool), empty)
 
     def protocol(self, label_convention: str) -> Protocol:
         return pose_protocol(self.params, label_convention)

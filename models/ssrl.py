@@ -376,9 +376,10 @@ class SSRL(Method):
         return score_features(model, video, device)
 
     def protocol(self, label_convention: str) -> Protocol:
-        described = protocol(self.params, label_convention)
         if self.stage_init == "best_on_test":
-            described = dataclasses.replace(described, label_convention=(
-                f"{described.label_convention}; stages 2-4 started from the previous stage's best-on-test "
-                "weights (selected on this test split, as the released code means to)"))
-        return described
+            start = ("stages 2-4 started from the previous stage's best-on-test weights (selected on this test "
+                     "split, as the released code means to)")
+        else:
+            start = "stages 2-4 started from the previous stage's last weights (no test-set selection)"
+        # before the features' phrase, which ends a row's text with NOT COMPARABLE and its reasons
+        return protocol(self.params, f"{label_convention}; {start}")

@@ -25,7 +25,8 @@ Behaviour that decides the numbers (kept from the official code):
 Choices where the sources are silent:
 - K-means runs with k-means++ and ``STDConfig.kmeans_n_init`` = 10 restarts, the scikit-learn
   default when the code was written (current scikit-learn would use 1).
-- A video whose reciprocal error is constant min-max normalises to 0 (anomaly 1) instead of NaN.
+- A video whose reciprocal error is constant scores anomaly 0 throughout instead of NaN (no frame
+  stands out), as the per-video min-max of ``pipelines.metrics`` treats any constant video.
 
 The last section registers the pipeline's method ``std``: presets of these settings, the three
 stages as three resumable training jobs (each continuing from the previous stage's checkpoint,
@@ -389,7 +390,7 @@ def std_video_score(regularities) -> torch.Tensor:
     if values.ndim != 1:
         raise ValueError(f"regularities must be 1-D, got shape {tuple(values.shape)}")
     span = values.max() - values.min()
-    normalised = (values - values.min()) / span if span > 0 else torch.zeros_like(values)
+    normalised = (values - values.min()) / span if span > 0 else torch.ones_like(values)  # a constant video: 0
     return 1 - normalised
 
 

@@ -503,17 +503,30 @@ def segment_nll(model: STGNF, n_segments: int, batch_input: Callable[[np.ndarray
     return np.concatenate(values) if values else np.zeros(0)
 
 
+def window_rule(params: Mapping[str, Any]) -> str:
+    """Which pose windows were scored, in words: the two continuity rules give different windows."""
+    length, missing = int(params["seg_len"]), int(params["max_missing"])
+    if params.get("released_continuity_rule"):
+        return (f"windows of {length} detections, the released code's continuity rule (at least {length - missing} "
+                f"within {length} frames of the first)")
+    return f"windows of {length} detections spanning at most {length + missing} frames"
+
+
 def pose_protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     """STG-NF's evaluation, shared by the methods built on it: micro AUC of raw frame scores after the
-    gaussian passes of ``smoothing_sigmas`` (the release's 1..6), nothing skipped; labelled with where
-    the skeletons came from (the workflow records it per dataset; every adapter's label convention
-    starts ``<dataset>:``)."""
+    gaussian passes of ``smoothing_sigmas`` (the release's 1..6), nothing skipped, frames without a
+    person given the split's most normal score; labelled with where the skeletons came from (the
+    workflow records it per dataset; every adapter's label convention starts ``<dataset>:``) and
+    which windows were scored."""
+    dataset = label_convention.partition(":")[0]
+    skeletons = with_dataset_note(label_convention, params, POSE_SOURCE_KEY, NOT_RECORDED)
     return Protocol(
         pooling="micro",
         normalisation="none",
         smoothing_sigmas=tuple(params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
-        label_convention=with_dataset_note(label_convention, params, POSE_SOURCE_KEY, NOT_RECORDED),
+        label_convention=f"{skeletons}; {window_rule(resolve_params(params, dataset))}",
         skipped_start_frames=0,
+        empty_frame_fill="most_normal_in_split",
     )
 
 
@@ -522,12 +535,10 @@ class STGNFMethod(Method):
     """STG-NF (Hirschorn & Avidan, ICCV 2023), unsupervised: trained on the normal training poses.
 
     Scoring follows the paper's protocol: every test window (stride 1) gets the normality -NLL at its
-    centre frame, a frame takes its most abnormal person, frames without any window get the fill of
-    "nobody there", and the evaluation smooths each video with Gaussian passes sigma 1..6 and pools all
-    frames (micro AUC). The published fill is the maximum normality over the whole test set, which no
-    per-video scoring job can know; here it is the maximum normality over the training segments,
-    computed when the stage ends and stored in the checkpoint (a constant for every test video, fixed
-    before any test video is seen).
+    centre frame, a frame takes its most abnormal person, frames without any window ("nobody there")
+    are marked empty and the evaluation, which sees the whole test split, gives them its maximum frame
+    normality (the lowest anomaly score) as the paper does, then smooths each video with Gaussian
+    passes sigma 1..6 and pools all frames (micro AUC).
     """
 
     name = "stg_nf"
@@ -559,8 +570,6 @@ class STGNFMethod(Method):
             used, optimizer = fit_flow(model, len(bank), bank.model_input, config, max_segments, run, device)
             extra["n_segments_used"] = used
             optimizers = {"adamax": optimizer}
-        nll = segment_nll(model, len(bank), bank.model_input, device)
-        extra["empty_frame_normality"] = float(-nll.min()) if nll.size else 0.0
         run.finish(model.cpu(), optimizers, extra)
 
     def load_flow(self, checkpoint: Path, params: Mapping[str, Any]) -> tuple[STGNF, dict[str, Any]]:
@@ -573,13 +582,13 @@ class STGNFMethod(Method):
         if checkpoint is None:
             raise ValueError("stg_nf scores with a trained checkpoint; none was given")
         params = self.resolved([video])
-        model, extra = self.load_flow(checkpoint, params)
+        model, _ = self.load_flow(checkpoint, params)
         tracks, _ = read_poses(video)
         bank = SegmentBank([tracks], window_settings(params, "test_stride"))
         normality = -segment_nll(model, len(bank), bank.model_input, torch_device())
-        scores = frame_anomaly_scores(tracks.n_frames, bank.track_ids, bank.start_frames, normality,
-                                      int(params["seg_len"]), extra["empty_frame_normality"])
-        return VideoScore(scores, np.ones(scores.size, bool))
+        scores, empty = frame_anomaly_scores(tracks.n_frames, bank.track_ids, bank.start_frames, normality,
+                                             int(params["seg_len"]))
+        return VideoScore(scores, np.ones(scores.size, bool), empty)
 
     def protocol(self, label_convention: str) -> Protocol:
         return pose_protocol(self.params, label_convention)

@@ -37,7 +37,7 @@ def evaluate_split(method: str, params: dict, labels_file: Path, score_files: li
     videos = []
     for name in sorted(labels):
         result = read_scores(by_video[name])
-        videos.append(VideoScores(name, labels[name], result.scores, result.scored))
+        videos.append(VideoScores(name, labels[name], result.scores, result.scored, result.empty))
     return evaluate(videos, protocol)
 
 

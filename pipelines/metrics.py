@@ -22,6 +22,10 @@ import numpy as np
 # models.base) while it builds the DAG, and should not pay for them there.
 NORMALISATIONS = ("none", "minmax_per_video")
 POOLINGS = ("micro", "macro")
+# What frames holding nothing to score (VideoScores.empty) become: "none" (there are none), or
+# "most_normal_in_split", the lowest score of the split's scored frames, before any smoothing: the
+# STG-NF / GENet protocol, where a frame without a person counts as the test set's most normal.
+EMPTY_FRAME_FILLS = ("none", "most_normal_in_split")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Protocol:
     label_convention: str = ""
     skipped_start_frames: int = 0
     snippet_length: int | None = None
+    empty_frame_fill: str = "none"
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -57,6 +62,8 @@ class Protocol:
             raise ValueError(
                 f"Protocol.skipped_start_frames must be >= 0, got {self.skipped_start_frames}"
             )
+        if self.empty_frame_fill not in EMPTY_FRAME_FILLS:
+            raise ValueError(f"Protocol.empty_frame_fill must be one of {EMPTY_FRAME_FILLS}, got {self.empty_frame_fill!r}")
         if self.snippet_length is not None and self.snippet_length < 1:
             raise ValueError(f"Protocol.snippet_length must be >= 1, got {self.snippet_length}")
 
@@ -158,6 +165,43 @@ class VideoScores:
     labels: np.ndarray
     scores: np.ndarray
     scored: np.ndarray | None = None
+    empty: np.ndarray | None = None  # True where the frame holds nothing to score: see fill_empty_frames
+
+
+def _kept_mask(video: VideoScores, protocol: Protocol) -> np.ndarray:
+    """The frames that count: scored, and past the protocol's skipped start frames."""
+    size = np.asarray(video.scores).size
+    kept = np.ones(size, bool) if video.scored is None else np.asarray(video.scored, bool).ravel().copy()
+    kept[: protocol.skipped_start_frames] = False
+    return kept
+
+
+def fill_empty_frames(videos: Sequence[VideoScores], protocol: Protocol) -> list[VideoScores]:
+    """The videos with their empty frames (``empty`` True) given the protocol's fill, computed over
+    all of them (the whole split): with ``most_normal_in_split``, the lowest score among the counted
+    frames that are not empty. Empty frames under a protocol that fills none are an error."""
+    marked = [v for v in videos if v.empty is not None and np.asarray(v.empty).any()]
+    if not marked:
+        return list(videos)
+    if protocol.empty_frame_fill == "none":
+        raise ValueError(f"video {marked[0].name!r}: has frames marked empty, but the protocol fills none")
+    for video in marked:
+        if np.asarray(video.empty).size != np.asarray(video.scores).size:
+            raise ValueError(f"video {video.name!r}: empty-frame mask of {np.asarray(video.empty).size} for "
+                             f"{np.asarray(video.scores).size} scores")
+    found = [np.asarray(v.scores, np.float64).ravel()[_kept_mask(v, protocol) & ~_empty_of(v)] for v in videos]
+    found = np.concatenate(found) if found else np.empty(0)
+    found = found[np.isfinite(found)]
+    if found.size == 0:
+        raise ValueError(f"no frame of the {len(videos)} videos holds a score: nothing to fill their empty frames with")
+    fill = float(found.min())
+    return [dataclasses.replace(v, scores=np.where(_empty_of(v), fill, np.asarray(v.scores, np.float64).ravel()), empty=None)
+            for v in videos]
+
+
+def _empty_of(video: VideoScores) -> np.ndarray:
+    size = np.asarray(video.scores).size
+    return np.zeros(size, bool) if video.empty is None else np.asarray(video.empty, bool).ravel()
 
 
 def _scored_frames(video: VideoScores, protocol: Protocol) -> tuple[np.ndarray, np.ndarray, int]:
@@ -212,6 +256,9 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     classes among their scored frames; NaN when none has, ``n_macro_skipped`` counts the others.
     ``ap``: average precision over the pooled frames.
 
+    Frames marked ``empty`` first take the protocol's fill (:func:`fill_empty_frames`), which
+    depends on every video given: pass the whole split.
+
     Raises ValueError, naming the video, for label/score length mismatch, labels other than
     0/1, or NaN/inf among scored frames; and when the pooled labels hold one class only.
     """
@@ -223,6 +270,7 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"videos listed more than once: {duplicates}")
+    videos = fill_empty_frames(videos, protocol)
 
     all_labels, all_scores, per_video_auc = [], [], []
     n_unscored = 0

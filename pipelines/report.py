@@ -59,6 +59,8 @@ def describe_protocol(record: dict) -> str:
     ]
     if p.get("snippet_length"):
         parts.append(f"snippet scores expanded x{p['snippet_length']}")
+    if p.get("empty_frame_fill", "none") == "most_normal_in_split":
+        parts.append("frames without a person take the split's most normal score")
     return "; ".join(parts)
 
 

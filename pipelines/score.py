@@ -29,6 +29,8 @@ def write_scores(out: Path, result: VideoScore, attrs: dict) -> None:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("scores", data=result.scores.astype(np.float32))
             handle.create_dataset("scored", data=result.scored.astype(bool))
+            if result.empty is not None:
+                handle.create_dataset("empty", data=result.empty.astype(bool))
             h5attrs.write(handle.attrs, attrs)
 
 
@@ -37,15 +39,18 @@ def read_scores(path: Path) -> VideoScore:
     try:
         with h5py.File(path, "r") as handle:
             scores, scored = handle["scores"][()], handle["scored"][()]
+            empty = handle["empty"][()] if "empty" in handle else None
     except (OSError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a readable scores file ({err}); delete it and rerun its score job") from None
     if scores.ndim != 1 or scored.shape != scores.shape or scored.dtype != bool:
         raise ValueError(f"{path}: scores of shape {scores.shape} and a scored mask of shape {scored.shape} "
                          f"({scored.dtype}); expected two per-frame vectors of one length")
+    if empty is not None and (empty.shape != scores.shape or empty.dtype != bool):
+        raise ValueError(f"{path}: an empty-frame mask of shape {empty.shape} ({empty.dtype}) for {scores.shape[0]} frames")
     non_finite = int((~np.isfinite(scores[scored])).sum())
     if non_finite:
         raise ValueError(f"{path}: {non_finite} scored frames have non-finite scores")
-    return VideoScore(scores, scored)
+    return VideoScore(scores, scored, empty)
 
 
 def scores_by_video(score_files: list[Path]) -> dict[str, Path]:

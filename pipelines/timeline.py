@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from models import get_method  # noqa: E402
 from pipelines.atomic import atomic_path  # noqa: E402
 from pipelines.labels import read_labels  # noqa: E402
-from pipelines.metrics import postprocess  # noqa: E402
+from pipelines.metrics import VideoScores, fill_empty_frames, postprocess  # noqa: E402
 from pipelines.provenance import versions  # noqa: E402
 from pipelines.score import read_scores, scores_by_video  # noqa: E402
 
@@ -38,11 +38,14 @@ def plot_timelines(method: str, params: dict, labels_file: Path, score_files: li
     protocol = get_method(method, params).protocol(attrs["label_convention"])
     by_video = scores_by_video(score_files)
     chosen = sorted(by_video, key=lambda v: (-int(labels[v].any()), v))[:n_videos]
+    # every video of the split: an empty frame's fill (pose methods) comes from all of them
+    results = {video: read_scores(path) for video, path in by_video.items()}
+    split = fill_empty_frames([VideoScores(v, labels[v], r.scores, r.scored, r.empty) for v, r in results.items()], protocol)
+    filled = {video.name: video.scores for video in split}
     fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 1.8 * len(chosen)), squeeze=False)
     for ax, video in zip(axes[:, 0], chosen):
-        result = read_scores(by_video[video])
-        frames = np.flatnonzero(result.scored)
-        ax.plot(frames, postprocess(result.scores[result.scored], protocol), linewidth=1)
+        scored = results[video].scored
+        ax.plot(np.flatnonzero(scored), postprocess(filled[video][scored], protocol), linewidth=1)
         abnormal = labels[video].astype(bool)
         for first, last in abnormal_runs(abnormal):
             ax.axvspan(first - 0.5, last + 0.5, color="red", alpha=0.2, linewidth=0)

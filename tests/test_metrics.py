@@ -15,6 +15,7 @@ from pipelines.metrics import (
     Protocol,
     VideoScores,
     evaluate,
+    fill_empty_frames,
     expand_snippets,
     minmax_per_video,
     postprocess,
@@ -316,6 +317,7 @@ def test_protocol_is_recorded_and_validated():
         "label_convention": "avenue: testing_label_mask, any pixel, 1 = abnormal",
         "skipped_start_frames": 0,
         "snippet_length": 16,
+        "empty_frame_fill": "none",
     }
     with pytest.raises(ValueError, match="normalisation must be one of"):
         Protocol(normalisation="zscore")
@@ -323,3 +325,34 @@ def test_protocol_is_recorded_and_validated():
         Protocol(pooling="weighted")
     with pytest.raises(ValueError, match="smoothing_sigmas must all be positive"):
         Protocol(smoothing_sigmas=(1.0, -2.0))
+
+
+def test_empty_frames_take_the_most_normal_score_of_the_whole_split_before_smoothing():
+    """STG-NF / GENet: a frame without a person counts as the test set's most normal frame; a
+    per-video scoring job cannot know that value, so the evaluation fills it from every video."""
+    protocol = Protocol(smoothing_sigmas=(1.0,), empty_frame_fill="most_normal_in_split")
+    a = VideoScores("a", np.array([0, 0, 1, 1]), np.array([0.0, 0.5, 3.0, 4.0]), empty=np.array([True, False, False, False]))
+    b = VideoScores("b", np.array([0, 1, 0]), np.array([-2.0, 5.0, 0.0]), scored=np.array([False, True, True]),
+                    empty=np.array([False, False, True]))
+    filled = fill_empty_frames([a, b], protocol)
+    # b's frame 0 (-2) is not scored, so the split's most normal scored score is a's 0.5
+    np.testing.assert_array_equal(filled[0].scores, [0.5, 0.5, 3.0, 4.0])
+    np.testing.assert_array_equal(filled[1].scores, [-2.0, 5.0, 0.5])
+    record = evaluate([a, b], protocol)
+    by_hand = evaluate([filled[0], filled[1]], Protocol(smoothing_sigmas=(1.0,)))
+    assert record["auc_micro"] == by_hand["auc_micro"] and record["ap"] == by_hand["ap"]
+    assert record["protocol"]["empty_frame_fill"] == "most_normal_in_split"
+    # evaluating one video alone would fill from that video only: another number
+    alone = evaluate([b, VideoScores("c", np.array([0, 1]), np.array([0.0, 1.0]))], protocol)
+    assert alone["auc_micro"] != record["auc_micro"] or alone["n_frames"] != record["n_frames"]
+
+
+def test_empty_frames_need_a_protocol_that_fills_them():
+    marked = VideoScores("a", np.array([0, 1]), np.array([0.0, 1.0]), empty=np.array([True, False]))
+    with pytest.raises(ValueError, match="'a': has frames marked empty, but the protocol fills none"):
+        evaluate([marked], Protocol())
+    nothing = VideoScores("a", np.array([0, 1]), np.array([0.0, 0.0]), empty=np.array([True, True]))
+    with pytest.raises(ValueError, match="no frame of the 1 videos holds a score"):
+        evaluate([nothing], Protocol(empty_frame_fill="most_normal_in_split"))
+    with pytest.raises(ValueError, match="empty_frame_fill must be one of"):
+        Protocol(empty_frame_fill="training_max")

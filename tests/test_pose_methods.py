@@ -78,13 +78,14 @@ def _frames_file(path: Path, n_frames: int) -> Path:
 
 def test_frame_anomaly_scores_by_hand():
     # seg_len 4: segment f0 scores frame f0 + 2. Person 1: f0 0, 1 -> frames 2, 3; person 2: f0 1 -> frame 3.
-    scores = frame_anomaly_scores(6, np.array([1, 1, 2]), np.array([0, 1, 1]), np.array([-1.0, -2.0, -5.0]),
-                                  seg_len=4, empty_normality=0.5)
-    # Frame 3 takes the most abnormal person (-5); frames 0, 1, 4, 5 are empty: normality 0.5 -> -0.5.
-    np.testing.assert_array_equal(scores, [-0.5, -0.5, 1.0, 5.0, -0.5, -0.5])
+    scores, empty = frame_anomaly_scores(6, np.array([1, 1, 2]), np.array([0, 1, 1]), np.array([-1.0, -2.0, -5.0]),
+                                         seg_len=4)
+    # Frame 3 takes the most abnormal person (-5); frames 0, 1, 4, 5 are empty (placeholder 0, marked).
+    np.testing.assert_array_equal(scores, [0, 0, 1.0, 5.0, 0, 0])
+    np.testing.assert_array_equal(empty, [True, True, False, False, True, True])
     assert scores.dtype == np.float32
     with pytest.raises(ValueError, match="-inf"):
-        frame_anomaly_scores(6, np.array([1]), np.array([0]), np.array([-np.inf]), 4, 0.5)
+        frame_anomaly_scores(6, np.array([1]), np.array([0]), np.array([-np.inf]), 4)
 
 
 def test_segment_bank_matches_segment_track():
@@ -147,11 +148,13 @@ def test_stg_nf_trains_resumes_identically_and_scores(tmp_path, walkers, monkeyp
                                               (np.arange(20, 40), _walker(20, 150, 9.0, phase=0.3))], 50)
     result = method.score_video(tmp_path / "a.pt", test)
     assert result.scores.shape == (50,) and result.scored.all() and np.isfinite(result.scores).all()
-    empty = -a["extra"]["empty_frame_normality"]
-    assert np.all(result.scores[40:] == np.float32(empty))  # nobody there: the training maximum normality
+    # nobody there: marked empty, for the evaluation to fill from the whole split (16-frame windows
+    # centred at f0 + 8 of tracks that end at frame 39: frames 0..7 and 32..49 hold no centre)
+    assert result.empty[:8].all() and result.empty[32:].all() and not result.empty[8:32].any()
     assert result.scores[30] > result.scores[12]  # runner (centred at 28..) vs walkers only
     protocol = method.protocol("test labels")
     assert protocol.smoothing_sigmas == (1, 2, 3, 4, 5, 6) and protocol.pooling == "micro"
+    assert protocol.empty_frame_fill == "most_normal_in_split"
 
 
 def test_stg_nf_refuses_a_checkpoint_of_another_segment_length(tmp_path, walkers):
@@ -301,6 +304,6 @@ def test_genet_stages_train_in_order_and_score(tmp_path):
     assert exploration["extra"]["backbone_weights"] == ["random-init"]
     result = method.score_video(tmp_path / "exploration.pt", files["test"])
     assert result.scores.shape == (36,) and np.isfinite(result.scores).all()
-    assert np.all(result.scores[30:] == np.float32(-exploration["extra"]["empty_frame_normality"]))
+    assert result.empty[26:].all() and not result.empty[8:26].any()  # nobody there: for the evaluation to fill
     with pytest.raises(ValueError, match="multiple of 8"):
         get_method("genet", params | {"seg_len": 12}).score_video(tmp_path / "exploration.pt", files["test"])

@@ -42,9 +42,25 @@ def test_stg_nf_and_genet_report_rows(pose_demo):
         assert row.auc_micro > 65, f"{method}: micro AUC {row.auc_micro} on the synthetic demo"
         assert "gaussian sigmas 1,2,3,4,5,6" in row.protocol and "first 0 frames" in row.protocol
         assert "skeletons: the synthetic set's rendered ground truth" in row.protocol
+        assert "frames without a person take the split's most normal score" in row.protocol
+        assert "windows of 16 detections spanning at most 18 frames" in row.protocol
     # GENet's tubes came from a random-init I3D here: its row says its number does not compare.
     assert "NOT COMPARABLE to the paper: person tubes from a random-init I3D" in table.loc["genet"].protocol
     assert "NOT COMPARABLE" not in table.loc["stg_nf"].protocol
+
+
+def test_frames_without_a_person_are_filled_from_the_whole_split(pose_demo):
+    """Each score file marks its empty frames; the evaluation record, seeing all of the split, says
+    how it filled them."""
+    import h5py
+
+    for method in ("stg_nf", "genet"):
+        files = sorted((pose_demo / "results" / "scores" / method).rglob("*.h5"))
+        assert files
+        with h5py.File(files[0]) as handle:
+            assert handle["empty"].dtype == bool and handle["empty"].shape == handle["scores"].shape
+        record = json.loads(next((pose_demo / "results" / "eval" / method).rglob("test.json")).read_text())
+        assert record["protocol"]["empty_frame_fill"] == "most_normal_in_split"
 
 
 def test_pose_and_tube_files_carry_their_provenance(pose_demo):

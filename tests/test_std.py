@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,7 +216,10 @@ def test_regularity_weights_error_by_cluster_energy():
 
 def test_video_score_is_one_minus_minmaxed_reciprocal():
     assert torch.allclose(std_video_score([1.0, 2.0, 4.0]), torch.tensor([1.0, 2 / 3, 0.0], dtype=torch.float64))
-    assert torch.equal(std_video_score([3.0, 3.0]), torch.ones(2, dtype=torch.float64))
+    # a constant video: 0 throughout, as the pipeline's per-video min-max of its stored scores gives
+    assert torch.equal(std_video_score([3.0, 3.0]), torch.zeros(2, dtype=torch.float64))
+    from pipelines.metrics import minmax_per_video
+    assert np.array_equal(minmax_per_video(-1 / np.array([3.0, 3.0])), std_video_score([3.0, 3.0]).numpy())
     with pytest.raises(ValueError, match="1-D"):
         std_video_score([[1.0, 2.0]])
 

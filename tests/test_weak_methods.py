@@ -363,6 +363,9 @@ def test_ssrl_can_start_a_stage_from_the_previous_stages_best_on_test_weights(tm
         method.train_stage("stage1", split, None, tmp_path / "other.pt")
     last = get_method("ssrl", params | {"stage_init": "last", "test_eval_every": 0}, seed=4)
     last.train_stage("stage1", split, None, tmp_path / "plain1.pt")
+    # the row says which weights stages 2-4 started from, whichever they were (the papers' protocol
+    # is the best ones; a row of the default, the last ones, sat beside the paper's number silently)
+    assert "stages 2-4 started from the previous stage's last weights" in last.protocol("synthetic: labels").label_convention
     with pytest.raises(CheckpointError, match="no best-on-test weights"):
         method.train_stage("stage2", inputs, tmp_path / "plain1.pt", tmp_path / "x.pt")
 

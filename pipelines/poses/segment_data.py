@@ -95,17 +95,20 @@ def frame_anomaly_scores(
     start_frames: np.ndarray,
     normality: np.ndarray,
     seg_len: int,
-    empty_normality: float,
-) -> np.ndarray:
-    """One video's frame anomaly scores (float32, higher = more abnormal) from segment normality scores.
+) -> tuple[np.ndarray, np.ndarray]:
+    """One video's frame anomaly scores (float32, higher = more abnormal) from segment normality
+    scores, and the mask of its empty frames.
 
-    A segment's score goes to its centre frame, a frame takes its most abnormal person, and frames
-    where no segment is centred get ``empty_normality``, the fill of "nobody there". The result is
-    the negated normality, so that higher means more abnormal.
+    A segment's score goes to its centre frame and a frame takes its most abnormal person; the
+    score is the negated normality, so that higher means more abnormal. Frames where no segment is
+    centred ("nobody there") are marked empty, with a placeholder score of 0: the protocol gives them
+    the most normal score of the whole test split (``Protocol.empty_frame_fill``), which the
+    evaluation, seeing every video, computes.
     """
     clip = ClipSegmentScores(n_frames, np.asarray(track_ids), np.asarray(start_frames), np.asarray(normality))
     frame_normality = clip_frame_scores(clip, seg_len)
     if np.isneginf(frame_normality).any():
         raise ValueError("a segment has a normality of -inf: the model produced an infinite score")
-    frame_normality[np.isposinf(frame_normality)] = empty_normality
-    return (-frame_normality).astype(np.float32)
+    empty = np.isposinf(frame_normality)
+    frame_normality[empty] = 0.0
+    return (-frame_normality).astype(np.float32), empty
