@@ -392,6 +392,9 @@ def test_pixel_masks_and_empty_label_files_are_named(shared_data, tmp_path):
     (tmp_path / "01_0014.npy").write_bytes(b"")
     with pytest.raises(LabelError, match=r"01_0014.npy: not a readable .npy label array \(EOFError"):
         adapter.frame_labels("test", {"01_0014": 265})
+    ped2 = get_adapter("ped2", {"root": str(shared_data / "ped2"), "labels": str(shared_data / "ped2")})
+    with pytest.raises(LabelError, match=r"data/ped2: a folder, where a .npy label file belongs"):
+        ped2.frame_labels("test", _ped2_counts(shared_data))
     from pipelines.datasets.avenue import read_mask_labels
 
     (tmp_path / "21_label.mat").write_bytes(b"")

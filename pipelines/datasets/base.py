@@ -179,6 +179,8 @@ def sorted_children(folder: Path, *, dirs: bool = False, suffixes: tuple[str, ..
 
 def load_npy(path: Path) -> np.ndarray:
     """A label array from a .npy file (never unpickled), with a clear error when unreadable."""
+    if Path(path).is_dir():
+        raise LabelError(f"{path}: a folder, where a .npy label file belongs")
     if not Path(path).is_file():
         raise LabelError(f"{path}: label file not found")
     try:
