@@ -519,12 +519,13 @@ def pose_protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     workflow records it per dataset; every adapter's label convention starts ``<dataset>:``) and
     which windows were scored."""
     dataset = label_convention.partition(":")[0]
-    skeletons = with_dataset_note(label_convention, params, POSE_SOURCE_KEY, NOT_RECORDED)
+    # the skeletons' phrase last: it ends a row's text with NOT COMPARABLE and its reasons
+    windows = f"{label_convention}; {window_rule(resolve_params(params, dataset))}"
     return Protocol(
         pooling="micro",
         normalisation="none",
         smoothing_sigmas=tuple(params.get("smoothing_sigmas", (1, 2, 3, 4, 5, 6))),
-        label_convention=f"{skeletons}; {window_rule(resolve_params(params, dataset))}",
+        label_convention=with_dataset_note(windows, params, POSE_SOURCE_KEY, NOT_RECORDED),
         skipped_start_frames=0,
         empty_frame_fill="most_normal_in_split",
     )

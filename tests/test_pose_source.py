@@ -32,8 +32,12 @@ def test_the_phrase_changes_with_what_makes_the_skeletons_not_with_where_files_l
 
 @pytest.mark.parametrize("method", ["stg_nf", "genet"])
 def test_the_pose_methods_protocol_names_the_skeletons_of_its_dataset(method):
-    params = {POSE_SOURCE_KEY: {"shanghaitech": describe_pose_source("blazepose", BLAZEPOSE)}}
+    from tests.test_pose_methods import _defaults
+
+    params = _defaults(method) | {POSE_SOURCE_KEY: {"shanghaitech": describe_pose_source("blazepose", BLAZEPOSE)}}
     protocol = get_method(method, params).protocol("shanghaitech: test_frame_mask")
-    assert protocol.label_convention.startswith("shanghaitech: test_frame_mask; skeletons extracted here with BlazePose")
-    assert get_method(method, {}).protocol("ubnormal: npy").label_convention.endswith(NOT_RECORDED)
+    assert protocol.label_convention.startswith("shanghaitech: test_frame_mask; windows of 24 detections")
+    assert "; skeletons extracted here with BlazePose" in protocol.label_convention
+    unrecorded = get_method(method, _defaults(method)).protocol("ubnormal: npy").label_convention
+    assert unrecorded.endswith(NOT_RECORDED) and "windows of 16 detections" in unrecorded  # UBnormal's per_dataset length
     assert POSE_SOURCE_KEY in get_method(method, params).protocol_params
