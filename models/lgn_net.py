@@ -495,8 +495,8 @@ class LGNNetMethod(Method):
             label_convention=(
                 f"{label_convention}; lgn_net score per video = 1 - (lambda * minmax(PSNR) + (1 - lambda) * "
                 f"(1 - minmax(feature distance))) with lambda={cfg.test_lambda}, test memory updated when the "
-                f"point score < gamma={cfg.test_gamma}, memory reset to the trained one at every video; "
-                f"the first {cfg.first_scored_frame} frames of each video unscored"
+                f"point score < gamma={cfg.test_gamma}, memory reset to the trained one at every video "
+                "(the per-video min-max is inside this score: the evaluation adds none)"
             ),
             skipped_start_frames=cfg.first_scored_frame,
         )
