@@ -61,6 +61,10 @@ def describe_protocol(record: dict) -> str:
         parts.append(f"snippet scores expanded x{p['snippet_length']}")
     if p.get("empty_frame_fill", "none") == "most_normal_in_split":
         parts.append("frames without a person take the split's most normal score")
+    best = record.get("best_on_test")
+    if best and best.get("every"):
+        parts.append(f"auc_micro_best_on_test: the best of test AUCs taken every {best['every']} iterations of "
+                     "training (selected on the test split)")
     return "; ".join(parts)
 
 

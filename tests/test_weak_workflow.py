@@ -139,6 +139,8 @@ def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
     # is the row's own number; SSRL followed nothing.
     assert table.loc["arnet"].auc_micro_best_on_test >= table.loc["arnet"].auc_micro - 1e-6
     assert pd.isna(table.loc["ssrl"].auc_micro_best_on_test)
+    assert "auc_micro_best_on_test: the best of test AUCs taken every 1 iterations" in table.loc["arnet"].protocol
+    assert "best_on_test" not in table.loc["ssrl"].protocol
     best = json.loads((results / "eval" / "arnet" / "synthetic" / "seed_0" / "weak_test.json").read_text())["best_on_test"]
     assert best["every"] == 1 and best["iteration"] in (1, 2, 3)
 
