@@ -320,4 +320,6 @@ class ARNet(Method):
         return score_features(model, video, identity, device)
 
     def protocol(self, label_convention: str) -> Protocol:
-        return protocol(self.params, label_convention)
+        """The weak protocol, and AR-Net's false alarm rate: its paper reports the share of the normal
+        test videos' frames scored >= 0.5 beside the AUC (spec: ``ano_false_alarm_normal_video``)."""
+        return dataclasses.replace(protocol(self.params, label_convention), false_alarm_threshold=0.5)

@@ -44,6 +44,8 @@ class Protocol:
     skipped_start_frames: int = 0
     snippet_length: int | None = None
     empty_frame_fill: str = "none"
+    # AR-Net's FAR: the share of the normal videos' frames scored at or above this (None: not reported)
+    false_alarm_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -64,6 +66,8 @@ class Protocol:
             )
         if self.empty_frame_fill not in EMPTY_FRAME_FILLS:
             raise ValueError(f"Protocol.empty_frame_fill must be one of {EMPTY_FRAME_FILLS}, got {self.empty_frame_fill!r}")
+        if self.false_alarm_threshold is not None and not np.isfinite(self.false_alarm_threshold):
+            raise ValueError(f"Protocol.false_alarm_threshold must be a number, got {self.false_alarm_threshold}")
         if self.snippet_length is not None and self.snippet_length < 1:
             raise ValueError(f"Protocol.snippet_length must be >= 1, got {self.snippet_length}")
 
@@ -254,7 +258,8 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     ``auc_micro``: ROC AUC over the pooled scored frames of all videos, each video post-processed
     on its own first. ``auc_macro``: mean of per-video AUCs over the videos that have both
     classes among their scored frames; NaN when none has, ``n_macro_skipped`` counts the others.
-    ``ap``: average precision over the pooled frames.
+    ``ap``: average precision over the pooled frames. ``far`` (where the protocol sets a
+    ``false_alarm_threshold``): the share of the normal videos' scored frames at or above it.
 
     Frames marked ``empty`` first take the protocol's fill (:func:`fill_empty_frames`), which
     depends on every video given: pass the whole split.
@@ -272,7 +277,7 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
         raise ValueError(f"videos listed more than once: {duplicates}")
     videos = fill_empty_frames(videos, protocol)
 
-    all_labels, all_scores, per_video_auc = [], [], []
+    all_labels, all_scores, per_video_auc, normal_scores = [], [], [], []
     n_unscored = 0
     for video in videos:
         labels, scores, unscored = _scored_frames(video, protocol)
@@ -281,6 +286,8 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
         n_unscored += unscored
         if np.unique(labels).size == 2:
             per_video_auc.append(roc_auc_score(labels, scores))
+        if not labels.any():
+            normal_scores.append(scores)
 
     pooled_labels = np.concatenate(all_labels)
     pooled_scores = np.concatenate(all_scores)
@@ -300,8 +307,19 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
         "n_macro_videos": len(per_video_auc),
         "n_macro_skipped": len(videos) - len(per_video_auc),
         "protocol": protocol.as_dict(),
+        **_false_alarms(normal_scores, protocol),
         "roc": roc_points(pooled_labels, pooled_scores),
     }
+
+
+def _false_alarms(normal_scores: list[np.ndarray], protocol: Protocol) -> dict:
+    """AR-Net's FAR where the protocol asks for it: the share of the frames of normal videos (no
+    abnormal scored frame) whose post-processed score reaches the threshold; NaN without a normal video."""
+    if protocol.false_alarm_threshold is None:
+        return {}
+    pooled = np.concatenate(normal_scores) if normal_scores else np.empty(0)
+    far = float(np.mean(pooled >= protocol.false_alarm_threshold)) if pooled.size else float("nan")
+    return {"far": far, "n_far_videos": len(normal_scores)}
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray, n_points: int = 101) -> dict:

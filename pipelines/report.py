@@ -32,7 +32,7 @@ from pipelines.provenance import versions  # noqa: E402
 
 COLUMNS = [
     "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
-    "auc_micro_best_on_test", "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
+    "far", "auc_micro_best_on_test", "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
 ]
 # The best pooled AUC a training stage saw on the evaluation split while it trained (test-set model
 # selection, what the weakly-supervised papers report), where the stage followed one; never a row's
@@ -41,7 +41,7 @@ BEST_ON_TEST = "auc_micro_best_on_test"
 METRICS = ("auc_micro", "auc_macro", "ap")
 # Fields that every seed of one row must share: the seeds may differ in their numbers only.
 SHARED = ("n_videos", "n_frames", "n_macro_skipped", "protocol", "config_hash")
-SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, BEST_ON_TEST, "best_on_test_iteration", "n_videos",
+SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, "far", BEST_ON_TEST, "best_on_test_iteration", "n_videos",
                 "n_frames", "config_hash"]
 RUN_KEY = ["dataset", "method", "split"]
 
@@ -61,6 +61,9 @@ def describe_protocol(record: dict) -> str:
         parts.append(f"snippet scores expanded x{p['snippet_length']}")
     if p.get("empty_frame_fill", "none") == "most_normal_in_split":
         parts.append("frames without a person take the split's most normal score")
+    if p.get("false_alarm_threshold") is not None:
+        parts.append(f"far: share of the {record.get('n_far_videos', 0)} normal videos' frames scored >= "
+                     f"{p['false_alarm_threshold']:g} (AR-Net's FAR)")
     best = record.get("best_on_test")
     if best and best.get("every"):
         parts.append(f"auc_micro_best_on_test: the best of test AUCs taken every {best['every']} iterations of "
@@ -77,7 +80,7 @@ def seed_table(records: list[dict]) -> pd.DataFrame:
     """One row per record (method x dataset x split x seed), numbers in percent."""
     rows = [
         {**{k: r[k] for k in SEED_COLUMNS if k in r and k not in METRICS}, **{m: 100 * r[m] for m in METRICS},
-         BEST_ON_TEST: best_on_test_percent(r),
+         "far": 100 * r.get("far", float("nan")), BEST_ON_TEST: best_on_test_percent(r),
          "best_on_test_iteration": (r.get("best_on_test") or {}).get("iteration")}
         for r in records
     ]
@@ -115,6 +118,8 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
             values = pd.Series([100 * r[metric] for r in members])
             row[metric] = round(values.mean(), 2)
             row[f"{metric}_std"] = round(values.std(ddof=1), 2) if len(values) > 1 else float("nan")
+        far = pd.Series([100 * r.get("far", float("nan")) for r in members])
+        row["far"] = round(far.mean(), 2) if far.notna().all() else float("nan")
         best = pd.Series([best_on_test_percent(r) for r in members])
         row[BEST_ON_TEST] = round(best.mean(), 2) if best.notna().all() else float("nan")
         row |= {

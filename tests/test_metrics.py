@@ -318,6 +318,7 @@ def test_protocol_is_recorded_and_validated():
         "skipped_start_frames": 0,
         "snippet_length": 16,
         "empty_frame_fill": "none",
+        "false_alarm_threshold": None,
     }
     with pytest.raises(ValueError, match="normalisation must be one of"):
         Protocol(normalisation="zscore")
@@ -356,3 +357,15 @@ def test_empty_frames_need_a_protocol_that_fills_them():
         evaluate([nothing], Protocol(empty_frame_fill="most_normal_in_split"))
     with pytest.raises(ValueError, match="empty_frame_fill must be one of"):
         Protocol(empty_frame_fill="training_max")
+
+
+def test_false_alarm_rate_is_the_share_of_normal_videos_frames_at_or_above_the_threshold():
+    """AR-Net's FAR (ano_false_alarm_normal_video): frames of videos with no abnormal frame only."""
+    protocol = Protocol(false_alarm_threshold=0.5)
+    normal = VideoScores("normal", np.zeros(4, int), np.array([0.1, 0.5, 0.7, 0.2]))
+    quiet = VideoScores("quiet", np.zeros(2, int), np.array([0.0, 0.4]))
+    abnormal = VideoScores("abnormal", np.array([0, 1, 1]), np.array([0.9, 0.9, 0.9]))  # its 0.9 normal frame is not counted
+    record = evaluate([normal, quiet, abnormal], protocol)
+    assert record["far"] == 2 / 6 and record["n_far_videos"] == 2
+    assert record["protocol"]["false_alarm_threshold"] == 0.5
+    assert "far" not in evaluate([normal, abnormal], Protocol())

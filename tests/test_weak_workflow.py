@@ -141,6 +141,12 @@ def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
     assert pd.isna(table.loc["ssrl"].auc_micro_best_on_test)
     assert "auc_micro_best_on_test: the best of test AUCs taken every 1 iterations" in table.loc["arnet"].protocol
     assert "best_on_test" not in table.loc["ssrl"].protocol
+    # AR-Net's FAR beside its AUC (empty where the split has no normal test video); SSRL's papers report none
+    arnet = json.loads((results / "eval" / "arnet" / "synthetic" / "seed_0" / "weak_test.json").read_text())
+    normal_videos = arnet["n_far_videos"]
+    assert f"far: share of the {normal_videos} normal videos' frames scored >= 0.5" in table.loc["arnet"].protocol
+    assert (0 <= table.loc["arnet"].far <= 100) if normal_videos else pd.isna(table.loc["arnet"].far)
+    assert pd.isna(table.loc["ssrl"].far)
     best = json.loads((results / "eval" / "arnet" / "synthetic" / "seed_0" / "weak_test.json").read_text())["best_on_test"]
     assert best["every"] == 1 and best["iteration"] in (1, 2, 3)
 

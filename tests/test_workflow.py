@@ -30,7 +30,7 @@ def test_demo_produces_the_report(demo):
     workdir, _ = demo
     table = pd.read_csv(workdir / "results" / "report" / "auc_table.csv")
     assert list(table.columns) == [
-        "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
+        "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std", "far",
         "auc_micro_best_on_test", "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
     ]
     row = table.iloc[0]
