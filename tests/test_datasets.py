@@ -400,3 +400,11 @@ def test_pixel_masks_and_empty_label_files_are_named(shared_data, tmp_path):
     (tmp_path / "21_label.mat").write_bytes(b"")
     with pytest.raises(LabelError, match=r"21_label.mat: not a MATLAB file with a volLabel variable"):
         read_mask_labels(tmp_path / "21_label.mat")
+
+
+def test_a_missing_ubnormal_test_video_names_its_label_file(shared_data, tmp_path):
+    adapter, labels = _ubnormal_copy(shared_data, tmp_path)
+    (tmp_path / "root" / "Scene10" / "normal_scene_10_scenario_2.mp4").unlink()
+    with pytest.raises(DatasetError, match=r"1 listed videos not found, e.g. normal_scene_10_scenario_2.mp4 "
+                                           r"\(its labels: .*normal_scene_10_scenario_2_tracks.txt\)"):
+        adapter.videos("test")

@@ -130,7 +130,10 @@ class UBnormal(DatasetAdapter):
                 chosen |= self._names_file("training")
         missing = sorted(chosen - set(available))
         if missing:
-            raise DatasetError(f"datasets.ubnormal.root: {len(missing)} listed videos not found, e.g. {missing[0]}.mp4")
+            where = (f" (its labels: {self._label_file(missing[0])})" if split in ("test", "weak_test")
+                     else " (named in the split lists)")
+            raise DatasetError(f"datasets.ubnormal.root: {len(missing)} listed videos not found, e.g. "
+                               f"{missing[0]}.mp4{where}")
         return [Video(name, available[name]) for name in sorted(chosen)]
 
     def _label_file(self, video: str) -> Path:
