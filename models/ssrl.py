@@ -249,7 +249,7 @@ SCORING_BLOCK = 256
 def train_config(params: Mapping[str, Any]) -> SSRLTrainConfig:
     """The reference settings with the configured values in place of the defaults."""
     names = {"lr": "lr", "weight_decay": "weight_decay", "iterations": "max_iterations",
-             "batch_per_class": "batch_per_class"}
+             "batch_per_class": "batch_per_class", "test_eval_after": "eval_after"}
     configured = {field: params[key] for key, field in names.items() if key in params}
     return dataclasses.replace(SSRLTrainConfig(), **configured)
 
@@ -260,7 +260,8 @@ def snippet_scores(model: SSRLNetwork, reader: FeatureReader, device: str) -> np
     The same computation as ``SSRLNetwork.forward`` in eval mode; the temporal relation module needs the whole
     clip sequence (its non-local branch relates every snippet to every other), the patch branches do not.
     """
-    clip = torch.from_numpy(reader.features()).to(device).transpose(0, 1)[None]  # (1, 10, T, F)
+    # a copy: the patch vectors are added into it in place, never into the reader's array
+    clip = torch.tensor(reader.features(), device=device).transpose(0, 1)[None]  # (1, 10, T, F)
     steps, feats = clip.shape[2], clip.shape[3]
     for branch, grid in zip(model.patch_branches, model.stage.grids):
         for start, stop in reader.blocks(SCORING_BLOCK):
@@ -344,7 +345,8 @@ class SSRL(Method):
         run.resume(model, {"adam": optimizer})
         # A later stage starting from this one's best-on-test weights needs them kept.
         curve = EvaluationCurve(inputs.evaluation, self.protocol, run.notes,
-                                keep_best=self.stage_init == "best_on_test" and number < len(self.stages))
+                                keep_best=self.stage_init == "best_on_test" and number < len(self.stages),
+                                after=config.eval_after)
         batch = config.batch_per_class
         with SegmentCache(run.resume_dir / "segments.h5", files, schedule.grids) as cache:
             while run.step < config.max_iterations:

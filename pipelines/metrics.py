@@ -286,7 +286,7 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
         n_unscored += unscored
         if np.unique(labels).size == 2:
             per_video_auc.append(roc_auc_score(labels, scores))
-        if not labels.any():
+        if not np.asarray(video.labels).any():  # a normal video by all its frames, scored or not
             normal_scores.append(scores)
 
     pooled_labels = np.concatenate(all_labels)

@@ -175,8 +175,10 @@ class EvaluationCurve:
     lives in the stage's notes, so a resumed job keeps the points from before the restart.
     """
 
-    def __init__(self, evaluation: EvaluationSet | None, protocol_of, notes: dict[str, Any], keep_best: bool = False):
+    def __init__(self, evaluation: EvaluationSet | None, protocol_of, notes: dict[str, Any], keep_best: bool = False,
+                 after: int = 0):
         self.evaluation = evaluation
+        self.after = after  # no evaluation up to this iteration (SSRL's reference starts after 50)
         self.notes = notes
         self.keep_best = keep_best  # also keep the weights of the best point (BEST_WEIGHTS_NOTE)
         if evaluation is None:
@@ -190,7 +192,7 @@ class EvaluationCurve:
         notes.setdefault(TEST_CURVE_NOTE, {"every": evaluation.every, "iterations": [], "auc_micro": []})
 
     def due(self, iteration: int) -> bool:
-        return self.evaluation is not None and iteration % self.evaluation.every == 0
+        return self.evaluation is not None and iteration > self.after and iteration % self.evaluation.every == 0
 
     def record(self, iteration: int, model, score_file) -> float:
         """Score every evaluation video with ``score_file(path) -> VideoScore`` (``model`` in evaluation

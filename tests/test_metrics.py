@@ -369,3 +369,6 @@ def test_false_alarm_rate_is_the_share_of_normal_videos_frames_at_or_above_the_t
     assert record["far"] == 2 / 6 and record["n_far_videos"] == 2
     assert record["protocol"]["false_alarm_threshold"] == 0.5
     assert "far" not in evaluate([normal, abnormal], Protocol())
+    # a video is normal by all its labels: one whose abnormal frames all fall unscored is not
+    tail = VideoScores("tail", np.array([0, 0, 1]), np.array([0.9, 0.9, 0.0]), scored=np.array([True, True, False]))
+    assert evaluate([normal, quiet, abnormal, tail], protocol)["n_far_videos"] == 2

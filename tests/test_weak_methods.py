@@ -295,7 +295,7 @@ def test_a_stage_that_follows_its_test_split_records_the_curve_the_papers_select
 
     evaluation = _evaluation_split(tmp_path / "test", every=2)
     params = ({"iterations": 6, "videos_per_class": 2, "max_seqlen": 30, "checkpoint_every": 4} if method == "arnet"
-              else {"iterations": 6, "batch_per_class": 2, "checkpoint_every": 4})
+              else {"iterations": 6, "batch_per_class": 2, "checkpoint_every": 4, "test_eval_after": 0})
     stage = get_method_class(method).stages[0]
     followed, plain = tmp_path / "followed.pt", tmp_path / "plain.pt"
     get_method(method, params, seed=1).train_stage(stage, TrainInputs(split.files, split.video_labels, evaluation), None, followed)
@@ -303,6 +303,11 @@ def test_a_stage_that_follows_its_test_split_records_the_curve_the_papers_select
     payload = load_checkpoint(followed, method)
     curve = payload["notes"][TEST_CURVE_NOTE]
     assert curve["every"] == 2 and curve["iterations"] == [2, 4, 6] and len(curve["auc_micro"]) == 3
+    if method == "ssrl":  # the reference evaluates only after iteration 50: here after 3
+        late = tmp_path / "late.pt"
+        get_method(method, params | {"test_eval_after": 3}, seed=1).train_stage(
+            stage, TrainInputs(split.files, split.video_labels, evaluation), None, late)
+        assert load_checkpoint(late, method)["notes"][TEST_CURVE_NOTE]["iterations"] == [4, 6]
     assert all(torch.equal(payload["model"][k], load_checkpoint(plain, method)["model"][k]) for k in payload["model"])
     scores = []
     for path in evaluation.files:
@@ -346,7 +351,8 @@ def test_ssrl_can_start_a_stage_from_the_previous_stages_best_on_test_weights(tm
 
     evaluation = _evaluation_split(tmp_path / "test", every=1)
     inputs = TrainInputs(split.files, split.video_labels, evaluation)
-    params = {"iterations": 4, "batch_per_class": 2, "test_eval_every": 1, "stage_init": "best_on_test", "lr": 0.05}
+    params = {"iterations": 4, "batch_per_class": 2, "test_eval_every": 1, "test_eval_after": 0, "stage_init": "best_on_test",
+              "lr": 0.05}
     method = get_method("ssrl", params, seed=4)
     method.train_stage("stage1", inputs, None, tmp_path / "stage1.pt")
     first = load_checkpoint(tmp_path / "stage1.pt", "ssrl")
