@@ -1,4 +1,4 @@
-"""Decode one video (ffmpeg) or one frame folder (OpenCV) into a frames HDF5 file.
+"""Decode one video (ffmpeg) or one frame folder (libjpeg-turbo for JPEGs, OpenCV for the rest) into a frames HDF5 file.
 
 Streaming: frames travel from ffmpeg's pipe to HDF5 in fixed-size blocks, so memory does
 not grow with the video's length. The output is written under a temporary name and
@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import ffmpeg
 import numpy as np
+import simplejpeg
 
 from pipelines.atomic import atomic_path
 from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
@@ -233,10 +234,23 @@ def _read_image(path: Path, pixel_format: str) -> np.ndarray:
     data = np.fromfile(path, np.uint8)
     if not _image_is_complete(path, data):
         raise VideoError(f"{path}: truncated image (its end marker is missing)")
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return _read_jpeg(path, data, pixel_format)
     image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
     if image is None:
         raise VideoError(f"{path}: not a readable image")
     return image[..., None] if pixel_format == "gray" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
+    """A JPEG decoded by libjpeg-turbo in strict mode: damaged entropy-coded data is an error. OpenCV
+    (and Pillow) decode such a file with only libjpeg's unnamed warning on stderr and store wrong
+    pixels. The pixels of a sound file are OpenCV's, bit for bit (the same library, the same
+    default DCT and upsampling); the decoder releases the GIL, so the pool's threads decode side by side."""
+    try:
+        return simplejpeg.decode_jpeg(data.tobytes(), colorspace="GRAY" if pixel_format == "gray" else "RGB", strict=True)
+    except ValueError as err:
+        raise VideoError(f"{path}: damaged JPEG ({err})") from None
 
 
 def _image_is_complete(path: Path, data: np.ndarray) -> bool:
@@ -269,7 +283,7 @@ def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | N
         return fit(_read_image(path, params.pixel_format), path)
 
     blocks = [files[start : start + params.block_frames] for start in range(0, len(files), params.block_frames)]
-    # OpenCV decodes outside the GIL: the pool decodes the next block while this thread writes
+    # Both decoders run outside the GIL: the pool decodes the next block while this thread writes
     # the current one, and at most two blocks are in memory whatever the folder's length.
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, atomic_path(out) as tmp:
         with FrameWriter(tmp, height, width, channels, params.compression) as writer:

@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("vadbench", "numpy", "scipy", "h5py", "torch", "scikit-learn", "opencv-contrib-python-headless", "snakemake")
+_PACKAGES = ("vadbench", "numpy", "scipy", "h5py", "torch", "scikit-learn", "opencv-contrib-python-headless", "simplejpeg",
+             "snakemake")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -191,6 +191,37 @@ def test_a_truncated_jpeg_is_refused_by_name(tmp_path):
     assert not (tmp_path / "f.h5").exists()
 
 
+@pytest.mark.parametrize("pixel_format", ["rgb24", "gray"])
+def test_a_jpeg_damaged_inside_is_refused_and_sound_ones_match_opencv(shared_data, tmp_path, pixel_format):
+    """4 KiB zeroed in the middle of a Ped2 frame, its end marker intact: OpenCV decodes it with a
+    warning on stderr and wrong pixels (34.7 grey levels off on average), and the store kept them."""
+    import shutil
+
+    import cv2
+
+    folder = tmp_path / "frames"
+    source = sorted((shared_data / "ped2" / "testing" / "frames" / "01").glob("*.jpg"))[:6]
+    folder.mkdir()
+    for path in source:
+        shutil.copy(path, folder / path.name)
+    params = FrameParams(pixel_format=pixel_format)
+    assert extract(folder, tmp_path / "sound.h5", params) == 6
+    with FrameReader(tmp_path / "sound.h5") as reader:
+        stored = reader.clip(0, 6)
+    for index, path in enumerate(source):  # the same pixels as OpenCV's decode of a sound file
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
+        expected = image[..., None] if pixel_format == "gray" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        assert np.array_equal(stored[index], expected), path.name
+    victim = folder / source[4].name
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
+    victim.write_bytes(bytes(data))
+    assert cv2.imread(str(victim)) is not None  # what the check is for
+    with pytest.raises(VideoError, match=rf"{victim.name}: damaged JPEG \(Corrupt JPEG data"):
+        extract(folder, tmp_path / "damaged.h5", params)
+    assert not (tmp_path / "damaged.h5").exists() and _leftovers(tmp_path) == []
+
+
 def test_a_rotated_video_is_stored_upright_and_only_its_first_video_stream(tmp_path):
     """ffmpeg turns frames by the stream's display matrix: the store takes their turned size (a
     64x48 stream marked 90 degrees gives 48 x 64 frames, not 64x48 bytes read as the wrong shape),
