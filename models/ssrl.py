@@ -311,6 +311,13 @@ class SSRL(Method):
             raise ValueError("ssrl stage_init best_on_test needs test_eval_every > 0 (the evaluation split)")
         schedule = SSRL_STAGES[number - 1]
         config = train_config(self.params)
+        if self.stage_init == "best_on_test" and number < len(self.stages):
+            every = inputs.evaluation.every
+            if config.max_iterations < max(every, (config.eval_after // every + 1) * every):
+                raise ValueError(
+                    f"ssrl stage_init best_on_test: with iterations {config.max_iterations}, test_eval_every {every} "
+                    f"and test_eval_after {config.eval_after} no stage evaluates its test split, so there are no "
+                    "best-on-test weights for the next stage; lower test_eval_after or test_eval_every")
         normal, abnormal = split_by_label(inputs)
         files = normal + abnormal
         described = training_features(files, schedule.grids)
@@ -337,7 +344,8 @@ class SSRL(Method):
                 weights = payload.get("notes", {}).get(BEST_WEIGHTS_NOTE)
                 if weights is None:
                     raise CheckpointError(f"{previous}: no best-on-test weights (stage_init best_on_test needs the "
-                                          "previous stage trained with test_eval_every > 0)")
+                                          "previous stage trained with test_eval_every > 0 and evaluated at least "
+                                          "once after test_eval_after)")
             report = load_previous_stage(model, weights)
             loaded = {"units": list(report.loaded_units), "frozen_parameters": len(report.frozen_parameters)}
         model.to(device)

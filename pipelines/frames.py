@@ -246,11 +246,18 @@ def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
     """A JPEG decoded by libjpeg-turbo in strict mode: damaged entropy-coded data is an error. OpenCV
     (and Pillow) decode such a file with only libjpeg's unnamed warning on stderr and store wrong
     pixels. The pixels of a sound file are OpenCV's, bit for bit (the same library, the same
-    default DCT and upsampling); the decoder releases the GIL, so the pool's threads decode side by side."""
+    default DCT and upsampling); the decoder releases the GIL, so the pool's threads decode side by
+    side. A file with EXIF data, which may turn the picture (camera photos; frames extracted by ffmpeg
+    carry none), is decoded again by OpenCV once it has passed, so that it is turned as OpenCV turns it."""
+    raw = data.tobytes()
     try:
-        return simplejpeg.decode_jpeg(data.tobytes(), colorspace="GRAY" if pixel_format == "gray" else "RGB", strict=True)
+        image = simplejpeg.decode_jpeg(raw, colorspace="GRAY" if pixel_format == "gray" else "RGB", strict=True)
     except ValueError as err:
         raise VideoError(f"{path}: damaged JPEG ({err})") from None
+    if b"Exif\x00\x00" not in raw[:65536]:
+        return image
+    turned = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
+    return turned[..., None] if pixel_format == "gray" else cv2.cvtColor(turned, cv2.COLOR_BGR2RGB)
 
 
 def _image_is_complete(path: Path, data: np.ndarray) -> bool:

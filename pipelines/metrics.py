@@ -189,10 +189,11 @@ def fill_empty_frames(videos: Sequence[VideoScores], protocol: Protocol) -> list
         return list(videos)
     if protocol.empty_frame_fill == "none":
         raise ValueError(f"video {marked[0].name!r}: has frames marked empty, but the protocol fills none")
-    for video in marked:
-        if np.asarray(video.empty).size != np.asarray(video.scores).size:
-            raise ValueError(f"video {video.name!r}: empty-frame mask of {np.asarray(video.empty).size} for "
-                             f"{np.asarray(video.scores).size} scores")
+    for video in videos:  # sizes first: the fill reads every video's masks
+        size = np.asarray(video.scores).size
+        for mask, what in ((video.empty, "empty-frame mask"), (video.scored, "scored mask")):
+            if mask is not None and np.asarray(mask).size != size:
+                raise ValueError(f"video {video.name!r}: {what} has {np.asarray(mask).size} entries for {size} scores")
     found = [np.asarray(v.scores, np.float64).ravel()[_kept_mask(v, protocol) & ~_empty_of(v)] for v in videos]
     found = np.concatenate(found) if found else np.empty(0)
     found = found[np.isfinite(found)]
@@ -313,8 +314,9 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
 
 
 def _false_alarms(normal_scores: list[np.ndarray], protocol: Protocol) -> dict:
-    """AR-Net's FAR where the protocol asks for it: the share of the frames of normal videos (no
-    abnormal scored frame) whose post-processed score reaches the threshold; NaN without a normal video."""
+    """AR-Net's FAR where the protocol asks for it: the share of the scored frames of normal videos
+    (no abnormal frame, scored or not) whose post-processed score reaches the threshold; NaN without
+    a normal video."""
     if protocol.false_alarm_threshold is None:
         return {}
     pooled = np.concatenate(normal_scores) if normal_scores else np.empty(0)

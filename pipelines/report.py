@@ -55,7 +55,6 @@ def describe_protocol(record: dict) -> str:
         f"normalisation {p['normalisation']}",
         f"gaussian sigmas {sigmas}",
         f"first {p['skipped_start_frames']} frames of each video unscored",
-        f"labels {p['label_convention']}",
     ]
     if p.get("snippet_length"):
         parts.append(f"snippet scores expanded x{p['snippet_length']}")
@@ -68,6 +67,8 @@ def describe_protocol(record: dict) -> str:
     if best and best.get("every"):
         parts.append(f"auc_micro_best_on_test: the best of test AUCs taken every {best['every']} iterations of "
                      "training (selected on the test split)")
+    # last: the labels' phrase may end with NOT COMPARABLE and its reasons, which nothing may follow
+    parts.append(f"labels {p['label_convention']}")
     return "; ".join(parts)
 
 

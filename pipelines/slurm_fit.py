@@ -9,9 +9,10 @@ what they ask for and what the cluster has. Requests that only a retry makes too
 profile asks for more memory at each attempt) are reported without stopping the run: the first
 attempt may well succeed.
 
-A job fits when one node of one partition (of its own ``slurm_partition`` when it names one) has
-its CPUs, memory and GPUs (of its GPU model, when it names one) and the partition's time limit
-covers its runtime. Node state is not looked at: a drained node comes back. What a job asks for
+A job fits when one node of the partition it will be sent to has its CPUs, memory and GPUs (of its
+GPU model, when it names one) and the partition's time limit covers its runtime. That partition is
+chosen as the plugin chooses it: the job's own ``slurm_partition``, else the best fit of the
+profile's partition map, else the cluster's default partition (any, on a cluster without one). Node state is not looked at: a drained node comes back. What a job asks for
 is read the way snakemake-executor-plugin-slurm reads it when it writes the ``sbatch`` line
 (``cpus_per_task`` or threads; ``gpu`` with ``gpu_model``, or ``gres``; ``mem_mb`` or
 ``mem_mb_per_cpu``; ``runtime`` in minutes). Set ``VADBENCH_SLURM_FIT_CHECK=0`` to skip the check.
@@ -49,6 +50,7 @@ class Node:
 class Cluster:
     nodes: tuple[Node, ...]
     time_limits: dict[str, float]  # minutes per partition; math.inf for none
+    default_partition: str | None = None  # where a job that names none goes (sinfo's "*")
 
     @property
     def partitions(self) -> set[str]:
@@ -144,23 +146,27 @@ def parse_nodes(sinfo_output: str) -> tuple[Node, ...]:
     return tuple(Node(name, frozenset(n["partitions"]), n["cpus"], n["mem_mb"], n["gpus"]) for name, n in sorted(found.items()))
 
 
-def parse_time_limits(sinfo_output: str) -> dict[str, float]:
-    """Partition time limits from ``sinfo --noheader --format=%R|%l``."""
-    limits = {}
+def parse_time_limits(sinfo_output: str) -> tuple[dict[str, float], str | None]:
+    """Partition time limits from ``sinfo --noheader --format=%P|%l``, and the default partition
+    (the one sinfo marks with ``*``)."""
+    limits, default = {}, None
     for line in sinfo_output.splitlines():
         if not line.strip():
             continue
         partition, _, limit = line.partition("|")
+        partition = partition.strip()
+        if partition.endswith("*"):
+            partition = default = partition[:-1]
         try:
-            limits[partition.strip()] = parse_time_limit(limit)
+            limits[partition] = parse_time_limit(limit)
         except ValueError:
             raise ClusterQueryError(f"sinfo printed {line!r}: not a time limit") from None
-    return limits
+    return limits, default
 
 
 def _sinfo(*args: str) -> str:
-    try:
-        done = subprocess.run(["sinfo", "--noheader", *args], capture_output=True, text=True, timeout=60)
+    try:  # --all: hidden partitions too, which a job may name
+        done = subprocess.run(["sinfo", "--all", "--noheader", *args], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise ClusterQueryError(f"could not run sinfo: {err}") from None
     if done.returncode != 0:
@@ -173,7 +179,7 @@ def read_cluster() -> Cluster:
     nodes = parse_nodes(_sinfo("--Node", "--format=%N|%R|%c|%m|%G"))
     if not nodes:
         raise ClusterQueryError("sinfo lists no nodes")
-    return Cluster(nodes, parse_time_limits(_sinfo("--format=%R|%l")))
+    return Cluster(nodes, *parse_time_limits(_sinfo("--format=%P|%l")))
 
 
 def fits(request: Request, cluster: Cluster) -> bool:

@@ -222,6 +222,28 @@ def test_a_jpeg_damaged_inside_is_refused_and_sound_ones_match_opencv(shared_dat
     assert not (tmp_path / "damaged.h5").exists() and _leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpeg_frame_is_turned_by_its_exif_orientation_as_opencv_turns_it(tmp_path, orientation):
+    import io
+
+    import cv2
+    from PIL import Image
+
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    pixels[:10, :20] = 255
+    pixels[30:, 50:] = (0, 128, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(pixels).save(folder / "001.jpg", "JPEG", quality=95, exif=exif.tobytes())
+    assert extract(folder, tmp_path / "f.h5", FrameParams()) == 1
+    with FrameReader(tmp_path / "f.h5") as reader:
+        stored = reader.clip(0, 1)[0]
+    expected = cv2.cvtColor(cv2.imread(str(folder / "001.jpg"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert stored.shape == expected.shape and np.array_equal(stored, expected)
+
+
 def test_a_rotated_video_is_stored_upright_and_only_its_first_video_stream(tmp_path):
     """ffmpeg turns frames by the stream's display matrix: the store takes their turned size (a
     64x48 stream marked 90 degrees gives 48 x 64 frames, not 64x48 bytes read as the wrong shape),

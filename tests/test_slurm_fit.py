@@ -15,12 +15,12 @@ cpu01|long|64|256000|(null)
 gpu01|gpu|32|512000|gpu:a100:4(S:0-1)
 gpu02|gpu|32|192000|gpu:v100:2,gpu:t4:1
 """
-LIMITS = "cpu|3-00:00:00\nlong|infinite\ngpu|2-00:00:00\n"
+LIMITS = "cpu*|3-00:00:00\nlong|infinite\ngpu|2-00:00:00\n"  # sinfo --format=%P|%l: cpu is the default
 
 
 @pytest.fixture
 def cluster() -> Cluster:
-    return Cluster(parse_nodes(NODES), parse_time_limits(LIMITS))
+    return Cluster(parse_nodes(NODES), *parse_time_limits(LIMITS))
 
 
 @pytest.mark.parametrize(("text", "minutes"), [
@@ -42,7 +42,7 @@ def test_a_node_in_several_partitions_is_one_node(cluster):
     nodes = {node.name: node for node in cluster.nodes}
     assert nodes["cpu01"].partitions == {"cpu", "long"}
     assert (nodes["gpu02"].cpus, nodes["gpu02"].mem_mb, nodes["gpu02"].gpu_count(None)) == (32, 192000, 3)
-    assert cluster.time_limits == {"cpu": 4320, "long": math.inf, "gpu": 2880}
+    assert cluster.time_limits == {"cpu": 4320, "long": math.inf, "gpu": 2880} and cluster.default_partition == "cpu"
 
 
 def test_unreadable_sinfo_output_is_named():
@@ -104,3 +104,11 @@ def test_a_job_naming_several_partitions_fits_when_one_of_them_holds_it(cluster)
     error, _ = report([Request("slow_rule", cpus=2, mem_mb=1000, runtime=10000, partition="cpu,gpu")], cluster)
     assert "slow_rule asks for 2 CPUs, 1000 MB, 10000 min in partition cpu,gpu" in error
     assert "a time limit of at most 4320 min" in error
+
+
+def test_a_job_is_checked_against_the_partition_it_is_sent_to_not_any(cluster):
+    """A 400 GB CPU job sent to partition cpu (its own, the map's choice or the default) waits for
+    ever there, though a GPU node of another partition has 512 GB."""
+    error, _ = report([Request("score_video", cpus=2, mem_mb=400000, runtime=60, partition="cpu")], cluster)
+    assert "score_video asks for 2 CPUs, 400000 MB, 60 min in partition cpu; the largest node has 64 CPUs, 256000 MB" in error
+    assert report([Request("score_video", cpus=2, mem_mb=400000, runtime=60, partition="gpu")], cluster) == (None, None)

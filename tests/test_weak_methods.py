@@ -367,6 +367,8 @@ def test_ssrl_can_start_a_stage_from_the_previous_stages_best_on_test_weights(tm
     assert "best-on-test weights" in method.protocol("synthetic: labels").label_convention
     with pytest.raises(ValueError, match="needs test_eval_every"):
         method.train_stage("stage1", split, None, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"iterations 4, test_eval_every 1 and test_eval_after 50 no stage evaluates"):
+        get_method("ssrl", params | {"test_eval_after": 50}, seed=4).train_stage("stage1", inputs, None, tmp_path / "o.pt")
     last = get_method("ssrl", params | {"stage_init": "last", "test_eval_every": 0}, seed=4)
     last.train_stage("stage1", split, None, tmp_path / "plain1.pt")
     # the row says which weights stages 2-4 started from, whichever they were (the papers' protocol

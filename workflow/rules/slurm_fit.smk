@@ -14,7 +14,37 @@ def _slurm_submissions():
     return [submission for submission in found.values() if not submission.is_local]
 
 
-def _slurm_request(submission, attempt):
+class _Quiet:
+    """A logger for the plugin's partition choice, which would log a line per job."""
+
+    def debug(self, *args, **kwargs):
+        pass
+
+    info = warning = debug
+
+
+def _partition_map():
+    """The profile's partition map (slurm-partition-config, or SNAKEMAKE_SLURM_PARTITIONS), as the
+    plugin reads it; None without one."""
+    from snakemake_executor_plugin_slurm.partitions import read_partition_file
+
+    path = workflow.executor_settings.partition_config or os.environ.get("SNAKEMAKE_SLURM_PARTITIONS")
+    return read_partition_file(Path(path)) if path else None
+
+
+def _slurm_partition(submission, partitions, default):
+    """The partition the plugin sends a submission to: its own slurm_partition, else the partition
+    map's best fit, else the cluster's default (None: none, and then any may take it)."""
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition
+
+    named = submission.resources.get("slurm_partition")
+    if named:
+        return str(named)
+    chosen = get_best_partition(partitions, submission, _Quiet()) if partitions else None
+    return chosen or default
+
+
+def _slurm_request(submission, attempt, partitions=None, default=None):
     """What one submission asks Slurm for at an attempt, read as the Slurm plugin reads it."""
     from snakemake_executor_plugin_slurm.partitions import get_job_cpu_requirement, parse_gpu_requirements
 
@@ -34,7 +64,7 @@ def _slurm_request(submission, attempt):
         gpus=gpus,
         gpu_model=gpu_model or None,
         runtime=float(resources.get("runtime") or 0),
-        partition=resources.get("slurm_partition") or None,
+        partition=_slurm_partition(submission, partitions, default),
         attempt=attempt,
     )
 
@@ -61,17 +91,18 @@ def check_jobs_fit_the_cluster():
         print("not checked whether the jobs fit the cluster's nodes: jobs name Slurm clusters (slurm_cluster), "
               "which sinfo alone does not show", file=sys.stderr, flush=True)
         return
+    partitions = _partition_map()
     requests = []
     retried = set()  # retries are evaluated once per distinct first request: jobs alike grow alike
     for submission in submissions:
-        first = _slurm_request(submission, 1)
+        first = _slurm_request(submission, 1, partitions, cluster.default_partition)
         requests.append(first)
         if first in retried:
             continue
         retried.add(first)
         try:
             for attempt in range(2, submission.restart_times + 2):
-                requests.append(_slurm_request(submission, attempt))
+                requests.append(_slurm_request(submission, attempt, partitions, cluster.default_partition))
         finally:
             submission.attempt = 1
     error, warning = slurm_fit.report(requests, cluster)
