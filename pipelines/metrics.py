@@ -172,12 +172,21 @@ class VideoScores:
     empty: np.ndarray | None = None  # True where the frame holds nothing to score: see fill_empty_frames
 
 
-def _kept_mask(video: VideoScores, protocol: Protocol) -> np.ndarray:
-    """The frames that count: scored, and past the protocol's skipped start frames."""
+def _counted_frames(video: VideoScores, protocol: Protocol) -> np.ndarray:
+    """The frames that count: scored (the mask checked, naming the video), and past the protocol's
+    skipped start frames."""
     size = np.asarray(video.scores).size
-    kept = np.ones(size, bool) if video.scored is None else np.asarray(video.scored, bool).ravel().copy()
-    kept[: protocol.skipped_start_frames] = False
-    return kept
+    if video.scored is None:
+        counted = np.ones(size, dtype=bool)
+    else:
+        counted = np.asarray(video.scored).ravel()
+        if counted.dtype != bool:
+            raise ValueError(f"video {video.name!r}: scored mask must be boolean, got {counted.dtype}")
+        if counted.size != size:
+            raise ValueError(f"video {video.name!r}: scored mask has {counted.size} entries for {size} frames")
+        counted = counted.copy()
+    counted[: protocol.skipped_start_frames] = False
+    return counted
 
 
 def fill_empty_frames(videos: Sequence[VideoScores], protocol: Protocol) -> list[VideoScores]:
@@ -191,10 +200,9 @@ def fill_empty_frames(videos: Sequence[VideoScores], protocol: Protocol) -> list
         raise ValueError(f"video {marked[0].name!r}: has frames marked empty, but the protocol fills none")
     for video in videos:  # sizes first: the fill reads every video's masks
         size = np.asarray(video.scores).size
-        for mask, what in ((video.empty, "empty-frame mask"), (video.scored, "scored mask")):
-            if mask is not None and np.asarray(mask).size != size:
-                raise ValueError(f"video {video.name!r}: {what} has {np.asarray(mask).size} entries for {size} scores")
-    found = [np.asarray(v.scores, np.float64).ravel()[_kept_mask(v, protocol) & ~_empty_of(v)] for v in videos]
+        if video.empty is not None and np.asarray(video.empty).size != size:
+            raise ValueError(f"video {video.name!r}: empty-frame mask has {np.asarray(video.empty).size} entries for {size} frames")
+    found = [np.asarray(v.scores, np.float64).ravel()[_counted_frames(v, protocol) & ~_empty_of(v)] for v in videos]
     found = np.concatenate(found) if found else np.empty(0)
     found = found[np.isfinite(found)]
     if found.size == 0:
@@ -222,21 +230,7 @@ def _scored_frames(video: VideoScores, protocol: Protocol) -> tuple[np.ndarray, 
             f"video {video.name!r}: labels must be 0 (normal) or 1 (abnormal), "
             f"found values {np.unique(labels).tolist()}"
         )
-    if video.scored is None:
-        scored = np.ones(labels.size, dtype=bool)
-    else:
-        scored = np.asarray(video.scored).ravel()
-        if scored.dtype != bool:
-            raise ValueError(
-                f"video {video.name!r}: scored mask must be boolean, got {scored.dtype}"
-            )
-        if scored.size != labels.size:
-            raise ValueError(
-                f"video {video.name!r}: scored mask has {scored.size} entries "
-                f"for {labels.size} frames"
-            )
-        scored = scored.copy()
-    scored[: protocol.skipped_start_frames] = False
+    scored = _counted_frames(video, protocol)
     kept = scores[scored]
     bad = ~np.isfinite(kept)
     if bad.any():

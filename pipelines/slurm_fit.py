@@ -183,7 +183,8 @@ def read_cluster() -> Cluster:
 
 
 def fits(request: Request, cluster: Cluster) -> bool:
-    """Whether some node of some partition (the request's own, if it names one) can run the request."""
+    """Whether a node of the request's partition (the one it is sent to; any, where it names none)
+    can run the request."""
     for node in cluster.nodes:
         for partition in node.partitions:
             if request.partition and partition not in request.partitions:
@@ -212,15 +213,14 @@ def _largest(cluster: Cluster, request: Request) -> str:
     return f"the largest node has {', '.join(parts)}, {limit}"
 
 
-def unfit(requests: Iterable[Request], cluster: Cluster, skip: set[str] = frozenset()) -> list[str]:
-    """One line per rule (and attempt) whose submissions no node can run, but for the rules in
-    ``skip``: the largest of them beside what the cluster has, and how many there are."""
-    failing: dict[tuple[int, str], set[Request]] = {}
+def _lines(requests: Iterable[Request], cluster: Cluster) -> list[str]:
+    """One line per rule (and attempt) of submissions no node can run: the largest of them beside
+    what the cluster has, and how many different ones there are."""
+    by_rule: dict[tuple[int, str], list[Request]] = {}
     for request in requests:
-        if request.name not in skip and not fits(request, cluster):
-            failing.setdefault((request.attempt, request.name), set()).add(request)
+        by_rule.setdefault((request.attempt, request.name), []).append(request)
     lines = []
-    for (attempt, name), found in sorted(failing.items()):
+    for (attempt, name), found in sorted(by_rule.items()):
         largest = max(found, key=lambda r: (r.gpus, r.cpus, r.mem_mb, r.runtime))
         label = name + ("" if attempt == 1 else f" at attempt {attempt}")
         if len(found) > 1:
@@ -229,16 +229,15 @@ def unfit(requests: Iterable[Request], cluster: Cluster, skip: set[str] = frozen
     return lines
 
 
-def unfit_names(requests: Iterable[Request], cluster: Cluster) -> set[str]:
-    return {r.name for r in requests if not fits(r, cluster)}
-
-
 def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, str | None]:
     """The error that must stop the run (a first attempt fits nowhere) and the warning for retries
-    that would ask for more than any node has; None for either when there is nothing to say."""
-    first = [r for r in requests if r.attempt == 1]
-    error_lines = unfit(first, cluster)
-    retry_lines = unfit([r for r in requests if r.attempt > 1], cluster, skip=unfit_names(first, cluster))
+    that would ask for more than any node has (of rules whose first attempt fits); None for either
+    when there is nothing to say. Each distinct request is checked once: a DAG repeats a few of them
+    thousands of times."""
+    unrunnable = {r for r in set(requests) if not fits(r, cluster)}
+    failing_first = {r.name for r in unrunnable if r.attempt == 1}
+    error_lines = _lines((r for r in unrunnable if r.attempt == 1), cluster)
+    retry_lines = _lines((r for r in unrunnable if r.attempt > 1 and r.name not in failing_first), cluster)
     error = warning = None
     if error_lines:
         error = ("these jobs would wait in the Slurm queue for ever: no node and partition of this cluster can "

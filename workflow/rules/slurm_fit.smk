@@ -44,7 +44,7 @@ def _slurm_partition(submission, partitions, default):
     return chosen or default
 
 
-def _slurm_request(submission, attempt, partitions=None, default=None):
+def _slurm_request(submission, attempt, partitions, default):
     """What one submission asks Slurm for at an attempt, read as the Slurm plugin reads it."""
     from snakemake_executor_plugin_slurm.partitions import get_job_cpu_requirement, parse_gpu_requirements
 
