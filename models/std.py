@@ -30,7 +30,7 @@ Choices where the sources are silent:
 
 The last section registers the pipeline's method ``std``: presets of these settings, the three
 stages as three resumable training jobs (each continuing from the previous stage's checkpoint,
-optimiser states included, as the official single run does), streamed scoring of one video, and
+optimiser states and random streams included, as the official single run does), streamed scoring of one video, and
 the paper's protocol (the stored score is -regularity; the evaluation's per-video min-max turns
 it into 1 - minmax(regularity)).
 """
@@ -453,7 +453,7 @@ class STDMethod(Method):
             optimisers = make_optimizers(model, cfg)
             index = self.stages.index(stage)
             if index:
-                self._load_previous(previous, self.stages[index - 1], model, optimisers)
+                self._load_previous(previous, self.stages[index - 1], model, optimisers, run)
             if run.resume(model, optimisers):
                 print(f"resumed at step {run.step} of {spec.iterations}", flush=True)
             if spec.optimisers:
@@ -462,8 +462,11 @@ class STDMethod(Method):
                 self._init_centres(run, spec, sampler, model)
             run.finish(model, optimisers, {"training_clips": sampler.n_clips})
 
-    def _load_previous(self, previous: Path | None, expected: str, model: STDNet, optimisers: dict) -> None:
-        """Weights and optimiser states of the stage before, which must be ``expected``."""
+    def _load_previous(self, previous: Path | None, expected: str, model: STDNet, optimisers: dict,
+                       run: StageRun) -> None:
+        """Weights, optimiser states and random streams of the stage before, which must be
+        ``expected``: the official script runs the three phases in one process from one shuffling
+        loader, so each stage continues the previous stage's draws instead of replaying them."""
         if previous is None:
             raise ValueError(f"{self.name}: this stage continues from the checkpoint of stage {expected!r}")
         payload = load_checkpoint(previous, self.name, self.identity)
@@ -472,6 +475,7 @@ class STDMethod(Method):
         model.load_state_dict(payload["model"])
         for name, optimiser in optimisers.items():
             optimiser.load_state_dict(payload["optimizers"][name])
+        run.continue_streams(payload)
 
     def _optimise(self, run: StageRun, spec: STDStage, sampler: ClipSampler, model: STDNet, optimisers: dict) -> None:
         started = time.monotonic()

@@ -177,14 +177,24 @@ class StageRun:
         model.load_state_dict(payload["model"])
         for name, opt in optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])
-        torch.set_rng_state(payload["rng"]["torch"])
-        if "cuda" in payload["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-        self.rng.bit_generator.state = payload["rng"]["numpy"]
-        random.setstate((3, tuple(payload["rng"]["python"]), None))
+        self._restore_streams(payload["rng"])
         self.step = payload["step"]
         self.notes = payload.get("notes", {})
         return self.step
+
+    def continue_streams(self, previous: dict[str, Any]) -> None:
+        """Continue every random stream where ``previous`` (a loaded checkpoint of the stage before)
+        left it, instead of from the seed: for methods whose stages are one script run in a row (STD's
+        three phases share one data loader), so a stage draws new batches rather than replaying the
+        previous stage's. Call it before ``resume``, whose resume point, if any, takes precedence."""
+        self._restore_streams(previous["rng"])
+
+    def _restore_streams(self, rng: dict[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.rng.bit_generator.state = rng["numpy"]
+        random.setstate((3, tuple(rng["python"]), None))
 
     def advance(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         """Count one finished step; write a periodic checkpoint when the interval is reached."""

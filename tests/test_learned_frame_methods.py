@@ -17,7 +17,7 @@ import yaml
 
 from models import TrainInputs, get_method, get_method_class, method_names
 from models.std import std_regularity, std_video_score
-from pipelines.frame_clips import FrameFormat, convert
+from pipelines.frame_clips import ClipSampler, FrameFormat, convert
 from pipelines.frame_store import FrameReader, FrameWriter
 from pipelines.metrics import postprocess
 from pipelines.provenance import sha256_file
@@ -234,6 +234,29 @@ def test_std_pairs_each_clip_with_the_frame_after_its_target(videos, trained):
     protocol = method.protocol("synthetic")
     official = std_video_score(regularity).numpy()
     np.testing.assert_allclose(postprocess(result.scores[result.scored], protocol), official, atol=1e-5)
+
+
+def test_std_stages_continue_one_stream_of_batches(videos, tmp_path, monkeypatch):
+    """The official script runs STD's three phases in one process from one shuffling loader: the
+    K-means and joint stages draw the batches after the previous stage's, not the first ones again."""
+    drawn = []
+    sample = ClipSampler.sample
+
+    def recording_sample(self, rng, batch):
+        clips = sample(self, rng, batch)
+        drawn.append(clips)
+        return clips
+
+    monkeypatch.setattr(ClipSampler, "sample", recording_sample)
+    settings = tiny("std")
+    train_all("std", settings, videos["train"], tmp_path)
+    fmt = get_method("std", settings).frame_format
+    with ClipSampler(videos["train"], 5, fmt, tail=1) as sampler:
+        rng = np.random.default_rng(0)
+        one_stream = [sample(sampler, rng, settings["batch_size"]) for _ in drawn]
+    assert len(drawn) == 2 + 8 + 4
+    for index, (ours, expected) in enumerate(zip(drawn, one_stream, strict=True)):
+        assert torch.equal(ours, expected), f"batch {index}"
 
 
 def test_lgn_net_test_time_memory_update_is_gated_by_gamma(videos, trained):
