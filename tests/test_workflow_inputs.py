@@ -180,7 +180,8 @@ def test_bad_config_stops_before_the_dag(tmp_path, edit, message):
 def test_training_jobs_get_only_the_keys_training_reads(tmp_path):
     """Keys read only when scoring (LGN-Net's lambda and gamma, STG-NF's test stride) and another
     dataset's per_dataset values are left out of a training job's parameters, so changing them
-    never retrains; the scoring jobs still get them."""
+    never retrains; the scoring jobs still get them. Another dataset's per_dataset values reach
+    neither the evaluation's parameters nor the row's config (and its hash)."""
     import json
     import shlex
 
@@ -188,6 +189,7 @@ def test_training_jobs_get_only_the_keys_training_reads(tmp_path):
     config["methods"]["tde"]["enabled"] = False
     config["methods"]["lgn_net"].update(enabled=True, preset="cpu_budget", test_lambda=0.5)
     config["methods"]["stg_nf"].update(enabled=True, test_stride=2)
+    config["datasets"]["synthetic"]["frames"] = {"compression": "none", "pixel_format": "gray"}
     out = run_snakemake(tmp_path, config, "-n", "-p").stdout
     commands = [line for line in out.splitlines() if "--params-json" in line]
 
@@ -203,3 +205,10 @@ def test_training_jobs_get_only_the_keys_training_reads(tmp_path):
     assert "test_lambda" not in params("train", "lgn_net") and params("score", "lgn_net")["test_lambda"] == 0.5
     assert "test_stride" not in params("train", "stg_nf") and params("score", "stg_nf")["test_stride"] == 2
     assert "per_dataset" not in params("train", "stg_nf")  # UBnormal's seg_len is not the synthetic set's business
+    evaluation = next(shlex.split(c) for c in commands if "pipelines.evaluate stg_nf synthetic " in c)
+    assert json.loads(evaluation[evaluation.index("--params-json") + 1])["test_stride"] == 2
+    for option in ("--params-json", "--run-config"):
+        assert "ubnormal" not in evaluation[evaluation.index(option) + 1], option
+    # How frames are stored is not a number of the table; how they look is.
+    row_config = json.loads(evaluation[evaluation.index("--run-config") + 1])
+    assert "compression" not in json.dumps(row_config) and row_config["frames"]["pixel_format"] == "gray"

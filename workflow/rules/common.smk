@@ -103,9 +103,9 @@ def training_json(wildcards):
 
 
 def method_protocol_json(wildcards):
-    """The method's whole config entry as JSON, for evaluation and plots."""
-    entry = config["methods"][wildcards.method]
-    return json.dumps({k: v for k, v in entry.items() if k != "enabled"}, sort_keys=True)
+    """The method's config entry as JSON for evaluation and plots: every key, with only the
+    dataset's own ``per_dataset`` overrides (another dataset's do not rerun them)."""
+    return json.dumps(method_entry(wildcards.method, wildcards.dataset, {"enabled"}), sort_keys=True)
 
 
 def frames_config(dataset):
@@ -329,7 +329,7 @@ def first_seed_scores(wildcards):
 # Keys that decide how jobs run or how results are stored, never a number of the table: left out
 # of a row's config and its hash.
 NOT_IN_RUN_HASH = {
-    "dataset": {"videos_per_job"},
+    "dataset": {"videos_per_job", "frames"},  # its frames overrides are in the merged frames section
     "frames": {"compression"},
     "features": {"batch_size", "device", "weights_sha256"},  # a pin checks the file, whose digest the features record
 }
@@ -338,12 +338,13 @@ NOT_IN_RUN_HASH = {
 def run_config(wildcards):
     """Every config value apart from the seed that can change a row of the table (rows average over
     seeds and list them in their own column), as JSON: the dataset, its frames, the method and the
-    section that makes the method's input (features, or skeletons and tubes). The evaluation record
-    keeps it with its hash, the row's config_hash."""
+    section that makes the method's input (features, or skeletons and tubes); of the method's
+    ``per_dataset`` values only the dataset's own. The evaluation record keeps it with its hash, the
+    row's config_hash."""
     record = {
         "dataset": config["datasets"][wildcards.dataset],
         "frames": frames_config(wildcards.dataset),
-        "method": config["methods"][wildcards.method],
+        "method": method_entry(wildcards.method, wildcards.dataset, {"enabled"}),
     }
     kind = get_method_class(wildcards.method).input_kind
     if kind == "features":
