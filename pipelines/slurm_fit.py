@@ -12,7 +12,9 @@ attempt may well succeed.
 A job fits when one node of the partition it will be sent to has its CPUs, memory and GPUs (of its
 GPU model, when it names one) and the partition's time limit covers its runtime. That partition is
 chosen as the plugin chooses it: the job's own ``slurm_partition``, else the best fit of the
-profile's partition map, else the cluster's default partition (any, on a cluster without one). Node state is not looked at: a drained node comes back. What a job asks for
+profile's partition map, else the cluster's default partition (any, on a cluster without one). A
+job whose only fitting nodes are down, drained or not responding now is a warning, not an error:
+such nodes come back, and its jobs wait for them. What a job asks for
 is read the way snakemake-executor-plugin-slurm reads it when it writes the ``sbatch`` line
 (``cpus_per_task`` or threads; ``gpu`` with ``gpu_model``, or ``gres``; ``mem_mb`` or
 ``mem_mb_per_cpu``; ``runtime`` in minutes). Set ``VADBENCH_SLURM_FIT_CHECK=0`` to skip the check.
@@ -41,9 +43,20 @@ class Node:
     cpus: int
     mem_mb: int
     gpus: dict[str, int] = field(default_factory=dict)  # by model; "" for GPUs of no model
+    state: str = "idle"  # sinfo's %T, e.g. "mixed", "drained", "down*" (* = not responding), "idle~" (powered off)
 
     def gpu_count(self, model: str | None) -> int:
         return sum(self.gpus.values()) if not model else self.gpus.get(model, 0)
+
+    @property
+    def takes_jobs(self) -> bool:
+        """Whether Slurm starts new jobs on the node now (a powered-off cloud node wakes up for one)."""
+        base = self.state.rstrip("*~#!%$@^-+").lower()
+        return "*" not in self.state and base not in NO_NEW_JOBS
+
+
+# Node states in which Slurm starts no new job on a node (long and short forms of sinfo's %T / %t).
+NO_NEW_JOBS = frozenset({"down", "drained", "draining", "drain", "drng", "fail", "failing", "future", "futr", "inval"})
 
 
 @dataclass(frozen=True)
@@ -128,22 +141,24 @@ def parse_gres(text: str) -> dict[str, int]:
 
 
 def parse_nodes(sinfo_output: str) -> tuple[Node, ...]:
-    """Nodes from ``sinfo --Node --noheader --format=%N|%R|%c|%m|%G``: one line per node and partition."""
+    """Nodes from ``sinfo --Node --noheader --format=%N|%R|%c|%m|%G|%T``: one line per node and partition."""
     found: dict[str, dict] = {}
     for line in sinfo_output.splitlines():
         if not line.strip():
             continue
         fields = line.split("|")
-        if len(fields) != 5:
-            raise ClusterQueryError(f"sinfo printed {line!r}; expected NODE|PARTITION|CPUS|MEMORY|GRES")
-        name, partition, cpus, memory, gres = (item.strip() for item in fields)
+        if len(fields) != 6:
+            raise ClusterQueryError(f"sinfo printed {line!r}; expected NODE|PARTITION|CPUS|MEMORY|GRES|STATE")
+        name, partition, cpus, memory, gres, state = (item.strip() for item in fields)
         try:
             node = found.setdefault(name, {"partitions": set(), "cpus": int(cpus.rstrip("+")),
-                                           "mem_mb": int(memory.rstrip("+")), "gpus": parse_gres(gres)})
+                                           "mem_mb": int(memory.rstrip("+")), "gpus": parse_gres(gres),
+                                           "state": state})
         except ValueError:
             raise ClusterQueryError(f"sinfo printed {line!r}: CPUs and memory are not numbers") from None
         node["partitions"].add(partition)
-    return tuple(Node(name, frozenset(n["partitions"]), n["cpus"], n["mem_mb"], n["gpus"]) for name, n in sorted(found.items()))
+    return tuple(Node(name, frozenset(n["partitions"]), n["cpus"], n["mem_mb"], n["gpus"], n["state"])
+                 for name, n in sorted(found.items()))
 
 
 def parse_time_limits(sinfo_output: str) -> tuple[dict[str, float], str | None]:
@@ -176,24 +191,32 @@ def _sinfo(*args: str) -> str:
 
 def read_cluster() -> Cluster:
     """The nodes and partition time limits of the cluster this machine submits to."""
-    nodes = parse_nodes(_sinfo("--Node", "--format=%N|%R|%c|%m|%G"))
+    nodes = parse_nodes(_sinfo("--Node", "--format=%N|%R|%c|%m|%G|%T"))
     if not nodes:
         raise ClusterQueryError("sinfo lists no nodes")
     return Cluster(nodes, *parse_time_limits(_sinfo("--format=%P|%l")))
 
 
-def fits(request: Request, cluster: Cluster) -> bool:
+def fits(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> bool:
     """Whether a node of the request's partition (the one it is sent to; any, where it names none)
-    can run the request."""
+    can run the request; with ``taking_jobs``, a node that takes new jobs now."""
+    return bool(_fitting_nodes(request, cluster, taking_jobs=taking_jobs))
+
+
+def _fitting_nodes(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> list[Node]:
+    found = []
     for node in cluster.nodes:
+        if taking_jobs and not node.takes_jobs:
+            continue
         for partition in node.partitions:
             if request.partition and partition not in request.partitions:
                 continue
             if (request.cpus <= node.cpus and request.mem_mb <= node.mem_mb
                     and request.gpus <= node.gpu_count(request.gpu_model)
                     and request.runtime <= cluster.time_limits.get(partition, math.inf)):
-                return True
-    return False
+                found.append(node)
+                break
+    return found
 
 
 def _largest(cluster: Cluster, request: Request) -> str:
@@ -229,23 +252,40 @@ def _lines(requests: Iterable[Request], cluster: Cluster) -> list[str]:
     return lines
 
 
+def _waiting_lines(requests: Iterable[Request], cluster: Cluster) -> list[str]:
+    """One line per rule whose requests fit only nodes that take no new jobs now, naming them."""
+    by_rule: dict[str, set[str]] = {}
+    for request in requests:
+        nodes = by_rule.setdefault(request.name, set())
+        nodes.update(f"{node.name} ({node.state})" for node in _fitting_nodes(request, cluster))
+    return [f"{name}: only {', '.join(sorted(nodes))} can run its jobs" for name, nodes in sorted(by_rule.items())]
+
+
 def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, str | None]:
-    """The error that must stop the run (a first attempt fits nowhere) and the warning for retries
-    that would ask for more than any node has (of rules whose first attempt fits); None for either
-    when there is nothing to say. Each distinct request is checked once: a DAG repeats a few of them
-    thousands of times."""
-    unrunnable = {r for r in set(requests) if not fits(r, cluster)}
+    """The error that must stop the run (a first attempt fits nowhere) and the warning for jobs
+    that only nodes taking no new jobs now can run, and for retries that would ask for more than
+    any node has (of rules whose first attempt fits); None for either when there is nothing to say.
+    Each distinct request is checked once: a DAG repeats a few of them thousands of times."""
+    distinct = set(requests)
+    unrunnable = {r for r in distinct if not fits(r, cluster)}
     failing_first = {r.name for r in unrunnable if r.attempt == 1}
     error_lines = _lines((r for r in unrunnable if r.attempt == 1), cluster)
     retry_lines = _lines((r for r in unrunnable if r.attempt > 1 and r.name not in failing_first), cluster)
-    error = warning = None
+    waiting_lines = _waiting_lines((r for r in distinct - unrunnable
+                                    if r.attempt == 1 and not fits(r, cluster, taking_jobs=True)), cluster)
+    error = None
+    warnings = []
     if error_lines:
         error = ("these jobs would wait in the Slurm queue for ever: no node and partition of this cluster can "
                  "run them (nothing was submitted):\n  " + "\n  ".join(error_lines)
                  + "\nLower what they ask for in the profile's set-resources and set-threads (a training job "
                  "stopped at its time limit resumes from its newest checkpoint when retried), or disable what "
                  f"needs them. {SKIP_VARIABLE}=0 skips this check.")
+    if waiting_lines:
+        warnings.append("these jobs will wait in the queue until a node that is down, drained or not responding "
+                        "now takes jobs again (ask the cluster's administrators, or lower what they ask for):\n  "
+                        + "\n  ".join(waiting_lines))
     if retry_lines:
-        warning = ("if these jobs fail and are retried, the retry asks for more than any node has and waits in "
-                   "the queue for ever (cancel it with scancel):\n  " + "\n  ".join(retry_lines))
-    return error, warning
+        warnings.append("if these jobs fail and are retried, the retry asks for more than any node has and waits "
+                        "in the queue for ever (cancel it with scancel):\n  " + "\n  ".join(retry_lines))
+    return error, "\n".join(warnings) or None

@@ -142,6 +142,12 @@ def wait_until(condition, run: SnakemakeRun, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def node_state() -> str:
+    """The local cluster's node state as sinfo prints it (e.g. "idle", "drained", "idle*")."""
+    return subprocess.run(["sinfo", "--noheader", "--Node", "--format=%T", "--nodes=localhost"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()[0]
+
+
 def job_record(job_id: str) -> str:
     """The controller's one-line record of a job (kept for MinJobAge = 10 min after it ends)."""
     return subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
@@ -362,7 +368,7 @@ def test_preempted_and_cancelled_training_resumes_from_its_checkpoint(slurm_clus
 def test_a_run_whose_jobs_fit_no_node_stops_before_submitting(slurm_cluster, tmp_path):
     """Slurm would keep such a job pending for ever and Snakemake would wait with it: the run stops
     first, naming the rule, what it asks for and what the nodes have, and submits nothing. A retry
-    that would outgrow every node is only a warning."""
+    that would outgrow every node, and jobs that only a drained node can run, are only warnings."""
     workdir = tmp_path / "unfit"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(n_train=1, n_test=1, n_frames=16)))
@@ -372,8 +378,17 @@ def test_a_run_whose_jobs_fit_no_node_stops_before_submitting(slurm_cluster, tmp
     profile["set-resources"]["score_video"]["mem_mb"] = "1000 if attempt == 1 else 100000000"
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
 
-    run = SnakemakeRun(workdir, profile_dir, "--configfile", str(workdir / "config.yaml"))
-    output = run.finish(timeout=300)
+    subprocess.run(["scontrol", "update", "nodename=localhost", "state=drain", "reason=vadbench test"], check=True)
+    try:
+        run = SnakemakeRun(workdir, profile_dir, "--configfile", str(workdir / "config.yaml"))
+        output = run.finish(timeout=300)
+    finally:
+        subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"], check=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not re.fullmatch(r"(idle|mixed|allocated)\s*", node_state()):
+            time.sleep(1)
+    assert re.search(r"until a node that is down, drained or not responding now takes jobs again.*\n"
+                     r"(?:  .*\n)*  score_video: only localhost \(drained\) can run its jobs", output), output[-3000:]
     assert run.process.returncode != 0, output[-3000:]
     unfit = re.search(r"no node and partition of this cluster can run them \(nothing was submitted\):\n((?:  .*\n)+)", output)
     assert unfit, output[-3000:]

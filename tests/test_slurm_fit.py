@@ -8,12 +8,12 @@ import pytest
 
 from pipelines.slurm_fit import Cluster, ClusterQueryError, Request, parse_gres, parse_nodes, parse_time_limit, parse_time_limits, report
 
-# `sinfo --Node --noheader --format=%N|%R|%c|%m|%G` on a small lab cluster: a node is listed once per partition.
+# `sinfo --Node --noheader --format=%N|%R|%c|%m|%G|%T` on a small lab cluster: a node is listed once per partition.
 NODES = """\
-cpu01|cpu|64|256000|(null)
-cpu01|long|64|256000|(null)
-gpu01|gpu|32|512000|gpu:a100:4(S:0-1)
-gpu02|gpu|32|192000|gpu:v100:2,gpu:t4:1
+cpu01|cpu|64|256000|(null)|mixed
+cpu01|long|64|256000|(null)|mixed
+gpu01|gpu|32|512000|gpu:a100:4(S:0-1)|idle
+gpu02|gpu|32|192000|gpu:v100:2,gpu:t4:1|allocated
 """
 LIMITS = "cpu*|3-00:00:00\nlong|infinite\ngpu|2-00:00:00\n"  # sinfo --format=%P|%l: cpu is the default
 
@@ -47,7 +47,9 @@ def test_a_node_in_several_partitions_is_one_node(cluster):
 
 def test_unreadable_sinfo_output_is_named():
     with pytest.raises(ClusterQueryError, match="cpu01"):
-        parse_nodes("cpu01|cpu|many|256000|(null)\n")
+        parse_nodes("cpu01|cpu|many|256000|(null)|idle\n")
+    with pytest.raises(ClusterQueryError, match="NODE|PARTITION|CPUS|MEMORY|GRES|STATE"):
+        parse_nodes("cpu01|cpu|64|256000|(null)\n")
 
 
 def test_jobs_that_fit_a_node_pass(cluster):
@@ -112,3 +114,33 @@ def test_a_job_is_checked_against_the_partition_it_is_sent_to_not_any(cluster):
     error, _ = report([Request("score_video", cpus=2, mem_mb=400000, runtime=60, partition="cpu")], cluster)
     assert "score_video asks for 2 CPUs, 400000 MB, 60 min in partition cpu; the largest node has 64 CPUs, 256000 MB" in error
     assert report([Request("score_video", cpus=2, mem_mb=400000, runtime=60, partition="gpu")], cluster) == (None, None)
+
+
+@pytest.mark.parametrize(("state", "takes_jobs"), [
+    ("idle", True), ("mixed", True), ("allocated", True), ("idle~", True), ("completing", True), ("reserved", True),
+    ("drained", False), ("draining", False), ("down*", False), ("down", False), ("idle*", False), ("fail", False),
+    ("drain", False), ("inval", False),
+])
+def test_node_states_that_take_no_new_jobs(state, takes_jobs):
+    assert parse_nodes(f"n1|p|4|1000|(null)|{state}\n")[0].takes_jobs is takes_jobs
+
+
+def test_jobs_only_a_down_or_drained_node_can_run_are_a_warning(cluster):
+    """The only A100 node drained and a CPU node not responding: their jobs would wait until the
+    nodes return, which may be soon; the run goes on, with the nodes named."""
+    drained = NODES.replace("a100:4(S:0-1)|idle", "a100:4(S:0-1)|drained").replace("(null)|mixed", "(null)|down*")
+    cluster = Cluster(parse_nodes(drained), *parse_time_limits(LIMITS))
+    requests = [
+        Request("train_stage", cpus=8, mem_mb=32000, gpus=2, gpu_model="a100", runtime=1440),
+        Request("train_stage", cpus=8, mem_mb=32000, gpus=1, gpu_model="v100", runtime=1440),  # gpu02 takes jobs
+        Request("extract_frames", cpus=1, mem_mb=2000, runtime=10, partition="cpu"),
+        Request("alphapose", cpus=4, mem_mb=16000, gpus=1, runtime=60),  # gpu02 has GPUs of no model asked for
+    ]
+    error, warning = report(requests, cluster)
+    assert error is None
+    lines = warning.splitlines()
+    assert "down, drained or not responding" in lines[0]
+    assert [line.strip() for line in lines[1:]] == [
+        "extract_frames: only cpu01 (down*) can run its jobs",
+        "train_stage: only gpu01 (drained) can run its jobs",
+    ]
