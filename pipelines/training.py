@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import random
 import shutil
 from collections.abc import Sequence
@@ -63,13 +64,32 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
         raise FloatingPointError(f"{where}: loss is {loss.detach().cpu().tolist()}; stopping before it spreads")
 
 
+def compute_host() -> dict[str, str]:
+    """What decides, beside the versions and the thread count, the bits of weights trained on a CPU:
+    the vector instructions PyTorch's kernels (``ATEN_CPU_CAPABILITY``) and oneDNN's convolutions
+    (``ONEDNN_MAX_CPU_ISA``) use, which each default to the best the host has, and the CPU model;
+    the GPU's name where one is used."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    host = {"cpu_model": model, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "host default")}
+    if torch.cuda.is_available():
+        host["gpu"] = torch.cuda.get_device_name()
+    return host
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically and durably: a killed job never leaves one that looks valid, and
     one that replaced the previous resume point survives a crash of the node. It records torch's
-    thread count beside the versions: CPU training sums in another order on another count, so the
-    weights depend on it."""
+    thread count and the compute host beside the versions: CPU training sums in another order on
+    another count, and with other instructions on another CPU, so the weights' bits depend on them."""
+    record = {"format": FORMAT, "versions": versions(), "torch_threads": torch.get_num_threads(), "host": compute_host()}
     with atomic_path(path, durable=True) as tmp:
-        torch.save({"format": FORMAT, "versions": versions(), "torch_threads": torch.get_num_threads(), **payload}, tmp)
+        torch.save(record | payload, tmp)
 
 
 def load_checkpoint(path: Path, method: str, identity: dict[str, Any] | None = None, *, mmap: bool = False) -> dict[str, Any]:

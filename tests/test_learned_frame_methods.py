@@ -144,6 +144,7 @@ def test_stopped_and_resumed_training_ends_with_the_same_weights(method, videos,
     assert not (tmp_path / f"{final.name}.resume").exists()
     assert straight["config"]["image_size"] == 32 and straight["versions"]["torch"].startswith("2.")
     assert straight["torch_threads"] == torch.get_num_threads()
+    assert straight["host"]["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.parametrize("method", LEARNED_FRAME_METHODS)
