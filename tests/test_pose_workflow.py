@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import h5py
 import pandas as pd
@@ -91,9 +90,7 @@ def test_a_test_stride_change_redoes_the_test_tubes_and_scores_never_the_trainin
     }
 
 
-def _alphapose_config(tmp_path: Path) -> tuple[dict, Path]:
-    """The tiny demo with STG-NF on skeletons from AlphaPose, whose checkout holds placeholder files
-    where its config and weights go (nothing here runs AlphaPose)."""
+def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
     checkout = tmp_path / "AlphaPose"
     for relative in ("configs/coco/resnet/256x192_res152_lr1e-3_1x-duc.yaml",
                      "pretrained_models/fast_421_res152_256x192.pth", "detector/yolox/data/yolox_x.pth"):
@@ -103,35 +100,6 @@ def _alphapose_config(tmp_path: Path) -> tuple[dict, Path]:
     config["methods"]["tde"]["enabled"] = False
     config["methods"]["stg_nf"]["enabled"] = True
     config["poses"].update(dataset_backends={"synthetic": "alphapose"}, alphapose={"checkout": str(checkout)})
-    return config, checkout
-
-
-def test_a_new_alphapose_pin_checks_the_weights_again_and_reruns_nothing_else(tmp_path):
-    """The check of the weights reruns when a pin changes and rewrites its record; the AlphaPose jobs
-    (GPU hours on a large dataset), the poses and what follows them keep their outputs."""
-    config, _ = _alphapose_config(tmp_path)
-    digest = hashlib.sha256(b"placeholder").hexdigest()
-    config["poses"]["alphapose"]["weights_sha256"] = {"checkpoint": digest, "detector_weights": digest}
-    work = tmp_path / "run"
-    # Every output in place and up to date, as after a finished run (nothing here runs AlphaPose).
-    summary = run_snakemake(work, config, "--summary").stdout
-    for name in (line.split("\t")[0] for line in summary.splitlines() if line.startswith("results/")):
-        path = work / name
-        if "/shard_" in name:
-            path.mkdir(parents=True, exist_ok=True)
-        elif not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("done")
-    run_snakemake(work, config, "--touch")
-    assert planned_jobs(work, config) == {}
-    out = run_snakemake(work, config, "-n", "--forcerun", "alphapose_weights", "--quiet", "rules").stdout
-    counts = {parts[0]: int(parts[1]) for parts in map(str.split, out.splitlines())
-              if len(parts) == 2 and parts[1].isdigit()}
-    assert counts == {"alphapose_weights": 1, "total": 1}, out[-2000:]
-
-
-def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
-    config, checkout = _alphapose_config(tmp_path)
     # AlphaPose unpickles its weights and publishes no checksums: the run needs the user's pins first.
     out = run_snakemake(tmp_path / "alphapose", config, "-n", check=False).stdout
     digest = hashlib.sha256(b"placeholder").hexdigest()

@@ -118,7 +118,7 @@ def pose_inputs(wildcards):
     else:
         inputs["json"] = str(adapter(d).rule_output(pose_json(d, s, v)))
         if pose_backend(d) == "alphapose":
-            inputs["weights"] = ancient(ALPHAPOSE_WEIGHTS_RECORD)  # see alphapose_inputs
+            inputs["weights"] = ALPHAPOSE_WEIGHTS_RECORD
     return inputs
 
 
@@ -171,11 +171,7 @@ def alphapose_inputs(wildcards):
     }
     if settings["tracker_weights"]:
         inputs["tracker_weights"] = alphapose_path(settings["tracker_weights"])
-    # AlphaPose reads the weights only once they are checked. The check reruns when a pin changes
-    # and rewrites its record, whose content (each file's path and sha256) stays the same unless a
-    # file changed, and a changed file (an input above) reruns its jobs anyway: ancient() keeps a new
-    # pin from rerunning every AlphaPose job (GPU hours on a large dataset) and what follows.
-    inputs["weights_checked"] = ancient(ALPHAPOSE_WEIGHTS_RECORD)
+    inputs["weights_checked"] = ALPHAPOSE_WEIGHTS_RECORD  # AlphaPose reads them only once they are checked
     return inputs
 
 
