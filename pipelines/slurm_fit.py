@@ -13,8 +13,8 @@ A job fits when one node of the partition it will be sent to has its CPUs, memor
 GPU model, when it names one) and the partition's time limit covers its runtime. That partition is
 chosen as the plugin chooses it: the job's own ``slurm_partition``, else the best fit of the
 profile's partition map, else the cluster's default partition (any, on a cluster without one). A
-job whose only fitting nodes are down, drained or not responding now is a warning, not an error:
-such nodes come back, and its jobs wait for them. What a job asks for
+job whose only fitting nodes take no new jobs now (down, drained, failing, reserved or not
+responding) is a warning, not an error: such nodes come back, and its jobs wait for them. What a job asks for
 is read the way snakemake-executor-plugin-slurm reads it when it writes the ``sbatch`` line
 (``cpus_per_task`` or threads; ``gpu`` with ``gpu_model``, or ``gres``; ``mem_mb`` or
 ``mem_mb_per_cpu``; ``runtime`` in minutes). Set ``VADBENCH_SLURM_FIT_CHECK=0`` to skip the check.
@@ -52,11 +52,14 @@ class Node:
     def takes_jobs(self) -> bool:
         """Whether Slurm starts new jobs on the node now (a powered-off cloud node wakes up for one)."""
         base = self.state.rstrip("*~#!%$@^-+").lower()
-        return "*" not in self.state and base not in NO_NEW_JOBS
+        return not set(self.state) & NO_NEW_JOBS_FLAGS and base not in NO_NEW_JOBS
 
 
-# Node states in which Slurm starts no new job on a node (long and short forms of sinfo's %T / %t).
-NO_NEW_JOBS = frozenset({"down", "drained", "draining", "drain", "drng", "fail", "failing", "future", "futr", "inval"})
+# Node states in which Slurm starts no new job on a node (long and short forms of sinfo's %T / %t),
+# and the flags that say so: * not responding, $ in a maintenance reservation.
+NO_NEW_JOBS = frozenset({"down", "drained", "draining", "drain", "drng", "fail", "failing", "future", "futr", "inval",
+                         "maint", "reserved", "resv"})
+NO_NEW_JOBS_FLAGS = frozenset("*$")
 
 
 @dataclass(frozen=True)
@@ -282,8 +285,9 @@ def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, s
                  "stopped at its time limit resumes from its newest checkpoint when retried), or disable what "
                  f"needs them. {SKIP_VARIABLE}=0 skips this check.")
     if waiting_lines:
-        warnings.append("these jobs will wait in the queue until a node that is down, drained or not responding "
-                        "now takes jobs again (ask the cluster's administrators, or lower what they ask for):\n  "
+        warnings.append("these jobs will wait in the queue until a node that can run them takes jobs again: the "
+                        "nodes that fit them take no new jobs now (down, drained, failing, reserved or not "
+                        "responding; ask the cluster's administrators, or lower what they ask for):\n  "
                         + "\n  ".join(waiting_lines))
     if retry_lines:
         warnings.append("if these jobs fail and are retried, the retry asks for more than any node has and waits "

@@ -76,7 +76,7 @@ def compute_host() -> dict[str, str]:
     except OSError:
         pass
     host = {"cpu_model": model, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "host default")}
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "host default"))}
     if torch.cuda.is_available():
         host["gpu"] = torch.cuda.get_device_name()
     return host

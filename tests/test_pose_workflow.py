@@ -124,14 +124,19 @@ def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
     assert jobs["poses"] == 6 and "alphapose" not in jobs
 
 
-def test_precomputed_json_of_a_frame_folder_dataset_is_indexed_by_the_folder(tmp_path, shared_data):
-    """alphapose-results.json names each frame by its image file: for a frame-folder dataset (Ped2)
-    the converter gets the folder, so that 1-based file names cannot shift the frames by one."""
-    released = tmp_path / "released"
+def released_ped2_skeletons(released: Path, shared_data: Path) -> Path:
+    """A folder of (empty) released AlphaPose files, one per Ped2 video, as STG-NF's package names them."""
     for split, folder in (("train", "training"), ("test", "testing")):
         (released / split).mkdir(parents=True)
         for video in (shared_data / "ped2" / folder / "frames").iterdir():
             (released / split / f"{video.name}_alphapose_tracked_person.json").write_text("{}")
+    return released
+
+
+def test_precomputed_json_of_a_frame_folder_dataset_is_indexed_by_the_folder(tmp_path, shared_data):
+    """alphapose-results.json names each frame by its image file: for a frame-folder dataset (Ped2)
+    the converter gets the folder, so that 1-based file names cannot shift the frames by one."""
+    released = released_ped2_skeletons(tmp_path / "released", shared_data)
     config = tiny_config()
     config["datasets"]["synthetic"]["enabled"] = False
     config["datasets"]["ped2"].update(enabled=True, root=str(shared_data / "ped2"),
@@ -142,6 +147,34 @@ def test_precomputed_json_of_a_frame_folder_dataset_is_indexed_by_the_folder(tmp
     out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
     assert f"--image-dir {shared_data / 'ped2' / 'testing' / 'frames' / '01'}" in out
     assert out.count("pipelines.poses.convert") == 16 + 12
+
+
+def test_each_datasets_evaluation_sees_only_its_own_skeleton_settings(tmp_path, shared_data):
+    """Ped2's released skeletons and the demo's ground truth: each evaluation's parameters and row
+    config hold its own dataset's skeleton description and settings only, so changing one dataset's
+    skeletons neither reruns the other's evaluation nor changes its config_hash."""
+    import shlex
+
+    released = released_ped2_skeletons(tmp_path / "released", shared_data)
+    config = tiny_config()
+    config["datasets"]["ped2"].update(enabled=True, root=str(shared_data / "ped2"),
+                                      labels=str(shared_data / "ped2" / "frame_labels_ped2.npy"))
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["stg_nf"]["enabled"] = True
+    config["poses"]["precomputed"] = {"ped2": str(released)}
+    out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
+    evaluations = {}
+    for line in out.splitlines():
+        if "pipelines.evaluate stg_nf " in line:
+            tokens = shlex.split(line)
+            dataset = tokens[tokens.index("pipelines.evaluate") + 2]
+            evaluations[dataset] = (json.loads(tokens[tokens.index("--params-json") + 1]),
+                                    json.loads(tokens[tokens.index("--run-config") + 1]))
+    assert set(evaluations) == {"ped2", "synthetic"}
+    for dataset, (params, row_config) in evaluations.items():
+        assert list(params["pose_source"]) == [dataset] == list(row_config["method"]["pose_source"])
+    assert evaluations["synthetic"][1]["poses"] == {"backend": "ground_truth"}
+    assert evaluations["ped2"][1]["poses"] == {"backend": "precomputed", "precomputed": str(released)}
 
 
 def test_a_released_checkpoint_is_an_input_of_its_stage(tmp_path, shared_data):

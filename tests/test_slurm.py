@@ -148,6 +148,16 @@ def node_state() -> str:
                           capture_output=True, text=True, check=True).stdout.splitlines()[0]
 
 
+def wait_for_node(states: str, what: str, timeout: float = 120) -> None:
+    """Wait until the local node's state matches ``states`` (a regular expression); fail if it
+    does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not re.fullmatch(rf"(?:{states})\s*", state := node_state()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the local Slurm node is {state!r}, not {what}, after {timeout:.0f} s")
+        time.sleep(1)
+
+
 def job_record(job_id: str) -> str:
     """The controller's one-line record of a job (kept for MinJobAge = 10 min after it ends)."""
     return subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
@@ -380,14 +390,13 @@ def test_a_run_whose_jobs_fit_no_node_stops_before_submitting(slurm_cluster, tmp
 
     subprocess.run(["scontrol", "update", "nodename=localhost", "state=drain", "reason=vadbench test"], check=True)
     try:
+        wait_for_node(r"drained", "drained")  # "draining" while a job of an earlier test ends
         run = SnakemakeRun(workdir, profile_dir, "--configfile", str(workdir / "config.yaml"))
         output = run.finish(timeout=300)
     finally:
-        subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"], check=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not re.fullmatch(r"(idle|mixed|allocated)\s*", node_state()):
-            time.sleep(1)
-    assert re.search(r"until a node that is down, drained or not responding now takes jobs again.*\n"
+        subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"])
+        wait_for_node(r"idle|mixed|allocated", "back in service after the drain")
+    assert re.search(r"the nodes that fit them take no new jobs now.*\n"
                      r"(?:  .*\n)*  score_video: only localhost \(drained\) can run its jobs", output), output[-3000:]
     assert run.process.returncode != 0, output[-3000:]
     unfit = re.search(r"no node and partition of this cluster can run them \(nothing was submitted\):\n((?:  .*\n)+)", output)

@@ -73,7 +73,7 @@ def test_pinning_weights_already_in_use_redoes_no_extraction(tmp_path):
 def test_a_row_hash_follows_the_feature_settings_and_not_how_jobs_run(tmp_path):
     """Two configs whose AR-Net numbers differ (the flow stream) must not share a config hash; how
     jobs run (batch size, device), how frames are stored and how demo videos are split into jobs
-    change no number, so they leave it."""
+    change no number, and neither do another dataset's published features, so they leave it."""
 
     def arnet_hash(config) -> str:
         out = run_snakemake(tmp_path / "work", config, "-n", "-p").stdout
@@ -88,6 +88,9 @@ def test_a_row_hash_follows_the_feature_settings_and_not_how_jobs_run(tmp_path):
     config = weak_config()
     config["frames"]["compression"] = "none"
     config["datasets"]["synthetic"]["videos_per_job"] = 1
+    assert arnet_hash(config) == base
+    # Another dataset's published features are not this row's business.
+    config["features"]["published_dirs"] = {"ucf_crime": {"rtfm": str(tmp_path)}}
     assert arnet_hash(config) == base
 
 

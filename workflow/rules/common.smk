@@ -16,6 +16,7 @@ shell.prefix(f"export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTH
 from snakemake.exceptions import WorkflowError
 
 from models import get_method_class
+from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.config_check import ConfigError, dataset_config_error, no_videos_message, validate
 from pipelines.datasets import DatasetError, get_adapter
 from pipelines.provenance import config_hash
@@ -84,6 +85,8 @@ def method_entry(method, dataset, skip):
     own = (config["methods"][method].get("per_dataset") or {}).get(dataset)
     if own:
         entry["per_dataset"] = {dataset: {k: v for k, v in own.items() if k not in skip}}
+    if POSE_SOURCE_KEY in entry:  # the description of every dataset's skeletons: keep this one's
+        entry[POSE_SOURCE_KEY] = {k: v for k, v in entry[POSE_SOURCE_KEY].items() if k == dataset}
     return entry
 
 
@@ -335,6 +338,18 @@ NOT_IN_RUN_HASH = {
 }
 
 
+def dataset_poses(dataset):
+    """The poses settings behind one dataset's skeletons: its backend and that backend's settings
+    (its folder, for released files), not the other datasets' or backends'."""
+    backend = pose_backend(dataset)
+    section = {"backend": backend}
+    if backend in ("alphapose", "blazepose"):
+        section[backend] = POSES[backend]
+    elif backend == "precomputed":
+        section["precomputed"] = POSES["precomputed"][dataset]
+    return section
+
+
 def run_config(wildcards):
     """Every config value apart from the seed that can change a row of the table (rows average over
     seeds and list them in their own column), as JSON: the dataset, its frames, the method and the
@@ -348,9 +363,11 @@ def run_config(wildcards):
     }
     kind = get_method_class(wildcards.method).input_kind
     if kind == "features":
-        record["features"] = config["features"]
+        published = config["features"]["published_dirs"].get(wildcards.dataset)
+        record["features"] = {k: v for k, v in config["features"].items() if k != "published_dirs"}
+        record["features"]["published_dirs"] = {wildcards.dataset: published} if published else {}
     elif kind in ("poses", "person_tubes"):
-        record["poses"] = config["poses"]
+        record["poses"] = dataset_poses(wildcards.dataset)
     kept = {name: {k: v for k, v in section.items() if k not in NOT_IN_RUN_HASH.get(name, ())}
             for name, section in record.items()}
     return json.dumps(kept, sort_keys=True)
