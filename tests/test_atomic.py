@@ -12,6 +12,14 @@ from pipelines.atomic import atomic_path, write_text
 from tests.conftest import REPO
 
 
+def python_child(script: str, **options) -> subprocess.Popen:
+    """Python running ``script`` with SIGINT at its default, as in a terminal or a Slurm job: a suite
+    started in the background of a shell without job control (``cmd &``) inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler in its children."""
+    return subprocess.Popen([sys.executable, "-c", script],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **options)
+
+
 def test_a_failed_writer_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError), atomic_path(tmp_path / "out.txt") as tmp:
         tmp.write_text("half")
@@ -37,7 +45,7 @@ def test_sigterm_during_a_write_leaves_nothing_and_the_handler_is_put_back(tmp_p
             print("writing", flush=True)
             time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc = python_child(script, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
@@ -63,7 +71,7 @@ def test_a_stop_signal_during_an_hdf5_write_ends_the_writer_and_leaves_nothing(t
                 if index == 50:
                     print("writing", flush=True)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = python_child(script, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signum)
@@ -83,7 +91,7 @@ def _killed_writer(final, tmp_path):
             print("writing", flush=True)
             time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc = python_child(script, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     return proc
 
