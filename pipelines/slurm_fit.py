@@ -13,8 +13,10 @@ A job fits when one node of the partition it will be sent to has its CPUs, memor
 GPU model, when it names one) and the partition's time limit covers its runtime. That partition is
 chosen as the plugin chooses it: the job's own ``slurm_partition``, else the best fit of the
 profile's partition map, else the cluster's default partition (any, on a cluster without one). A
-job whose only fitting nodes take no new jobs now (down, drained, failing, reserved or not
-responding) is a warning, not an error: such nodes come back, and its jobs wait for them. What a job asks for
+partition's own limits count too (``MaxCPUsPerNode``, ``MaxMemPerNode``, from ``scontrol show
+partition``). A job whose only fitting nodes take no new jobs now (down, drained, failing, reserved
+or not responding), or sit only in partitions that are not up, is a warning, not an error: such
+nodes and partitions come back, and its jobs wait for them. What a job asks for
 is read the way snakemake-executor-plugin-slurm reads it when it writes the ``sbatch`` line
 (``cpus_per_task`` or threads; ``gpu`` with ``gpu_model``, or ``gres``; ``mem_mb`` or
 ``mem_mb_per_cpu``; ``runtime`` in minutes). Set ``VADBENCH_SLURM_FIT_CHECK=0`` to skip the check.
@@ -63,14 +65,28 @@ NO_NEW_JOBS_FLAGS = frozenset("*$")
 
 
 @dataclass(frozen=True)
+class PartitionLimits:
+    """What ``scontrol show partition`` says of a partition beyond its time limit: the most CPUs
+    and memory a job may use on one of its nodes, and whether it starts jobs (state ``UP``)."""
+
+    max_cpus_per_node: float = math.inf
+    max_mem_per_node: float = math.inf  # MB
+    state: str = "UP"
+
+
+@dataclass(frozen=True)
 class Cluster:
     nodes: tuple[Node, ...]
     time_limits: dict[str, float]  # minutes per partition; math.inf for none
     default_partition: str | None = None  # where a job that names none goes (sinfo's "*")
+    limits: dict[str, PartitionLimits] = field(default_factory=dict)  # by partition; none: no limits
 
     @property
     def partitions(self) -> set[str]:
         return set(self.time_limits)
+
+    def limit(self, partition: str) -> PartitionLimits:
+        return self.limits.get(partition, PartitionLimits())
 
 
 @dataclass(frozen=True)
@@ -182,6 +198,41 @@ def parse_time_limits(sinfo_output: str) -> tuple[dict[str, float], str | None]:
     return limits, default
 
 
+def parse_partition_limits(scontrol_output: str) -> dict[str, PartitionLimits]:
+    """Per-node CPU and memory limits and the state of each partition, from ``scontrol --all
+    --oneliner show partition`` (one ``Key=Value ...`` line per partition; memory in MB)."""
+    limits = {}
+    for line in scontrol_output.splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        if "PartitionName" not in fields:
+            continue
+
+        def number(key: str) -> float:
+            value = fields.get(key, "UNLIMITED")
+            if value.upper() == "UNLIMITED":
+                return math.inf
+            try:
+                return float(value.rstrip("M"))
+            except ValueError:
+                raise ClusterQueryError(f"scontrol printed {key}={value} for partition "
+                                        f"{fields['PartitionName']}: not a number") from None
+
+        limits[fields["PartitionName"]] = PartitionLimits(number("MaxCPUsPerNode"), number("MaxMemPerNode"),
+                                                          fields.get("State", "UP").upper())
+    return limits
+
+
+def _scontrol_partitions() -> str:
+    try:
+        done = subprocess.run(["scontrol", "--all", "--oneliner", "show", "partition"], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ClusterQueryError(f"could not run scontrol: {err}") from None
+    if done.returncode != 0:
+        raise ClusterQueryError(f"scontrol show partition failed: {done.stderr.strip()}")
+    return done.stdout
+
+
 def _sinfo(*args: str) -> str:
     try:  # --all: hidden partitions too, which a job may name
         done = subprocess.run(["sinfo", "--all", "--noheader", *args], capture_output=True, text=True, timeout=60)
@@ -197,28 +248,38 @@ def read_cluster() -> Cluster:
     nodes = parse_nodes(_sinfo("--Node", "--format=%N|%R|%c|%m|%G|%T"))
     if not nodes:
         raise ClusterQueryError("sinfo lists no nodes")
-    return Cluster(nodes, *parse_time_limits(_sinfo("--format=%P|%l")))
+    return Cluster(nodes, *parse_time_limits(_sinfo("--format=%P|%l")), parse_partition_limits(_scontrol_partitions()))
 
 
 def fits(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> bool:
     """Whether a node of the request's partition (the one it is sent to; any, where it names none)
-    can run the request; with ``taking_jobs``, a node that takes new jobs now."""
-    return bool(_fitting_nodes(request, cluster, taking_jobs=taking_jobs))
+    can run the request within the partition's limits; with ``taking_jobs``, a node that takes new
+    jobs now, in a partition that is up."""
+    return bool(_fitting(request, cluster, taking_jobs=taking_jobs))
 
 
-def _fitting_nodes(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> list[Node]:
+def _usable(node: Node, partition: str, cluster: Cluster) -> tuple[float, float]:
+    """The CPUs and memory a job may use on ``node`` through ``partition``."""
+    limit = cluster.limit(partition)
+    return min(node.cpus, limit.max_cpus_per_node), min(node.mem_mb, limit.max_mem_per_node)
+
+
+def _fitting(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> list[tuple[Node, str]]:
+    """The (node, partition) pairs that can run the request."""
     found = []
     for node in cluster.nodes:
         if taking_jobs and not node.takes_jobs:
             continue
-        for partition in node.partitions:
+        for partition in sorted(node.partitions):
             if request.partition and partition not in request.partitions:
                 continue
-            if (request.cpus <= node.cpus and request.mem_mb <= node.mem_mb
+            if taking_jobs and cluster.limit(partition).state != "UP":
+                continue
+            cpus, mem_mb = _usable(node, partition, cluster)
+            if (request.cpus <= cpus and request.mem_mb <= mem_mb
                     and request.gpus <= node.gpu_count(request.gpu_model)
                     and request.runtime <= cluster.time_limits.get(partition, math.inf)):
-                found.append(node)
-                break
+                found.append((node, partition))
     return found
 
 
@@ -230,7 +291,11 @@ def _largest(cluster: Cluster, request: Request) -> str:
         return f"the cluster has no partition {request.partition!r} (it has {', '.join(sorted(cluster.partitions))})"
     if request.gpus:
         nodes = [n for n in nodes if n.gpu_count(request.gpu_model)] or nodes
-    parts = [f"{max(n.cpus for n in nodes)} CPUs", f"{max(n.mem_mb for n in nodes)} MB"]
+    usable = [_usable(n, p, cluster) for n in nodes for p in n.partitions
+              if not request.partition or p in request.partitions]
+    cpus, mem_mb = max(u[0] for u in usable), max(u[1] for u in usable)
+    capped = cpus < max(n.cpus for n in nodes) or mem_mb < max(n.mem_mb for n in nodes)
+    parts = [f"{int(cpus)} CPUs", f"{int(mem_mb)} MB" + (" (within the partition's per-node limits)" if capped else "")]
     if request.gpus:
         parts.append(_gpus(max(n.gpu_count(request.gpu_model) for n in nodes), request.gpu_model))
     partitions = {p for n in nodes for p in n.partitions if not request.partition or p in request.partitions}
@@ -256,12 +321,16 @@ def _lines(requests: Iterable[Request], cluster: Cluster) -> list[str]:
 
 
 def _waiting_lines(requests: Iterable[Request], cluster: Cluster) -> list[str]:
-    """One line per rule whose requests fit only nodes that take no new jobs now, naming them."""
+    """One line per rule whose requests fit only nodes that take no new jobs now, or only partitions
+    that are not up, naming them."""
     by_rule: dict[str, set[str]] = {}
     for request in requests:
-        nodes = by_rule.setdefault(request.name, set())
-        nodes.update(f"{node.name} ({node.state})" for node in _fitting_nodes(request, cluster))
-    return [f"{name}: only {', '.join(sorted(nodes))} can run its jobs" for name, nodes in sorted(by_rule.items())]
+        places = by_rule.setdefault(request.name, set())
+        for node, partition in _fitting(request, cluster):
+            state = cluster.limit(partition).state
+            places.add(f"{node.name} ({node.state})" if state == "UP"
+                       else f"{node.name} ({node.state}) in partition {partition} ({state})")
+    return [f"{name}: only {', '.join(sorted(places))} can run its jobs" for name, places in sorted(by_rule.items())]
 
 
 def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, str | None]:
@@ -287,7 +356,8 @@ def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, s
     if waiting_lines:
         warnings.append("these jobs will wait in the queue until a node that can run them takes jobs again: the "
                         "nodes that fit them take no new jobs now (down, drained, failing, reserved or not "
-                        "responding; ask the cluster's administrators, or lower what they ask for):\n  "
+                        "responding, or in a partition that is not up; ask the cluster's administrators, or lower "
+                        "what they ask for):\n  "
                         + "\n  ".join(waiting_lines))
     if retry_lines:
         warnings.append("if these jobs fail and are retried, the retry asks for more than any node has and waits "

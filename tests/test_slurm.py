@@ -407,3 +407,22 @@ def test_a_run_whose_jobs_fit_no_node_stops_before_submitting(slurm_cluster, tmp
                      output), output[-3000:]
     assert not SUBMITTED.search(output)
     assert not (workdir / ".snakemake" / "slurm_logs").exists()
+
+
+def test_a_partitions_per_node_memory_limit_is_part_of_the_fit_check(slurm_cluster, tmp_path):
+    """A node may have the memory a job asks for while its partition lets a job use less of it
+    (MaxMemPerNode): Slurm keeps such a job pending too, so the run stops first, saying so."""
+    workdir = tmp_path / "capped"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(n_train=1, n_test=1, n_frames=16)))
+    subprocess.run(["scontrol", "update", "partitionname=main", "MaxMemPerNode=1000"], check=True)
+    try:
+        run = SnakemakeRun(workdir, profile_copy(tmp_path / "profile"), "--configfile", str(workdir / "config.yaml"))
+        output = run.finish(timeout=300)
+    finally:
+        restored = subprocess.run(["scontrol", "update", "partitionname=main", "MaxMemPerNode=0"])  # 0: unlimited
+    assert restored.returncode == 0
+    assert run.process.returncode != 0, output[-3000:]
+    assert re.search(r"asks for \d+ CPUs, 2000 MB, \d+ min in partition main; the largest node has 2 CPUs, "
+                     r"1000 MB \(within the partition's per-node limits\)", output), output[-3000:]
+    assert not SUBMITTED.search(output)

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from pipelines.slurm_fit import Cluster, ClusterQueryError, Request, parse_gres, parse_nodes, parse_time_limit, parse_time_limits, report
+from pipelines.slurm_fit import (Cluster, ClusterQueryError, PartitionLimits, Request, parse_gres, parse_nodes,
+                                 parse_partition_limits, parse_time_limit, parse_time_limits, report)
 
 # `sinfo --Node --noheader --format=%N|%R|%c|%m|%G|%T` on a small lab cluster: a node is listed once per partition.
 NODES = """\
@@ -145,3 +146,36 @@ def test_jobs_only_a_down_or_drained_node_can_run_are_a_warning(cluster):
         "extract_frames: only cpu01 (down*) can run its jobs",
         "train_stage: only gpu01 (drained) can run its jobs",
     ]
+
+
+# `scontrol --all --oneliner show partition` (shortened): the GPU partition lets a job use 16 of a
+# node's CPUs and 128 GB of its memory; partition long is down.
+PARTITIONS = """\
+PartitionName=cpu AllowGroups=ALL Default=YES MaxNodes=UNLIMITED MaxTime=3-00:00:00 MaxCPUsPerNode=UNLIMITED State=UP DefMemPerNode=UNLIMITED MaxMemPerNode=UNLIMITED
+PartitionName=long AllowGroups=ALL Default=NO MaxTime=UNLIMITED MaxCPUsPerNode=UNLIMITED State=DOWN MaxMemPerNode=UNLIMITED
+PartitionName=gpu AllowGroups=ALL Default=NO MaxTime=2-00:00:00 MaxCPUsPerNode=16 State=UP DefMemPerCPU=4000 MaxMemPerNode=128000
+"""
+
+
+def test_partition_limits_are_read_from_scontrol():
+    limits = parse_partition_limits(PARTITIONS)
+    assert limits["gpu"] == PartitionLimits(16, 128000, "UP")
+    assert limits["cpu"] == PartitionLimits() and limits["long"].state == "DOWN"
+    with pytest.raises(ClusterQueryError, match="MaxMemPerNode=lots for partition gpu"):
+        parse_partition_limits("PartitionName=gpu MaxMemPerNode=lots State=UP")
+
+
+def test_a_job_above_its_partitions_per_node_limits_fits_nowhere():
+    """gpu01 has 32 CPUs and 512 GB, but partition gpu lets a job use 16 and 128 GB of them."""
+    cluster = Cluster(parse_nodes(NODES), *parse_time_limits(LIMITS), parse_partition_limits(PARTITIONS))
+    assert report([Request("train_stage", cpus=16, mem_mb=128000, gpus=1, runtime=60, partition="gpu")], cluster) == (None, None)
+    error, _ = report([Request("train_stage", cpus=24, mem_mb=64000, gpus=1, runtime=60, partition="gpu"),
+                       Request("train_stage", cpus=8, mem_mb=200000, gpus=1, runtime=60, partition="gpu")], cluster)
+    assert "the largest node has 16 CPUs, 128000 MB (within the partition's per-node limits)" in error
+
+
+def test_jobs_only_a_partition_that_is_down_can_run_are_a_warning():
+    cluster = Cluster(parse_nodes(NODES), *parse_time_limits(LIMITS), parse_partition_limits(PARTITIONS))
+    error, warning = report([Request("slow_rule", cpus=2, mem_mb=1000, runtime=10000)], cluster)  # only long has no limit
+    assert error is None
+    assert warning.splitlines()[1].strip() == "slow_rule: only cpu01 (mixed) in partition long (DOWN) can run its jobs"
