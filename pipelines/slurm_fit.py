@@ -4,7 +4,7 @@ Slurm accepts a job that asks for more CPUs, memory or GPUs than any node of its
 for more time than the partition allows (unless the site sets ``EnforcePartLimits``), and keeps it
 pending for ever (reason ``PartitionConfig``, ``PartitionTimeLimit`` or ``Resources``); Snakemake
 sees a pending job and waits with it. So a Slurm run first reads the cluster's nodes and time
-limits (``sinfo``) and stops, before any ``sbatch``, naming every rule whose jobs fit no node,
+limits (``sinfo``) and its partitions' per-node limits (``scontrol show partition``) and stops, before any ``sbatch``, naming every rule whose jobs fit no node,
 what they ask for and what the cluster has. Requests that only a retry makes too large (the
 profile asks for more memory at each attempt) are reported without stopping the run: the first
 attempt may well succeed.
@@ -13,10 +13,12 @@ A job fits when one node of the partition it will be sent to has its CPUs, memor
 GPU model, when it names one) and the partition's time limit covers its runtime. That partition is
 chosen as the plugin chooses it: the job's own ``slurm_partition``, else the best fit of the
 profile's partition map, else the cluster's default partition (any, on a cluster without one). A
-partition's own limits count too (``MaxCPUsPerNode``, ``MaxMemPerNode``, from ``scontrol show
-partition``). A job whose only fitting nodes take no new jobs now (down, drained, failing, reserved
-or not responding), or sit only in partitions that are not up, is a warning, not an error: such
-nodes and partitions come back, and its jobs wait for them. What a job asks for
+partition's own limits count too (``MaxCPUsPerNode``, and ``MaxMemPerNode`` or ``MaxMemPerCPU``
+times the CPUs a job may use), and a partition in state ``DRAIN`` or ``INACTIVE`` refuses new jobs,
+so it fits none. A job whose only fitting nodes take no new jobs now (down, drained, failing,
+reserved or not responding), or sit only in partitions that are ``DOWN``, is a warning, not an
+error: such nodes and partitions come back, and its jobs wait for them. Where ``scontrol`` cannot be
+read, the partition limits are left out and the rest is checked. What a job asks for
 is read the way snakemake-executor-plugin-slurm reads it when it writes the ``sbatch`` line
 (``cpus_per_task`` or threads; ``gpu`` with ``gpu_model``, or ``gres``; ``mem_mb`` or
 ``mem_mb_per_cpu``; ``runtime`` in minutes). Set ``VADBENCH_SLURM_FIT_CHECK=0`` to skip the check.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +36,7 @@ SKIP_VARIABLE = "VADBENCH_SLURM_FIT_CHECK"
 
 
 class ClusterQueryError(RuntimeError):
-    """``sinfo`` could not be run or printed something this module does not understand."""
+    """``sinfo`` or ``scontrol`` could not be run or printed something this module does not understand."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class PartitionLimits:
     max_cpus_per_node: float = math.inf
     max_mem_per_node: float = math.inf  # MB
     state: str = "UP"
+    max_mem_per_cpu: float = math.inf  # MB; Slurm prints this or max_mem_per_node
+
+
+# Partition states in which sbatch refuses new jobs (DOWN queues them until the partition is up).
+REFUSING_STATES = frozenset({"DRAIN", "INACTIVE"})
 
 
 @dataclass(frozen=True)
@@ -218,7 +226,7 @@ def parse_partition_limits(scontrol_output: str) -> dict[str, PartitionLimits]:
                                         f"{fields['PartitionName']}: not a number") from None
 
         limits[fields["PartitionName"]] = PartitionLimits(number("MaxCPUsPerNode"), number("MaxMemPerNode"),
-                                                          fields.get("State", "UP").upper())
+                                                          fields.get("State", "UP").upper(), number("MaxMemPerCPU"))
     return limits
 
 
@@ -244,11 +252,17 @@ def _sinfo(*args: str) -> str:
 
 
 def read_cluster() -> Cluster:
-    """The nodes and partition time limits of the cluster this machine submits to."""
+    """The nodes, partition time limits and partition limits of the cluster this machine submits to
+    (without the partition limits, said on stderr, where scontrol cannot be read)."""
     nodes = parse_nodes(_sinfo("--Node", "--format=%N|%R|%c|%m|%G|%T"))
     if not nodes:
         raise ClusterQueryError("sinfo lists no nodes")
-    return Cluster(nodes, *parse_time_limits(_sinfo("--format=%P|%l")), parse_partition_limits(_scontrol_partitions()))
+    try:
+        limits = parse_partition_limits(_scontrol_partitions())
+    except ClusterQueryError as err:
+        print(f"partition limits not checked: {err}", file=sys.stderr, flush=True)
+        limits = {}
+    return Cluster(nodes, *parse_time_limits(_sinfo("--format=%P|%l")), limits)
 
 
 def fits(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> bool:
@@ -261,7 +275,8 @@ def fits(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> bo
 def _usable(node: Node, partition: str, cluster: Cluster) -> tuple[float, float]:
     """The CPUs and memory a job may use on ``node`` through ``partition``."""
     limit = cluster.limit(partition)
-    return min(node.cpus, limit.max_cpus_per_node), min(node.mem_mb, limit.max_mem_per_node)
+    cpus = min(node.cpus, limit.max_cpus_per_node)
+    return cpus, min(node.mem_mb, limit.max_mem_per_node, limit.max_mem_per_cpu * cpus)
 
 
 def _fitting(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> list[tuple[Node, str]]:
@@ -273,7 +288,8 @@ def _fitting(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -
         for partition in sorted(node.partitions):
             if request.partition and partition not in request.partitions:
                 continue
-            if taking_jobs and cluster.limit(partition).state != "UP":
+            state = cluster.limit(partition).state
+            if state in REFUSING_STATES or (taking_jobs and state != "UP"):
                 continue
             cpus, mem_mb = _usable(node, partition, cluster)
             if (request.cpus <= cpus and request.mem_mb <= mem_mb
@@ -291,15 +307,19 @@ def _largest(cluster: Cluster, request: Request) -> str:
         return f"the cluster has no partition {request.partition!r} (it has {', '.join(sorted(cluster.partitions))})"
     if request.gpus:
         nodes = [n for n in nodes if n.gpu_count(request.gpu_model)] or nodes
-    usable = [_usable(n, p, cluster) for n in nodes for p in n.partitions
-              if not request.partition or p in request.partitions]
+    partitions = {p for n in nodes for p in n.partitions if not request.partition or p in request.partitions}
+    refusing = {p for p in partitions if cluster.limit(p).state in REFUSING_STATES}
+    if refusing == partitions:
+        states = ", ".join(f"{p} is {cluster.limit(p).state}" for p in sorted(refusing))
+        return f"partition {states}: sbatch refuses new jobs there"
+    usable = [_usable(n, p, cluster) for n in nodes for p in n.partitions if p in partitions - refusing]
     cpus, mem_mb = max(u[0] for u in usable), max(u[1] for u in usable)
-    capped = cpus < max(n.cpus for n in nodes) or mem_mb < max(n.mem_mb for n in nodes)
-    parts = [f"{int(cpus)} CPUs", f"{int(mem_mb)} MB" + (" (within the partition's per-node limits)" if capped else "")]
+    limited = " (partition limit)"
+    parts = [f"{int(cpus)} CPUs" + (limited if cpus < max(n.cpus for n in nodes) else ""),
+             f"{int(mem_mb)} MB" + (limited if mem_mb < max(n.mem_mb for n in nodes) else "")]
     if request.gpus:
         parts.append(_gpus(max(n.gpu_count(request.gpu_model) for n in nodes), request.gpu_model))
-    partitions = {p for n in nodes for p in n.partitions if not request.partition or p in request.partitions}
-    longest = max(cluster.time_limits.get(p, math.inf) for p in partitions)
+    longest = max(cluster.time_limits.get(p, math.inf) for p in partitions - refusing)
     limit = "no time limit" if math.isinf(longest) else f"a time limit of at most {_minutes(longest)}"
     return f"the largest node has {', '.join(parts)}, {limit}"
 
@@ -334,9 +354,10 @@ def _waiting_lines(requests: Iterable[Request], cluster: Cluster) -> list[str]:
 
 
 def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, str | None]:
-    """The error that must stop the run (a first attempt fits nowhere) and the warning for jobs
-    that only nodes taking no new jobs now can run, and for retries that would ask for more than
-    any node has (of rules whose first attempt fits); None for either when there is nothing to say.
+    """The error that must stop the run (a first attempt fits no node within its partition's limits)
+    and the warning for jobs that only nodes taking no new jobs now, or partitions that are down,
+    can run, and for retries that would ask for more than any node has (of rules whose first attempt
+    fits); None for either when there is nothing to say.
     Each distinct request is checked once: a DAG repeats a few of them thousands of times."""
     distinct = set(requests)
     unrunnable = {r for r in distinct if not fits(r, cluster)}
@@ -356,7 +377,7 @@ def report(requests: Sequence[Request], cluster: Cluster) -> tuple[str | None, s
     if waiting_lines:
         warnings.append("these jobs will wait in the queue until a node that can run them takes jobs again: the "
                         "nodes that fit them take no new jobs now (down, drained, failing, reserved or not "
-                        "responding, or in a partition that is not up; ask the cluster's administrators, or lower "
+                        "responding, or in a partition that is down; ask the cluster's administrators, or lower "
                         "what they ask for):\n  "
                         + "\n  ".join(waiting_lines))
     if retry_lines:

@@ -415,14 +415,18 @@ def test_a_partitions_per_node_memory_limit_is_part_of_the_fit_check(slurm_clust
     workdir = tmp_path / "capped"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(n_train=1, n_test=1, n_frames=16)))
+    shown = subprocess.run(["scontrol", "--oneliner", "show", "partition", "main"], capture_output=True, text=True,
+                           check=True).stdout
+    before = re.search(r"MaxMemPerNode=(\S+)", shown).group(1)
     subprocess.run(["scontrol", "update", "partitionname=main", "MaxMemPerNode=1000"], check=True)
     try:
         run = SnakemakeRun(workdir, profile_copy(tmp_path / "profile"), "--configfile", str(workdir / "config.yaml"))
         output = run.finish(timeout=300)
-    finally:
-        restored = subprocess.run(["scontrol", "update", "partitionname=main", "MaxMemPerNode=0"])  # 0: unlimited
+    finally:  # scontrol update refuses UNLIMITED; 0 means unlimited
+        value = "0" if before == "UNLIMITED" else before
+        restored = subprocess.run(["scontrol", "update", "partitionname=main", f"MaxMemPerNode={value}"])
     assert restored.returncode == 0
     assert run.process.returncode != 0, output[-3000:]
     assert re.search(r"asks for \d+ CPUs, 2000 MB, \d+ min in partition main; the largest node has 2 CPUs, "
-                     r"1000 MB \(within the partition's per-node limits\)", output), output[-3000:]
+                     r"1000 MB \(partition limit\)", output), output[-3000:]
     assert not SUBMITTED.search(output)

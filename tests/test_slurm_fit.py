@@ -154,6 +154,7 @@ PARTITIONS = """\
 PartitionName=cpu AllowGroups=ALL Default=YES MaxNodes=UNLIMITED MaxTime=3-00:00:00 MaxCPUsPerNode=UNLIMITED State=UP DefMemPerNode=UNLIMITED MaxMemPerNode=UNLIMITED
 PartitionName=long AllowGroups=ALL Default=NO MaxTime=UNLIMITED MaxCPUsPerNode=UNLIMITED State=DOWN MaxMemPerNode=UNLIMITED
 PartitionName=gpu AllowGroups=ALL Default=NO MaxTime=2-00:00:00 MaxCPUsPerNode=16 State=UP DefMemPerCPU=4000 MaxMemPerNode=128000
+PartitionName=debug AllowGroups=ALL Default=NO MaxTime=UNLIMITED MaxCPUsPerNode=UNLIMITED State=DRAIN MaxMemPerCPU=2000
 """
 
 
@@ -161,6 +162,7 @@ def test_partition_limits_are_read_from_scontrol():
     limits = parse_partition_limits(PARTITIONS)
     assert limits["gpu"] == PartitionLimits(16, 128000, "UP")
     assert limits["cpu"] == PartitionLimits() and limits["long"].state == "DOWN"
+    assert limits["debug"] == PartitionLimits(state="DRAIN", max_mem_per_cpu=2000)
     with pytest.raises(ClusterQueryError, match="MaxMemPerNode=lots for partition gpu"):
         parse_partition_limits("PartitionName=gpu MaxMemPerNode=lots State=UP")
 
@@ -171,7 +173,7 @@ def test_a_job_above_its_partitions_per_node_limits_fits_nowhere():
     assert report([Request("train_stage", cpus=16, mem_mb=128000, gpus=1, runtime=60, partition="gpu")], cluster) == (None, None)
     error, _ = report([Request("train_stage", cpus=24, mem_mb=64000, gpus=1, runtime=60, partition="gpu"),
                        Request("train_stage", cpus=8, mem_mb=200000, gpus=1, runtime=60, partition="gpu")], cluster)
-    assert "the largest node has 16 CPUs, 128000 MB (within the partition's per-node limits)" in error
+    assert "the largest node has 16 CPUs (partition limit), 128000 MB (partition limit), 4 GPUs" in error
 
 
 def test_jobs_only_a_partition_that_is_down_can_run_are_a_warning():
@@ -179,3 +181,37 @@ def test_jobs_only_a_partition_that_is_down_can_run_are_a_warning():
     error, warning = report([Request("slow_rule", cpus=2, mem_mb=1000, runtime=10000)], cluster)  # only long has no limit
     assert error is None
     assert warning.splitlines()[1].strip() == "slow_rule: only cpu01 (mixed) in partition long (DOWN) can run its jobs"
+
+
+def test_per_cpu_memory_limits_and_partitions_that_refuse_jobs():
+    """MaxMemPerCPU bounds a job's memory by the CPUs it may use; sbatch refuses jobs in a DRAIN or
+    INACTIVE partition, so nothing fits there (a DOWN one queues them: a warning, above)."""
+    nodes = "n1|debug|8|64000|(null)|idle\nn1|cpu|8|64000|(null)|idle\n"
+    limits = "PartitionName=debug State=UP MaxMemPerCPU=2000\nPartitionName=cpu State=UP MaxMemPerNode=UNLIMITED\n"
+    cluster = Cluster(parse_nodes(nodes), *parse_time_limits("debug|infinite\ncpu*|infinite\n"),
+                      parse_partition_limits(limits))
+    assert report([Request("score_video", cpus=8, mem_mb=16000, partition="debug")], cluster) == (None, None)
+    error, _ = report([Request("score_video", cpus=8, mem_mb=20000, partition="debug")], cluster)
+    assert "the largest node has 8 CPUs, 16000 MB (partition limit)" in error
+    drained = Cluster(cluster.nodes, cluster.time_limits, None, parse_partition_limits(limits.replace("UP", "DRAIN", 1)))
+    error, _ = report([Request("score_video", cpus=1, mem_mb=1000, partition="debug")], drained)
+    assert "partition debug is DRAIN: sbatch refuses new jobs there" in error
+    assert report([Request("score_video", cpus=1, mem_mb=1000, partition="debug,cpu")], drained) == (None, None)
+
+
+def test_without_readable_partition_limits_the_rest_is_still_checked(monkeypatch, capsys):
+    """sinfo's answers as on the lab cluster above; scontrol failing (an older client, a permission)
+    leaves the partition limits out, says so, and keeps the node and time checks."""
+    from pipelines import slurm_fit
+
+    def scontrol_fails():
+        raise ClusterQueryError("scontrol show partition failed: Access denied")
+
+    answers = {"--Node": NODES, "--format=%P|%l": LIMITS}
+    monkeypatch.setattr(slurm_fit, "_sinfo", lambda *args: answers[args[0]])
+    monkeypatch.setattr(slurm_fit, "_scontrol_partitions", scontrol_fails)
+    cluster = slurm_fit.read_cluster()
+    assert cluster.limits == {} and len(cluster.nodes) == 3
+    assert "partition limits not checked: scontrol show partition failed: Access denied" in capsys.readouterr().err
+    error, _ = report([Request("score_video", cpus=2, mem_mb=600000, runtime=60)], cluster)
+    assert "score_video asks for 2 CPUs, 600000 MB" in error
