@@ -313,7 +313,7 @@ class SSRL(Method):
         config = train_config(self.params)
         if self.stage_init == "best_on_test" and number < len(self.stages):
             every = inputs.evaluation.every
-            if config.max_iterations < max(every, (config.eval_after // every + 1) * every):
+            if config.max_iterations < EvaluationCurve.first_due(every, config.eval_after):
                 raise ValueError(
                     f"ssrl stage_init best_on_test: with iterations {config.max_iterations}, test_eval_every {every} "
                     f"and test_eval_after {config.eval_after} no stage evaluates its test split, so there are no "

@@ -236,6 +236,11 @@ def _read_image(path: Path, pixel_format: str) -> np.ndarray:
         raise VideoError(f"{path}: truncated image (its end marker is missing)")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         return _read_jpeg(path, data, pixel_format)
+    return _decode_with_opencv(path, data, pixel_format)
+
+
+def _decode_with_opencv(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
+    """An image decoded by OpenCV, turned by its EXIF orientation, as (H, W, 1) grey or (H, W, 3) RGB."""
     image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
     if image is None:
         raise VideoError(f"{path}: not a readable image")
@@ -256,8 +261,7 @@ def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
         raise VideoError(f"{path}: damaged JPEG ({err})") from None
     if b"Exif\x00\x00" not in raw[:65536]:
         return image
-    turned = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if pixel_format == "gray" else cv2.IMREAD_COLOR)
-    return turned[..., None] if pixel_format == "gray" else cv2.cvtColor(turned, cv2.COLOR_BGR2RGB)
+    return _decode_with_opencv(path, data, pixel_format)
 
 
 def _image_is_complete(path: Path, data: np.ndarray) -> bool:

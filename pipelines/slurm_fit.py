@@ -4,8 +4,9 @@ Slurm accepts a job that asks for more CPUs, memory or GPUs than any node of its
 for more time than the partition allows (unless the site sets ``EnforcePartLimits``), and keeps it
 pending for ever (reason ``PartitionConfig``, ``PartitionTimeLimit`` or ``Resources``); Snakemake
 sees a pending job and waits with it. So a Slurm run first reads the cluster's nodes and time
-limits (``sinfo``) and its partitions' per-node limits (``scontrol show partition``) and stops, before any ``sbatch``, naming every rule whose jobs fit no node,
-what they ask for and what the cluster has. Requests that only a retry makes too large (the
+limits (``sinfo``) and its partitions' per-node limits (``scontrol show partition``) and stops,
+before any ``sbatch``, naming every rule whose jobs fit no node, what they ask for and what the
+cluster has. Requests that only a retry makes too large (the
 profile asks for more memory at each attempt) are reported without stopping the run: the first
 attempt may well succeed.
 
@@ -29,7 +30,7 @@ import math
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 SKIP_VARIABLE = "VADBENCH_SLURM_FIT_CHECK"
@@ -269,7 +270,7 @@ def fits(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> bo
     """Whether a node of the request's partition (the one it is sent to; any, where it names none)
     can run the request within the partition's limits; with ``taking_jobs``, a node that takes new
     jobs now, in a partition that is up."""
-    return bool(_fitting(request, cluster, taking_jobs=taking_jobs))
+    return any(_fitting(request, cluster, taking_jobs=taking_jobs))
 
 
 def _usable(node: Node, partition: str, cluster: Cluster) -> tuple[float, float]:
@@ -279,9 +280,8 @@ def _usable(node: Node, partition: str, cluster: Cluster) -> tuple[float, float]
     return cpus, min(node.mem_mb, limit.max_mem_per_node, limit.max_mem_per_cpu * cpus)
 
 
-def _fitting(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> list[tuple[Node, str]]:
-    """The (node, partition) pairs that can run the request."""
-    found = []
+def _fitting(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -> Iterator[tuple[Node, str]]:
+    """The (node, partition) pairs that can run the request, one by one (``fits`` stops at the first)."""
     for node in cluster.nodes:
         if taking_jobs and not node.takes_jobs:
             continue
@@ -295,8 +295,7 @@ def _fitting(request: Request, cluster: Cluster, *, taking_jobs: bool = False) -
             if (request.cpus <= cpus and request.mem_mb <= mem_mb
                     and request.gpus <= node.gpu_count(request.gpu_model)
                     and request.runtime <= cluster.time_limits.get(partition, math.inf)):
-                found.append((node, partition))
-    return found
+                yield node, partition
 
 
 def _largest(cluster: Cluster, request: Request) -> str:

@@ -64,11 +64,12 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
         raise FloatingPointError(f"{where}: loss is {loss.detach().cpu().tolist()}; stopping before it spreads")
 
 
+@functools.cache
 def compute_host() -> dict[str, str]:
     """What decides, beside the versions and the thread count, the bits of weights trained on a CPU:
     the vector instructions PyTorch's kernels (``ATEN_CPU_CAPABILITY``) and oneDNN's convolutions
     (``ONEDNN_MAX_CPU_ISA``) use, which each default to the best the host has, and the CPU model;
-    the GPU's name where one is used."""
+    the GPU's name where one is used. Read once per process: every periodic checkpoint records it."""
     model = "unknown"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -77,7 +78,7 @@ def compute_host() -> dict[str, str]:
         pass
     host = {"cpu_model": model, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "host default"))}
-    if torch.cuda.is_available():
+    if torch_device() == "cuda":
         host["gpu"] = torch.cuda.get_device_name()
     return host
 

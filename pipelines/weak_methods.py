@@ -194,6 +194,11 @@ class EvaluationCurve:
     def due(self, iteration: int) -> bool:
         return self.evaluation is not None and iteration > self.after and iteration % self.evaluation.every == 0
 
+    @staticmethod
+    def first_due(every: int, after: int) -> int:
+        """The first iteration ``due`` is true at, for an evaluation every ``every`` iterations after ``after``."""
+        return (after // every + 1) * every
+
     def record(self, iteration: int, model, score_file) -> float:
         """Score every evaluation video with ``score_file(path) -> VideoScore`` (``model`` in evaluation
         mode meanwhile, its training mode put back after) and log the pooled AUC; with ``keep_best``, keep

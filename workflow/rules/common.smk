@@ -16,9 +16,9 @@ shell.prefix(f"export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTH
 from snakemake.exceptions import WorkflowError
 
 from models import get_method_class
-from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.config_check import ConfigError, dataset_config_error, no_videos_message, validate
 from pipelines.datasets import DatasetError, get_adapter
+from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.provenance import config_hash
 
 try:
