@@ -404,8 +404,8 @@ PRESETS = {
         "kmeans_n_init": 10, "joint_iterations": 100_000, "ae_lr": 1e-5, "cluster_lr": 1e-6,
         "gdl_weight": 0.01, "cluster_loss_weight": 0.1, "checkpoint_every": 5_000, "score_batch": 32,
     },
-    # 15 to 40 minutes of training on two CPU cores by the day (on Ped2: 0.18-0.52 s per autoencoder
-    # step, 0.30-0.72 s per joint iteration): 64 px frames, far fewer iterations, so the learning rates are ten times
+    # 15 to 43 minutes of training on two CPU cores by the day (on Ped2: 0.18-0.62 s per autoencoder
+    # step, 0.30-0.89 s per joint iteration): 64 px frames, far fewer iterations, so the learning rates are ten times
     # the paper's. Measured on Ped2 it beat 32 px with 5,000 + 7,500 iterations (README).
     "cpu_budget": {
         "image_size": 64, "batch_size": 4, "pretrain_iterations": 2_000, "kmeans_batches": 100,
