@@ -212,7 +212,10 @@ class ARNetRun:
     """A configured run: the model and loss settings plus what the pipeline adds."""
 
     config: ARNetConfig
-    iterations: int  # the reference: max_epoch (20) x len(train split) (238 on ShanghaiTech) = 4,760
+    # Training items: ``iterations`` when set, else ``epochs`` x the training videos, as the
+    # reference counts an epoch (max_epoch 20 x len(train split): 4,760 on ShanghaiTech's 238).
+    iterations: int | None
+    epochs: int
     view: str  # which view of ten-crop features the single-view scorer reads: the centre crop, or their mean
     checkpoint_every: int
 
@@ -223,7 +226,12 @@ class ARNetRun:
         view = params.get("view", "center")
         if view not in VIEWS:
             raise ValueError(f"arnet view must be one of {VIEWS}, got {view!r}")
-        return cls(config, int(params.get("iterations", 4760)), view, int(params.get("checkpoint_every", 200)))
+        iterations = params.get("iterations")
+        return cls(config, None if iterations is None else int(iterations), int(params.get("epochs", 20)), view,
+                   int(params.get("checkpoint_every", 200)))
+
+    def total_iterations(self, n_training_videos: int) -> int:
+        return self.iterations if self.iterations is not None else self.epochs * n_training_videos
 
 
 def read_view(reader: FeatureReader, view: str, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -286,7 +294,8 @@ class ARNet(Method):
         run.resume(model, {"adam": optimizer})
         curve = EvaluationCurve(inputs.evaluation, self.protocol, run.notes)
         model.train()
-        while run.step < settings.iterations:
+        total = settings.total_iterations(len(normal) + len(abnormal))
+        while run.step < total:
             picked_abnormal, picked_normal = arnet_item_videos(len(abnormal), len(normal), run.rng,
                                                                cfg.videos_per_class)
             item = []
@@ -305,7 +314,7 @@ class ARNet(Method):
             if curve.due(run.step + 1):
                 curve.record(run.step + 1, model, lambda path: score_features(model, path, identity, device))
             run.advance(model, {"adam": optimizer})
-        run.finish(model, {"adam": optimizer}, extra={"training_features": described,
+        run.finish(model, {"adam": optimizer}, extra={"training_features": described, "iterations": total,
                                                       "n_normal": len(normal), "n_abnormal": len(abnormal)})
 
     def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:

@@ -18,15 +18,18 @@ from pathlib import Path
 from models import get_method
 from pipelines.atomic import write_text
 from pipelines.labels import read_labels
-from pipelines.metrics import VideoScores, evaluate
+from pipelines.metrics import Protocol, VideoScores, evaluate
 from pipelines.provenance import config_hash, versions
 from pipelines.score import read_scores, scores_by_video
 from pipelines.training import load_checkpoint
 from pipelines.weak_methods import best_on_test
 
 
-def evaluate_split(method: str, params: dict, labels_file: Path, score_files: list[Path]) -> dict:
-    """Metrics of one method on one split; every labelled video must have exactly one score file."""
+def split_scores(method: str, params: dict, labels_file: Path, score_files: list[Path]) -> tuple[Protocol, list[VideoScores]]:
+    """The method's paper protocol and every labelled video's labels and scores, in name order.
+
+    Every labelled video must have exactly one score file, and no score file may lack labels; a
+    video whose score count differs from its label count is named with both counts."""
     labels, _, attrs = read_labels(labels_file)
     by_video = scores_by_video(score_files)
     missing = sorted(set(labels) - set(by_video))
@@ -37,8 +40,16 @@ def evaluate_split(method: str, params: dict, labels_file: Path, score_files: li
     videos = []
     for name in sorted(labels):
         result = read_scores(by_video[name])
+        if result.scores.size != labels[name].size:
+            raise ValueError(f"video {name!r}: {labels[name].size} labels in {labels_file} but "
+                             f"{result.scores.size} scores in {by_video[name]}")
         videos.append(VideoScores(name, labels[name], result.scores, result.scored, result.empty))
-    return evaluate(videos, protocol)
+    return protocol, videos
+
+
+def evaluate_split(method: str, params: dict, labels_file: Path, score_files: list[Path]) -> dict:
+    """Metrics of one method on one split (see ``split_scores`` for what the inputs must be)."""
+    return evaluate(*reversed(split_scores(method, params, labels_file, score_files)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,10 +36,23 @@ def frame_counts(frames_files: list[Path]) -> dict[str, int]:
     return counts
 
 
+def check_covers_split(dataset: str, split: str, given: set[str], videos: set[str]) -> None:
+    """Refuse frames files that are not exactly the split's videos: a labels file for part of a split
+    would score the rest as absent, and one for a stray video would label something the split lacks."""
+    missing, extra = sorted(videos - given), sorted(given - videos)
+    if missing or extra:
+        raise LabelError(
+            f"{dataset}/{split}: the frames files given are not the split's {len(videos)} videos"
+            + (f"; missing {len(missing)}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "")
+            + (f"; not in the split: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}" if extra else "")
+        )
+
+
 def write_labels(dataset: str, split: str, config: dict, frames_files: list[Path], out: Path) -> dict[str, np.ndarray]:
     """Build and write the canonical labels of one split; return them."""
     adapter = get_adapter(dataset, config)
     counts = frame_counts(frames_files)
+    check_covers_split(dataset, split, set(counts), {video.name for video in adapter.videos(split)})
     labels = adapter.frame_labels(split, counts)
     video_labels = adapter.video_labels(split, labels)
     with atomic_path(out) as tmp:

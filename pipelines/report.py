@@ -32,7 +32,7 @@ from pipelines.provenance import versions  # noqa: E402
 
 COLUMNS = [
     "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
-    "far", "auc_micro_best_on_test", "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
+    "far", "auc_micro_best_on_test", "paper_auc", "paper_far", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
 ]
 # The best pooled AUC a training stage saw on the evaluation split while it trained (test-set model
 # selection, what the weakly-supervised papers report), where the stage followed one; never a row's
@@ -129,7 +129,7 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
             "row_labels": first["protocol"]["label_convention"],
         }
         rows.append(row)
-    own = [c for c in COLUMNS if c not in ("paper_auc", "paper_ref")] + ["row_labels"]
+    own = [c for c in COLUMNS if c not in ("paper_auc", "paper_far", "paper_ref")] + ["row_labels"]
     table = pd.DataFrame(rows, columns=own).merge(papers, on=RUN_KEY, how="left")
     table["paper_ref"] = table["paper_ref"].fillna("")
     withheld_papers_of_other_labels(table)
@@ -147,7 +147,7 @@ def withheld_papers_of_other_labels(table: pd.DataFrame) -> None:
             shown = row_labels.split(",")[0]
             table.at[i, "paper_ref"] += (f"; its {table.at[i, 'paper_auc']:g} is not shown: the paper's labels are "
                                          f"{wanted[i]}, this row's {shown}")
-            table.at[i, "paper_auc"] = float("nan")
+            table.loc[i, ["paper_auc", "paper_far"]] = float("nan")
 
 
 def seed_roc(members: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -224,12 +224,18 @@ def _short_revision(revision: str) -> str:
     return commit[:12] + plus + rest if len(commit) == 40 else revision
 
 
+def shown_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """Each cell as the CSV writes it, empty where no number exists. Left to themselves, tabulate
+    would print a config hash of digits (or digits around one "e") as a number and 73.0 as 73, and
+    pandas' HTML would print every number of a column to its longest one's decimals (97.1 as 97.10,
+    a precision the paper never gave)."""
+    return table.astype(object).where(table.notna(), "").astype(str)
+
+
 def markdown_table(table: pd.DataFrame) -> str:
-    """The table as Markdown, each cell as the CSV writes it. tabulate's own number parsing would
-    print a config hash of digits (or digits around one "e") as a number, and 73.0 as 73."""
-    shown = table.astype(object).where(table.notna(), "").astype(str)
+    """The table as Markdown, each cell as the CSV writes it."""
     align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
-    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+    return shown_cells(table).to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
 
 
 def write_report(out_dir: Path, papers_csv: Path, eval_files: list[Path]) -> pd.DataFrame:
@@ -243,7 +249,7 @@ def write_report(out_dir: Path, papers_csv: Path, eval_files: list[Path]) -> pd.
     # Empty cells, not "nan", where a number does not exist (the std of one seed, a paper without the dataset).
     write_text(out_dir / "auc_table.md", markdown_table(table) + f"\n{footer}\n")
     write_text(out_dir / "auc_table.html",
-               table.to_html(index=False, na_rep="", border=0) + f"\n<p>{html.escape(footer)}</p>\n")
+               shown_cells(table).to_html(index=False, border=0) + f"\n<p>{html.escape(footer)}</p>\n")
     for dataset in sorted({r["dataset"] for r in records}):
         plot_roc([r for r in records if r["dataset"] == dataset], dataset, out_dir / f"roc_{dataset}.png",
                  source=footer)

@@ -18,12 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from models import get_method  # noqa: E402
 from pipelines.atomic import atomic_path  # noqa: E402
-from pipelines.labels import read_labels  # noqa: E402
-from pipelines.metrics import VideoScores, fill_empty_frames, postprocess  # noqa: E402
+from pipelines.evaluate import split_scores  # noqa: E402
+from pipelines.metrics import fill_empty_frames, postprocess  # noqa: E402
 from pipelines.provenance import versions  # noqa: E402
-from pipelines.score import read_scores, scores_by_video  # noqa: E402
 
 
 def abnormal_runs(abnormal: np.ndarray) -> list[tuple[int, int]]:
@@ -34,17 +32,16 @@ def abnormal_runs(abnormal: np.ndarray) -> list[tuple[int, int]]:
 
 
 def plot_timelines(method: str, params: dict, labels_file: Path, score_files: list[Path], out: Path, n_videos: int) -> None:
-    labels, _, attrs = read_labels(labels_file)
-    protocol = get_method(method, params).protocol(attrs["label_convention"])
-    by_video = scores_by_video(score_files)
-    chosen = sorted(by_video, key=lambda v: (-int(labels[v].any()), v))[:n_videos]
-    # every video of the split: an empty frame's fill (pose methods) comes from all of them
-    results = {video: read_scores(path) for video, path in by_video.items()}
-    split = fill_empty_frames([VideoScores(v, labels[v], r.scores, r.scored, r.empty) for v, r in results.items()], protocol)
-    filled = {video.name: video.scores for video in split}
+    # every video of the split, checked as the evaluation checks them: an empty frame's fill (pose
+    # methods) comes from all of them, and a curve is drawn only where the AUC could be computed
+    protocol, videos = split_scores(method, params, labels_file, score_files)
+    masks = {video.name: video.scored for video in videos}
+    labels = {video.name: video.labels for video in videos}
+    filled = {video.name: video.scores for video in fill_empty_frames(videos, protocol)}
+    chosen = sorted(labels, key=lambda v: (-int(labels[v].any()), v))[:n_videos]
     fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 1.8 * len(chosen)), squeeze=False)
     for ax, video in zip(axes[:, 0], chosen):
-        scored = results[video].scored
+        scored = masks[video]
         ax.plot(np.flatnonzero(scored), postprocess(filled[video][scored], protocol), linewidth=1)
         abnormal = labels[video].astype(bool)
         for first, last in abnormal_runs(abnormal):

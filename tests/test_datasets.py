@@ -172,7 +172,24 @@ def test_shanghaitech_weak_split_sources(shared_data, tmp_path):
     (tmp_path / "training" / "videos" / f"{normal[0].name}.mp4").touch()
     found = {v.name: v.source for v in adapter.videos("weak_train")}
     assert found[normal[0].name].suffix == ".mp4" and found[normal[1].name].suffix == ".avi"
-    assert len(adapter.label_files("weak_test")) == 44
+    # The lists choose the videos, so they are label files too (recorded, and the labels rule's inputs).
+    lists = shared_data / "lists" / "shanghaitech_weak"
+    assert adapter.label_files("weak_test")[0] == lists / "SH_Test.txt" and len(adapter.label_files("weak_test")) == 45
+    assert adapter.label_files("weak_train")[0] == lists / "SH_Train.txt" and len(adapter.label_files("weak_train")) == 64
+    # Both encodings of one video: each split picked another file of the two.
+    (tmp_path / "training" / "videos" / f"{normal[0].name}.avi").touch()
+    for split in ("weak_train", "train"):
+        with pytest.raises(DatasetError, match=rf"video {normal[0].name} is there twice, {normal[0].name}\.(avi|mp4) and "):
+            adapter.videos(split)
+
+
+def test_an_avenue_video_in_two_encodings_is_refused(tmp_path):
+    (tmp_path / "testing_videos").mkdir()
+    for name in ("01.avi", "01.mp4", "02.avi"):
+        (tmp_path / "testing_videos" / name).touch()
+    adapter = get_adapter("avenue", {"root": str(tmp_path)})
+    with pytest.raises(DatasetError, match=r"testing_videos: video 01 is there twice, 01\.avi and 01\.mp4; keep one"):
+        adapter.videos("test")
 
 
 def test_avenue_both_conventions(shared_data):
@@ -248,6 +265,8 @@ def test_ucf_crime_weak_video_labels(shared_data, tmp_path):
     assert len(train) == 1610 and len(adapter.videos("train")) == 800
     labels = adapter.video_labels("weak_train", {})
     assert sum(labels.values()) == 810
+    train_list = shared_data / "gt" / "ucf_crime" / "Anomaly_Train.txt"
+    assert adapter.label_files("weak_train") == adapter.label_files("train") == [train_list]
 
 
 def test_malformed_and_missing_label_files(tmp_path):
@@ -284,6 +303,13 @@ def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path
     (labels / "normal_training_video_names.txt").write_text("normal_scene_1_scenario_2\n")
     assert train() == ["normal_scene_1_scenario_2"]
     assert adapter.label_convention.endswith("training normals: normal_training_video_names.txt")
+    # The lists that chose the videos are the split's label files, recorded and depended on.
+    (labels / "abnormal_training_video_names.txt").write_text("")
+    assert [p.name for p in adapter.label_files("weak_train")] == [
+        "abnormal_test_video_names.txt", "normal_training_video_names.txt", "abnormal_training_video_names.txt"]
+    (labels / "normal_training_video_names.txt").unlink()
+    assert [p.name for p in adapter.label_files("train")] == ["abnormal_test_video_names.txt", "normal_validation_video_names.txt"]
+    assert [p.name for p in adapter.label_files("test")] == ["abnormal_test_video_names.txt", "normal_scene_1_scenario_3_tracks.txt"]
 
 
 def test_a_ubnormal_video_in_two_scene_folders_is_refused(tmp_path):

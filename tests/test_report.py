@@ -1,7 +1,9 @@
 """The report tables: one row per method x dataset x split, the mean and standard deviation over seeds."""
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -130,13 +132,20 @@ def test_the_markdown_table_shows_each_cell_as_the_csv_does(tmp_path):
     paths = []
     for method, config_hash in (("std", "012345678901"), ("lgn_net", "00000000e042")):
         paths.append(tmp_path / f"{method}.json")
-        paths[-1].write_text(json.dumps(record(method, 0, 0.6, config_hash=config_hash)))
+        # 50.0 beside a number of two decimals: pandas' HTML printed it 50.00
+        paths[-1].write_text(json.dumps(record(method, 0, 0.6, config_hash=config_hash) | ({"auc_micro": 0.5} if method == "std" else {})))
     write_report(tmp_path / "report", PAPERS, paths)
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
             for line in (tmp_path / "report" / "auc_table.md").read_text().splitlines() if "| ped2" in line]
     csv = pd.read_csv(tmp_path / "report" / "auc_table.csv", dtype=str, keep_default_na=False).values.tolist()
     assert rows == csv, (rows, csv)
     assert {row[-1] for row in rows} == {"012345678901", "00000000e042"}
+    # The HTML table too: pandas printed a column's numbers to its longest one's decimals (97.1 as 97.10).
+    page = (tmp_path / "report" / "auc_table.html").read_text()
+    html_rows = [[html.unescape(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+                 for row in re.findall(r"<tr>(.*?)</tr>", page, re.S) if "<td>" in row]
+    assert html_rows == csv, (html_rows, csv)
+    assert "<td>97.1</td>" in page and "<td>50.0</td>" in page
 
 
 def test_the_roc_of_a_row_is_the_mean_of_its_seeds_between_their_extremes():
@@ -164,3 +173,11 @@ def test_timelines_shade_every_abnormal_run_a_whole_frame_wide():
     assert abnormal_runs(labels) == [(10, 10), (20, 34), (39, 39)]
     assert abnormal_runs(np.zeros(5, np.uint8)) == [] and abnormal_runs(np.ones(3, np.uint8)) == [(0, 2)]
 
+
+
+def test_ar_nets_published_false_alarm_rate_stands_beside_its_own():
+    """AR-Net's paper gives its false alarm rate with its AUC (0.10 %); the table showed only ours."""
+    arnet = record("arnet", 0, 0.6, dataset="shanghaitech") | {"split": "weak_test", "far": 0.0021}
+    table = build_table([arnet, record("lgn_net", 0, 0.6)], pd.read_csv(PAPERS)).set_index("method")
+    assert (table.at["arnet", "paper_auc"], table.at["arnet", "paper_far"], table.at["arnet", "far"]) == (91.24, 0.1, 0.21)
+    assert np.isnan(table.at["lgn_net", "paper_far"]) and np.isnan(table.at["lgn_net", "far"])

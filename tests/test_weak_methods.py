@@ -234,6 +234,17 @@ def test_arnet_resumes_to_the_weights_of_a_straight_run(tmp_path, split, monkeyp
     assert not torch.equal(build_arnet("single", DIM).state_dict()["embed.weight"], a["embed.weight"])
 
 
+def test_arnet_trains_its_epochs_over_the_split_it_is_given(tmp_path, split):
+    """An epoch is one item per training video, as the reference counts it; the length was a fixed 4,760
+    (ShanghaiTech's 20 epochs), three epochs of UCF-Crime's 1,610 videos."""
+    n_videos = len(split.files)
+    get_method("arnet", {"epochs": 2, "videos_per_class": 2, "max_seqlen": 30}).train_stage("train", split, None, tmp_path / "a.pt")
+    payload = load_checkpoint(tmp_path / "a.pt", "arnet")
+    assert payload["step"] == payload["extra"]["iterations"] == 2 * n_videos
+    get_method("arnet", {"epochs": 2, "iterations": 3, "videos_per_class": 2}).train_stage("train", split, None, tmp_path / "b.pt")
+    assert load_checkpoint(tmp_path / "b.pt", "arnet")["step"] == 3
+
+
 def test_arnet_needs_enough_videos_per_class(tmp_path, split):
     with pytest.raises(ValueError, match="only 2 abnormal"):
         get_method("arnet", {"videos_per_class": 3}).train_stage("train", split, None, tmp_path / "a.pt")

@@ -174,7 +174,14 @@ def sorted_children(folder: Path, *, dirs: bool = False, suffixes: tuple[str, ..
         raise DatasetError(f"{folder}: folder not found")
     if dirs:
         return sorted(p for p in folder.iterdir() if p.is_dir())
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    by_stem: dict[str, Path] = {}
+    for path in files:  # 01.avi beside 01.mp4 would be one video read from either file, unsaid
+        if path.stem in by_stem:
+            raise DatasetError(f"{folder}: video {path.stem} is there twice, {by_stem[path.stem].name} and "
+                               f"{path.name}; keep one")
+        by_stem[path.stem] = path
+    return files
 
 
 def load_npy(path: Path) -> np.ndarray:

@@ -44,7 +44,11 @@ class ShanghaiTech(DatasetAdapter):
         if _TEST_ID.match(video):
             return Video(video, root / "testing" / "frames" / video)
         candidates = [root / "training" / "videos" / f"{video}{suffix}" for suffix in _VIDEO_SUFFIXES]
-        return Video(video, next((p for p in candidates if p.exists()), candidates[0]))
+        found = [p for p in candidates if p.exists()]
+        if len(found) > 1:
+            raise DatasetError(f"{found[0].parent}: video {video} is there twice, "
+                               f"{' and '.join(p.name for p in found)}; keep one")
+        return Video(video, found[0] if found else candidates[0])
 
     def _weak_ids(self, split: str) -> list[str]:
         path = self.path("weak_lists") / _WEAK_LISTS[split]
@@ -76,7 +80,11 @@ class ShanghaiTech(DatasetAdapter):
         return self.path("labels") / f"{video}.npy"
 
     def label_files(self, split: str) -> list[Path]:
-        return [self._mask(v.name) for v in self.videos(split) if _TEST_ID.match(v.name)] if split != "train" else []
+        """The masks of the split's test-set videos and, for a weak split, the list that chose its videos."""
+        if split == "train":
+            return []
+        masks = [self._mask(v.name) for v in self.videos(split) if _TEST_ID.match(v.name)]
+        return masks if split == "test" else [self.path("weak_lists") / _WEAK_LISTS[split]] + masks
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
         self.check_split(split)

@@ -140,7 +140,24 @@ class UBnormal(DatasetAdapter):
         return self.path("labels") / f"{video}{_SUFFIX}"
 
     def label_files(self, split: str) -> list[Path]:
-        return [self._label_file(v.name) for v in self.videos(split)] if split in ("test", "weak_test") else []
+        """The name lists that choose the split's videos (and ``weak_train``'s video labels), then the
+        test videos' label arrays."""
+        if split in ("test", "weak_test"):
+            return self._lists_read(split) + [self._label_file(v.name) for v in self.videos(split)]
+        return self._lists_read(split)
+
+    def _lists_read(self, split: str) -> list[Path]:
+        """The ``*_video_names.txt`` files a split's videos are chosen by: the test list always (test
+        videos are never training videos), the normal list the training rule uses, and for
+        ``weak_train`` the abnormal training list."""
+        folder = self.path("labels")
+        lists = [folder / "abnormal_test_video_names.txt"]
+        if split in ("train", "weak_train"):
+            lists += [folder / name for name in ("normal_training_video_names.txt", "normal_validation_video_names.txt")
+                      if (folder / name).is_file()][:1]  # the first present is the one _normal_lists reads
+        if split == "weak_train":
+            lists.append(folder / "abnormal_training_video_names.txt")
+        return lists
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
         self.check_split(split)

@@ -57,7 +57,10 @@ class UCFCrime(DatasetAdapter):
         return sorted((Video(name, root / entry) for name, entry in found.items()), key=lambda v: v.name)
 
     def label_files(self, split: str) -> list[Path]:
-        return [self.path("labels")] if split in ("test", "weak_test") else []
+        """The split list (it chooses the videos and, for ``weak_train``, their labels by class) and,
+        for the test splits, the temporal annotation."""
+        listed = [self.path("lists") / _LISTS[split]]
+        return listed + [self.path("labels")] if split in ("test", "weak_test") else listed
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:
         self.check_split(split)
