@@ -3,7 +3,8 @@
 A method declares what it reads (``input_kind``), which supervision it needs, its training
 stages in order (possibly none), and the paper protocol of its scores (normalisation,
 smoothing, frames it leaves unscored). The pipeline runs one Snakemake job per stage, each
-writing a checkpoint, then one scoring job per test video. Networks live in their own
+writing a checkpoint, then one scoring job per test video (in a chain, for a method whose scores
+carry state from one video to the next). Networks live in their own
 modules as pure ``nn.Module``s; a ``Method`` is the thin glue around them.
 """
 from __future__ import annotations
@@ -28,6 +29,9 @@ class VideoScore:
     # person); its score is a placeholder that the evaluation replaces as the method's protocol says
     # (Protocol.empty_frame_fill), since the papers fill from the whole test split.
     empty: np.ndarray | None = None
+    # What a method that carries state across a split's videos (``Method.carries_state``) hands to
+    # the next video: named arrays, stored in the score file beside the scores.
+    state: dict[str, np.ndarray] | None = None
 
     def __post_init__(self):
         if self.scores.shape != self.scored.shape:
@@ -85,6 +89,13 @@ class Method(ABC):
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         """Run one training stage, resuming from ``previous`` (the stage before), writing ``checkpoint_out``."""
         raise NotImplementedError(f"{self.name} has no training stages")
+
+    def carries_state(self) -> bool:
+        """True when a video's scores depend on the videos of its split scored before it (LGN-Net's
+        test-time memory, as its official evaluation carries it). The workflow then scores the
+        split's videos in name order, one job after the other, and such a method's ``score_video``
+        takes a third argument: the ``state`` of the previous video's result (None for the first)."""
+        return False
 
     @abstractmethod
     def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:

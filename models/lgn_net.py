@@ -31,12 +31,20 @@ Choices where the sources are silent, broken or unverified (the tunable ones are
   calls; they are left out (they change no output).
 - A video whose PSNR or feature distance is constant min-max normalises to 0 instead of the NaN
   the official code would produce.
+- Training batches are drawn at random from all clips (distinct within a batch), each batch on its
+  own, not as the official loader's shuffled passes: an epoch has the official number of batches
+  (training clips // batch size), but need not see every clip once. One seeded stream gives the
+  same batches after a resume without storing a permutation.
 
 The last section registers the pipeline's method ``lgn_net``: presets of these settings, the
 training stage (random clips from the frames files, resumable), streamed scoring of one video
-with the gated memory update, and the paper's protocol. Every video starts from the trained
-memory (the official evaluation carries it from one video to the next; here videos are scored
-by independent jobs).
+with the gated memory update, and the paper's protocol. As in the official evaluation, the test
+memory is carried from one video to the next in name order (``test_memory: carried``, both
+presets): the scoring jobs of a split form a chain, each reading the memory the previous one
+stored in its score file; ``per_video`` starts every video from the trained memory instead, so
+its jobs are independent. Frames are resized as the official loader does, bilinear without
+antialiasing (``resize: bilinear``, the paper preset); the cpu_budget preset shrinks them with
+area interpolation (``area``), which does not alias at its 64 px.
 """
 
 from __future__ import annotations
@@ -382,42 +390,53 @@ PRESETS = {
     "paper": {
         "image_size": 256, "epochs": 60, "steps_per_epoch": None, "batch_size": 6, "lr": 2e-4,
         "loss_compact": 10.0, "loss_separate": 5.0, "test_lambda": 0.6, "test_gamma": 0.009,
-        "checkpoint_every": 1000,
+        "test_memory": "carried", "resize": "bilinear", "checkpoint_every": 1000,
     },
     # About 40 minutes of training on two CPU cores: 64 px frames, 6 short epochs of 100 steps. At
     # 32 px a step costs a third as much, but a copy of the last input frame already scores
     # lower there (README, "What resolution allows").
+    # Its frames are shrunk with area interpolation: bilinear without antialiasing, as the official
+    # loader resizes, would alias 240x360 Ped2 frames at 64 px.
     "cpu_budget": {
         "image_size": 64, "epochs": 6, "steps_per_epoch": 100, "batch_size": 6, "lr": 2e-4,
         "loss_compact": 10.0, "loss_separate": 5.0, "test_lambda": 0.6, "test_gamma": 0.009,
-        "checkpoint_every": 100,
+        "test_memory": "carried", "resize": "area", "checkpoint_every": 100,
     },
 }
 
 LOG_EVERY = 10  # training steps between progress lines
+TEST_MEMORY = ("carried", "per_video")
+RESIZES = ("bilinear", "area")
 
 
 @register
 class LGNNetMethod(Method):
-    """LGN-Net as a pipeline method: one training stage, then one scoring job per test video,
-    each starting from the trained memory (so a video's scores do not depend on which videos
-    were scored before it)."""
+    """LGN-Net as a pipeline method: one training stage, then one scoring job per test video. With
+    ``test_memory: carried`` (the official evaluation) a video starts from the memory the previous
+    video of its split (in name order) left, so its jobs run one after the other; with
+    ``per_video`` each starts from the trained memory and they run side by side."""
 
     name = "lgn_net"
     input_kind = "frames"
     supervision = "one_class"
     stages = ("train",)
     uses_gpu = True
-    scoring_params = ("test_lambda", "test_gamma")
+    scoring_params = ("test_lambda", "test_gamma", "test_memory")
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         super().__init__(params, seed)
         self.settings = resolve_preset(self.name, PRESETS, params)
         keys = ("image_size", "epochs", "batch_size", "lr", "loss_compact", "loss_separate", "test_lambda", "test_gamma")
         self.cfg = LGNNetConfig(**{key: self.settings[key] for key in keys})
+        for key, allowed in (("test_memory", TEST_MEMORY), ("resize", RESIZES)):
+            if self.settings[key] not in allowed:
+                raise ValueError(f"{self.name} {key} {self.settings[key]!r}: expected one of {allowed}")
         # The official loader: OpenCV's BGR frames scaled to [-1, 1].
-        self.frame_format = FrameFormat(self.cfg.image_size, "bgr", -1.0, 1.0)
+        self.frame_format = FrameFormat(self.cfg.image_size, "bgr", -1.0, 1.0, self.settings["resize"])
         self.identity = {"image_size": self.cfg.image_size}
+
+    def carries_state(self) -> bool:
+        return self.settings["test_memory"] == "carried"
 
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         if stage not in self.stages:
@@ -461,10 +480,22 @@ class LGNNetMethod(Method):
         return model.to(torch_device()).eval()
 
     @torch.no_grad()
-    def score_video(self, checkpoint: Path | None, video: Path) -> VideoScore:
+    def score_video(self, checkpoint: Path | None, video: Path, state: dict[str, np.ndarray] | None = None) -> VideoScore:
         """Frame by frame, in order: PSNR and feature distance of each predicted frame, then the
-        memory update when the point score is below gamma; the per-video score mixes both."""
+        memory update when the point score is below gamma; the per-video score mixes both.
+
+        ``state``: the memory the previous video of the split left (``test_memory: carried``; None
+        for the first video, which starts from the trained memory)."""
         model, device = self.load(checkpoint), torch_device()
+        if state is not None:
+            if not self.carries_state():
+                raise ValueError(f"{self.name}: test_memory per_video starts every video from the trained memory; "
+                                 "a previous video's memory was given")
+            items = torch.as_tensor(state["memory"], dtype=model.memory.items.dtype)
+            if items.shape != model.memory.items.shape:
+                raise ValueError(f"{self.name}: the previous video's memory has shape {tuple(items.shape)}, this "
+                                 f"network's {tuple(model.memory.items.shape)}")
+            model.memory.items = items.to(device)
         length, first = self.cfg.input_frames + 1, self.cfg.first_scored_frame
         n_frames = video_length(video)
         psnrs = np.zeros(clip_starts(n_frames, length, 0, video))
@@ -479,7 +510,8 @@ class LGNNetMethod(Method):
         scores[first:] = lgn_video_score(psnrs, distances, self.cfg.test_lambda).numpy()
         scored = np.zeros(n_frames, bool)
         scored[first:] = True
-        return VideoScore(scores, scored)
+        carried = {"memory": model.memory.items.cpu().numpy()} if self.carries_state() else None
+        return VideoScore(scores, scored, state=carried)
 
     def protocol(self, label_convention: str) -> Protocol:
         """Micro AUC of the per-video score over frames 4 onwards, no smoothing.
@@ -495,8 +527,10 @@ class LGNNetMethod(Method):
             label_convention=(
                 f"{label_convention}; lgn_net score per video = 1 - (lambda * minmax(PSNR) + (1 - lambda) * "
                 f"(1 - minmax(feature distance))) with lambda={cfg.test_lambda}, test memory updated when the "
-                f"point score < gamma={cfg.test_gamma}, memory reset to the trained one at every video "
-                "(the per-video min-max is inside this score: the evaluation adds none)"
+                f"point score < gamma={cfg.test_gamma}, " + (
+                    "memory carried from each video to the next in name order (the official evaluation) "
+                    if self.carries_state() else "memory reset to the trained one at every video ")
+                + "(the per-video min-max is inside this score: the evaluation adds none)"
             ),
             skipped_start_frames=cfg.first_scored_frame,
         )

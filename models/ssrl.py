@@ -5,7 +5,11 @@ snippet along their row-major sequence (PSR); the result is folded back to its g
 a 3x3 convolution and a linear layer to one vector per snippet, and added to all 10 clip crops
 before RTFM's temporal ``Aggregate``. Scales are added one per training stage; stage 1 is RTFM.
 Unlike the released code, a stage really starts from the previous stage's weights
-(``load_previous_stage``).
+(``load_previous_stage``). Which weights is a config value, ``stage_init``: ``last`` (the
+default) takes the previous stage's last iteration, so no test-set model selection enters the
+next stage; ``best_on_test`` takes its best-on-test weights, as the released code means to
+(``--last_stage_ckpt best_auc_stageN.pkl``) and as the papers' numbers were made. Each row's
+protocol says which.
 
 The ``ssrl`` Method at the end trains the four stages on a weak split's features and scores test videos.
 """

@@ -9,6 +9,13 @@ log-likelihood in bits per dimension.
 
 Parameter and buffer names follow the released STG-NF checkpoints so that their ``state_dict``
 loads with ``strict=True``.
+
+A choice that departs from the released code (a config value): a segment window is kept only when
+its L detections span at most L + 2 frames (``released_continuity_rule: false``, the default); the
+released test (at least L - 2 of its detections inside the window's L frames) also keeps windows
+whose last detections come after a long gap. The released rule is ``released_continuity_rule:
+true`` (``pipelines/poses/segments.py``, ``continuous_window_starts``), and each row's protocol
+names the rule it used.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import torch
 from pipelines.frame_store import FrameReader
 
 COLOURS = ("rgb", "bgr")
+RESIZES = ("area", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -28,21 +29,26 @@ class FrameFormat:
     colour: str  # "rgb" or "bgr"; grey frames are repeated to three channels
     low: float  # value of a 0 pixel
     high: float  # value of a 255 pixel
+    # "area": area interpolation when both sides shrink (no aliasing), else bilinear; "bilinear":
+    # always OpenCV's default bilinear (what LGN-Net's official loader does, aliasing included)
+    resize: str = "area"
 
     def __post_init__(self):
         if self.colour not in COLOURS:
             raise ValueError(f"colour {self.colour!r}: expected one of {COLOURS}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize {self.resize!r}: expected one of {RESIZES}")
 
 
 def convert(frames: np.ndarray, fmt: FrameFormat) -> torch.Tensor:
     """(T, H, W, C) uint8 frames -> (T, 3, size, size) float32 in [low, high].
 
-    Resized as 8-bit images before scaling, as the official loaders do. Area interpolation when
-    both sides shrink (it does not alias small sizes), bilinear otherwise (OpenCV's default,
-    which LGN-Net's loader uses).
+    Resized as 8-bit images before scaling, as the official loaders do, with the format's
+    ``resize``: area interpolation when both sides shrink, or always bilinear.
     """
     _, height, width, channels = frames.shape
-    interpolation = cv2.INTER_AREA if height > fmt.size and width > fmt.size else cv2.INTER_LINEAR
+    shrinks = height > fmt.size and width > fmt.size
+    interpolation = cv2.INTER_AREA if fmt.resize == "area" and shrinks else cv2.INTER_LINEAR
     resized = np.stack([cv2.resize(frame, (fmt.size, fmt.size), interpolation=interpolation) for frame in frames])
     if resized.ndim == 3:  # OpenCV drops a single channel
         resized = resized[..., None]

@@ -5,7 +5,12 @@ for frames the method leaves unscored), with the method, its parameters, and the
 sha256 of both the checkpoint and the input (frames, features or poses file) in the attributes,
 so a score file names exactly which bytes it was computed from.
 
-Run by hand: ``python -m pipelines.score METHOD INPUT.h5 OUT.h5 [--checkpoint C] [--params-json J]``.
+A method that carries state from one video of a split to the next (``Method.carries_state``)
+starts from the state stored in the previous video's score file (``--previous``), which must come
+from the same checkpoint, method and parameters; the state it ends with is stored under
+``state/`` for the next one, and the file records which file its own start came from.
+
+Run by hand: ``python -m pipelines.score METHOD INPUT.h5 OUT.h5 [--checkpoint C] [--params-json J] [--previous P.h5]``.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from pipelines import h5attrs
 from pipelines.atomic import atomic_path
 from pipelines.provenance import sha256_file, versions
 
+STATE = "state"  # group of the arrays a chained method carries to the split's next video
+
 
 def write_scores(out: Path, result: VideoScore, attrs: dict) -> None:
     with atomic_path(out) as tmp:
@@ -31,7 +38,29 @@ def write_scores(out: Path, result: VideoScore, attrs: dict) -> None:
             handle.create_dataset("scored", data=result.scored.astype(bool))
             if result.empty is not None:
                 handle.create_dataset("empty", data=result.empty.astype(bool))
+            for name, array in (result.state or {}).items():
+                handle.create_dataset(f"{STATE}/{name}", data=array)
             h5attrs.write(handle.attrs, attrs)
+
+
+def read_state(path: Path, method: str, params: dict, checkpoint_sha256: str) -> dict[str, np.ndarray]:
+    """The state a chained method left after the previous video, refused unless that file was
+    scored by the same method, parameters and checkpoint (another run's memory would silently
+    change every score that follows)."""
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = h5attrs.read(handle.attrs)
+            state = {name: data[()] for name, data in handle[STATE].items()} if STATE in handle else None
+    except (OSError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable scores file ({err}); delete it and rerun its score job") from None
+    if state is None:
+        raise ValueError(f"{path}: holds no {method} state to continue from (scored with test state not carried?); "
+                         "rerun its score job")
+    made = (attrs.get("method"), attrs.get("params"), attrs.get("checkpoint_sha256"))
+    if made != (method, params, checkpoint_sha256):
+        raise ValueError(f"{path}: scored by another method, parameters or checkpoint than this video's "
+                         f"({made[0]}, checkpoint sha256 {str(made[2])[:12]}); rerun the split's score jobs in order")
+    return state
 
 
 def read_scores(path: Path) -> VideoScore:
@@ -67,9 +96,21 @@ def scores_by_video(score_files: list[Path]) -> dict[str, Path]:
     return {name: paths[0] for name, paths in by_video.items()}
 
 
-def score(method_name: str, video: Path, out: Path, params: dict, seed: int, checkpoint: Path | None) -> VideoScore:
+def score(method_name: str, video: Path, out: Path, params: dict, seed: int, checkpoint: Path | None,
+          previous: Path | None = None) -> VideoScore:
     method = get_method(method_name, params, seed)
-    result = method.score_video(checkpoint, video)
+    checkpoint_sha256 = sha256_file(checkpoint) if checkpoint else "none"
+    provenance = {}
+    if method.carries_state():
+        state = read_state(previous, method_name, params, checkpoint_sha256) if previous else None
+        result = method.score_video(checkpoint, video, state)
+        provenance = {"state_from": str(previous) if previous else "none (the first video of its split)",
+                      "state_from_sha256": sha256_file(previous) if previous else "none"}
+    elif previous:
+        raise ValueError(f"{method_name} with these parameters scores each video on its own; "
+                         f"--previous {previous} has no use")
+    else:
+        result = method.score_video(checkpoint, video)
     if not np.isfinite(result.scores[result.scored]).all():
         raise ValueError(f"{method_name} produced non-finite scores for {video}")
     write_scores(
@@ -82,7 +123,8 @@ def score(method_name: str, video: Path, out: Path, params: dict, seed: int, che
             "input": str(video),
             "input_sha256": sha256_file(video),
             "checkpoint": str(checkpoint) if checkpoint else "none",
-            "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else "none",
+            "checkpoint_sha256": checkpoint_sha256,
+            **provenance,
             "versions": versions(),
         },
     )
@@ -97,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--params-json", default="{}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--previous", type=Path,
+                        help="score file of the video before this one in its split, for a method that carries state")
     args = parser.parse_args(argv)
-    result = score(args.method, args.input, args.out, json.loads(args.params_json), args.seed, args.checkpoint)
+    result = score(args.method, args.input, args.out, json.loads(args.params_json), args.seed, args.checkpoint,
+                   args.previous)
     print(f"{args.out}: {int(result.scored.sum())} of {result.scores.size} frames scored")
     return 0
 

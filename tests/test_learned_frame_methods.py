@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import pandas as pd
@@ -221,6 +222,22 @@ def test_frames_are_converted_to_each_network_convention():
     assert grey.shape == (1, 3, 16, 16) and torch.allclose(grey, torch.full_like(grey, 0.2))
 
 
+def test_frames_shrink_as_the_official_loader_or_without_aliasing():
+    """LGN-Net's official loader shrinks with OpenCV's bilinear default (no antialiasing): its paper
+    preset does too; area interpolation (cpu_budget) averages. Enlarging is bilinear in both."""
+    stripes = np.zeros((1, 64, 64, 1), np.uint8)
+    stripes[:, :, 1::4] = stripes[:, :, 2::4] = 255  # half the columns: bilinear at a quarter samples only these
+    area, bilinear = (convert(stripes, FrameFormat(16, "rgb", 0.0, 1.0, resize)) for resize in ("area", "bilinear"))
+    assert torch.allclose(area, torch.full_like(area, 128 / 255))
+    assert torch.equal(bilinear, torch.ones_like(bilinear))
+    assert (cv2.resize(stripes[0, :, :, 0], (16, 16)) == 255).all(), "what the official loader's cv2.resize gives"
+    small = stripes[:, :8, :8]
+    assert torch.equal(*(convert(small, FrameFormat(16, "rgb", 0.0, 1.0, resize)) for resize in ("area", "bilinear")))
+    assert get_method("lgn_net", {"preset": "paper"}).frame_format.resize == "bilinear"
+    assert get_method("lgn_net", {"preset": "cpu_budget"}).frame_format.resize == "area"
+    assert get_method("lgn_net", {"preset": "cpu_budget", "resize": "bilinear"}).frame_format.resize == "bilinear"
+
+
 def test_std_pairs_each_clip_with_the_frame_after_its_target(videos, trained):
     """Frame t holds the score of the clip starting at t - 5; the protocol's per-video min-max
     turns the stored -regularity into the official 1 - minmax(regularity)."""
@@ -265,6 +282,42 @@ def test_lgn_net_test_time_memory_update_is_gated_by_gamma(videos, trained):
     always = get_method("lgn_net", tiny("lgn_net", test_gamma=1e9)).score_video(trained["lgn_net"], videos["test"])
     assert never.scored.sum() == always.scored.sum() == TEST_FRAMES - 4
     assert not np.array_equal(never.scores, always.scores)
+
+
+def test_lgn_nets_test_memory_is_carried_from_video_to_video_through_the_score_files(videos, trained, tmp_path):
+    """The official evaluation carries the memory across test videos: the second video of a chain
+    starts from what the first left, which the first's score file stores, and only from the same
+    checkpoint and parameters; per_video starts every video from the trained memory."""
+    from pipelines.score import score
+
+    params = tiny("lgn_net", test_gamma=1e9)  # every frame updates the memory
+    checkpoint, video = trained["lgn_net"], videos["test"]
+    first = score("lgn_net", video, tmp_path / "a.h5", params, 0, checkpoint)
+    second = score("lgn_net", video, tmp_path / "b.h5", params, 0, checkpoint, previous=tmp_path / "a.h5")
+    assert not np.array_equal(first.scores, second.scores), "the second video started from the trained memory"
+    method = get_method("lgn_net", params)
+    again = method.score_video(checkpoint, video, first.state)
+    np.testing.assert_array_equal(again.scores, second.scores)
+    np.testing.assert_array_equal(again.state["memory"], second.state["memory"])
+    with h5py.File(tmp_path / "b.h5", "r") as handle:
+        assert handle.attrs["state_from"] == str(tmp_path / "a.h5")
+        np.testing.assert_array_equal(handle["state/memory"][()], second.state["memory"])
+    assert not np.array_equal(first.state["memory"], get_method("lgn_net", params).load(checkpoint).memory.items.numpy())
+
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'a.h5'}: scored by another method, parameters or checkpoint"):
+        score("lgn_net", video, tmp_path / "c.h5", params | {"test_lambda": 0.5}, 0, checkpoint, previous=tmp_path / "a.h5")
+    per_video = tiny("lgn_net", test_gamma=1e9, test_memory="per_video")
+    alone = score("lgn_net", video, tmp_path / "d.h5", per_video, 0, checkpoint)
+    np.testing.assert_array_equal(alone.scores, first.scores)
+    with h5py.File(tmp_path / "d.h5", "r") as handle:
+        assert "state" not in handle
+    with pytest.raises(ValueError, match="scores each video on its own; --previous"):
+        score("lgn_net", video, tmp_path / "e.h5", per_video, 0, checkpoint, previous=tmp_path / "a.h5")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'd.h5'}: holds no lgn_net state"):
+        score("lgn_net", video, tmp_path / "f.h5", params, 0, checkpoint, previous=tmp_path / "d.h5")
+    assert not any((tmp_path / f"{n}.h5").exists() for n in "cef")
+    assert "memory carried from each video to the next" in method.protocol("").label_convention
+    assert "memory reset to the trained one" in get_method("lgn_net", per_video).protocol("").label_convention
 
 
 def test_protocols_state_the_paper_conventions():
@@ -331,6 +384,9 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
     assert attrs["checkpoint_sha256"] == sha256_file(results / "models" / method / "synthetic" / "seed_1"
                                                      / f"{stages[-1]}.pt")
     assert attrs["input_sha256"] == sha256_file(tmp_path / attrs["input"]), "the score file names the bytes it scored"
+    if get_method(method, tiny(method)).carries_state():  # the second video started where the first ended
+        with h5py.File(sorted(score_file.parent.glob("*.h5"))[1], "r") as handle:
+            assert handle.attrs["state_from"] == str(score_file.relative_to(tmp_path))
 
     config["seed"] = [0, 1, 2]
     jobs = planned_jobs(tmp_path, config)
@@ -367,4 +423,12 @@ def test_the_paper_overlay_plans_three_seeds_of_gpu_training_on_ped2(shared_data
     assert {json.loads(params)["preset"] for _, _, params, _ in trainings} == {"paper"}
     train_jobs = out.split("rule train_stage:")[1:]
     assert len(train_jobs) == 3 * stages and all(re.search(r"resources:.*\bgpu=1\b", job) for job in train_jobs)
+    # LGN-Net's test memory is carried across the videos (the official evaluation): each of its
+    # scoring jobs after the first starts from the one before's score file; STD's stand alone.
+    scorings = re.findall(r"python -m pipelines\.score (\w+) \S+ '?results/scores/\w+/ped2/seed_0/test/(\d+)\.h5'? (.*)", out)
+    chained = {(m, v): re.search(r"--previous '?results/scores/lgn_net/ped2/seed_0/test/(\d+)\.h5", rest)
+               for m, v, rest in scorings}
+    assert len(chained) == 3 * n_test
+    assert all((chained[m, v] is None) == (m != "lgn_net" or v == "01") for m, v in chained)
+    assert all(int(found.group(1)) == int(v) - 1 for (m, v), found in chained.items() if found)
 

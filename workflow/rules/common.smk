@@ -15,7 +15,7 @@ shell.prefix(f"export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTH
 
 from snakemake.exceptions import WorkflowError
 
-from models import get_method_class
+from models import get_method, get_method_class
 from pipelines.config_check import ConfigError, dataset_config_error, no_videos_message, validate
 from pipelines.datasets import DatasetError, get_adapter
 from pipelines.poses.source import POSE_SOURCE_KEY
@@ -302,11 +302,35 @@ def train_labels(wildcards):
 
 
 def score_inputs(wildcards):
-    """A scoring job's inputs: the file the method reads for the video, the final checkpoint if it trains."""
+    """A scoring job's inputs: the file the method reads for the video, the final checkpoint if it
+    trains, and, for a method that carries state from video to video, the previous video's scores."""
     return {
         "video": method_input(wildcards.method, wildcards.dataset, wildcards.split, wildcards.video),
         "checkpoint": final_checkpoint(wildcards),
+        "previous": previous_video_scores(wildcards),
     }
+
+
+@functools.cache
+def carries_state(method, params_json):
+    """Whether a method, with these scoring parameters, chains the scoring of a split's videos."""
+    return get_method(method, json.loads(params_json)).carries_state()
+
+
+def previous_video_scores(wildcards):
+    """The score file of the video before this one (name order) in its split, when the method carries
+    state across videos (its start state is stored there); none for the first video or other methods."""
+    if not carries_state(wildcards.method, method_json(wildcards)):
+        return []
+    names = sorted(videos(wildcards.dataset, wildcards.split))
+    index = names.index(wildcards.video)
+    w = wildcards
+    return [f"results/scores/{w.method}/{w.dataset}/seed_{w.seed}/{w.split}/{names[index - 1]}.h5"] if index else []
+
+
+def previous_arg(wildcards, input):
+    """A scoring job's --previous, for a chained method's videos after the first."""
+    return optional_path("--previous", input.previous)
 
 
 def checkpoint_arg(wildcards, input):

@@ -34,6 +34,7 @@ rule score_video:
         "results/scores/{method}/{dataset}/seed_{seed}/{split}/{video}.h5",
     params:
         checkpoint=checkpoint_arg,
+        previous=previous_arg,
         method=method_json,
     threads: 1
     resources:
@@ -44,4 +45,4 @@ rule score_video:
         "../../envs/torch.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.checkpoint}"
-        " --params-json {params.method:q} --seed {wildcards.seed} > {log:q} 2>&1"
+        " {params.previous} --params-json {params.method:q} --seed {wildcards.seed} > {log:q} 2>&1"
