@@ -309,13 +309,19 @@ class SSRL(Method):
             raise ValueError(f"ssrl stage_init {value!r}: expected one of {STAGE_INITS}")
         return value
 
+    def schedule(self, stage: str) -> SSRLStage:
+        """What a training stage builds, trains, freezes and loads."""
+        if stage not in self.stages:
+            raise ValueError(f"{self.name}: unknown stage {stage!r}; stages: {self.stages}")
+        return SSRL_STAGES[self.stages.index(stage)]
+
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
-        number = self.stages.index(stage) + 1
+        schedule = self.schedule(stage)
+        has_next = self.stages.index(stage) < len(self.stages) - 1
         if self.stage_init == "best_on_test" and inputs.evaluation is None:
             raise ValueError("ssrl stage_init best_on_test needs test_eval_every > 0 (the evaluation split)")
-        schedule = SSRL_STAGES[number - 1]
         config = train_config(self.params)
-        if self.stage_init == "best_on_test" and number < len(self.stages):
+        if self.stage_init == "best_on_test" and has_next:
             every = inputs.evaluation.every
             if config.max_iterations < EvaluationCurve.first_due(every, config.eval_after):
                 raise ValueError(
@@ -333,7 +339,7 @@ class SSRL(Method):
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed,
                        int(self.params.get("checkpoint_every", 1000)),
                        sources=inputs.sources(previous))
-        model = SSRLNetwork(number, described["feature_dim"])
+        model = SSRLNetwork(schedule.number, described["feature_dim"])
         loaded: dict[str, Any] = {}
         if schedule.loads_stage is not None:
             if previous is None:
@@ -357,7 +363,7 @@ class SSRL(Method):
         run.resume(model, {"adam": optimizer})
         # A later stage starting from this one's best-on-test weights needs them kept.
         curve = EvaluationCurve(inputs.evaluation, self.protocol, run.notes,
-                                keep_best=self.stage_init == "best_on_test" and number < len(self.stages),
+                                keep_best=self.stage_init == "best_on_test" and has_next,
                                 after=config.eval_after)
         batch = config.batch_per_class
         with SegmentCache(run.resume_dir / "segments.h5", files, schedule.grids) as cache:
@@ -383,7 +389,7 @@ class SSRL(Method):
         if checkpoint is None:
             raise ValueError("ssrl scores with a trained checkpoint; none was given")
         payload = load_checkpoint(checkpoint, self.name)
-        model = SSRLNetwork(self.stages.index(payload["stage"]) + 1, payload["identity"]["feature_dim"])
+        model = SSRLNetwork(self.schedule(payload["stage"]).number, payload["identity"]["feature_dim"])
         model.load_state_dict(payload["model"])
         device = torch_device()
         model.to(device).eval()

@@ -168,6 +168,28 @@ def test_ssrl_stages_load_freeze_and_extend(tmp_path, split):
     assert score.scores.shape == (35 * 16 - 3,) and score.scored.all() and np.isfinite(score.scores).all()
 
 
+def test_ssrl_end_to_end_trains_every_scale_at_once_from_scratch(tmp_path, split):
+    """The ablation the specification keeps: the last stage's network, one stage, nothing loaded or
+    frozen, every unit trained (the staged schedule's stage 4 trains only the 4x7 branch)."""
+    method = get_method("ssrl_end_to_end", {"iterations": 2, "batch_per_class": 2}, seed=1)
+    assert method.stages == ("train",)
+    method.train_stage("train", split, None, tmp_path / "train.pt")
+    payload = load_checkpoint(tmp_path / "train.pt", "ssrl_end_to_end")
+    torch.manual_seed(1)
+    fresh = SSRLNetwork(len(SSRL_STAGES), DIM).state_dict()
+    assert set(payload["model"]) == set(fresh)
+    units = {k.split(".")[0] if not k.startswith("patch_branches") else ".".join(k.split(".")[:2]) for k in fresh}
+    changed = {u for u in units for k in fresh
+               if (k.startswith(u + ".")) and k.endswith("weight") and not torch.equal(fresh[k], payload["model"][k])}
+    assert changed == units == {"temporal_relation", "classifier", "patch_branches.0", "patch_branches.1", "patch_branches.2"}
+    assert payload["extra"]["loaded_from_previous"] == {}
+    score = method.score_video(tmp_path / "train.pt", split.files[3])
+    assert score.scores.shape == (35 * 16 - 3,) and np.isfinite(score.scores).all()
+    assert "end-to-end ablation" in method.protocol("synthetic: labels").label_convention
+    with pytest.raises(CheckpointError):
+        get_method("ssrl", {}).score_video(tmp_path / "train.pt", split.files[3])
+
+
 def test_ssrl_stage_refuses_the_wrong_previous_stage(tmp_path, split):
     method = get_method("ssrl", {"iterations": 1, "batch_per_class": 1}, seed=0)
     method.train_stage("stage1", split, None, tmp_path / "stage1.pt")

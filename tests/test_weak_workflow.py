@@ -120,6 +120,17 @@ def test_published_features_replace_extraction(tmp_path):
     assert out.returncode != 0 and "used with published rtfm features only" in out.stdout
 
 
+def test_the_ssrl_end_to_end_ablation_reads_ssrls_features_and_trains_one_stage(tmp_path):
+    config = weak_config()
+    before = planned_jobs(tmp_path / "work", config)
+    config["methods"]["ssrl_end_to_end"] = dict(config["methods"]["ssrl"], enabled=True)
+    config["methods"]["ssrl_end_to_end"].pop("stage_init", None)
+    after = planned_jobs(tmp_path / "work", config)
+    assert after["train_stage"] == before["train_stage"] + 1, "one stage, beside SSRL's four"
+    assert after["extract_features"] == before["extract_features"], "the same feature files as SSRL's"
+    assert after["evaluate"] == before["evaluate"] + 1
+
+
 @pytest.mark.slow
 def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
     workdir = tmp_path / "work"
