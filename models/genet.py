@@ -17,8 +17,9 @@ Left out of the paper (single-level variant, like the public code): the second l
 encoder guides a mask encoder on masked frames (appearance), and the Behavior-Scene Matching Module.
 Neither is in the authors' code and the paper's description of them could not be checked, so they are
 not guessed at. Also unlike the public code: every clip is used, sorted (its loader kept 16 files of an
-unsorted listing), and the student is not trained on mirrored poses paired with unmirrored features
-(the published loader does that to half of its pairs); it sees each segment once per epoch.
+unsorted listing), and by default the student is not trained on mirrored poses paired with unmirrored
+features (the published loader does that to half of its 2N pairs); it sees each segment once per epoch.
+``mirrored_pairs: true`` trains on the public loader's 2N pairs (twice the steps per epoch).
 """
 from __future__ import annotations
 
@@ -169,14 +170,18 @@ class GENetMethod(Method):
         optimizer = config.make_optimizer(model.student.parameters())
         start = run.resume(model, {"adamax": optimizer})
         model.train()
-        per_epoch = math.ceil(len(tubes) / config.batch_size)
+        # mirrored_pairs: the public loader's 2N pairs, the second N mirrored poses beside the unmirrored
+        # features of the same segment; otherwise each segment once, as it was seen.
+        pairs = len(tubes) * (2 if params.get("mirrored_pairs", False) else 1)
+        per_epoch = math.ceil(pairs / config.batch_size)
         for step in range(start, config.epochs * per_epoch):
             epoch, batch = divmod(step, per_epoch)
-            order = np.random.default_rng([self.seed, 3, epoch]).permutation(len(tubes))
-            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            order = np.random.default_rng([self.seed, 3, epoch]).permutation(pairs)
+            picked = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            index, mirrored = picked % len(tubes), picked >= len(tubes)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_for_epoch(epoch)
-            target, output = model(torch.from_numpy(tubes.unflipped_input(index)).to(device),
+            target, output = model(torch.from_numpy(tubes.pose_input(index, mirrored)).to(device),
                                    torch.from_numpy(tubes.features(index)).to(device))
             loss = ((target - output) ** 2).mean()
             check_finite(loss, f"GENet exploration, epoch {epoch}, batch {batch}")

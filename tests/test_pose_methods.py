@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import h5py
@@ -307,3 +308,11 @@ def test_genet_stages_train_in_order_and_score(tmp_path):
     assert result.empty[26:].all() and not result.empty[8:26].any()  # nobody there: for the evaluation to fill
     with pytest.raises(ValueError, match="multiple of 8"):
         get_method("genet", params | {"seg_len": 12}).score_video(tmp_path / "exploration.pt", files["test"])
+    # The public loader's 2N pairs (mirrored poses beside unmirrored features): twice the steps of an epoch.
+    mirrored = get_method("genet", params | {"mirrored_pairs": True})
+    mirrored.train_stage("exploration", inputs, tmp_path / "guidance.pt", tmp_path / "mirrored.pt")
+    n = exploration["extra"]["n_train_segments"]
+    twice = torch.load(tmp_path / "mirrored.pt", weights_only=True)
+    assert (exploration["step"], twice["step"]) == (2 * math.ceil(n / 8), 2 * math.ceil(2 * n / 8))
+    student = next(k for k in exploration["model"] if k.startswith("student.") and k.endswith("weight"))
+    assert not torch.equal(twice["model"][student], exploration["model"][student])

@@ -141,16 +141,15 @@ class Tubes:
     attrs: dict
 
     def features(self, index: np.ndarray) -> np.ndarray:
-        """(B, 1024, T', 3, 3) float32 feature maps of the segments ``index`` (any order)."""
+        """(B, 1024, T', 3, 3) float32 feature maps of the segments ``index`` (any order, repeats allowed:
+        h5py reads each row once, in increasing order)."""
         index = np.asarray(index)
-        order = np.argsort(index, kind="stable")
         if index.size == 0:
             return np.zeros((0, *self.feature_shape), np.float32)
+        rows, where = np.unique(index, return_inverse=True)
         with h5py.File(self.path, "r") as handle:
-            data = handle["features"][index[order]]
-        result = np.empty(data.shape, np.float32)
-        result[order] = data
-        return result
+            data = handle["features"][rows]
+        return data[where.reshape(-1)].astype(np.float32, copy=False)
 
 
 def read_tubes(path: str | Path) -> Tubes:
