@@ -1,7 +1,7 @@
 """Locating ffmpeg and asking it about a video.
 
-A system ffmpeg is used when one is on PATH; otherwise the static binary that the
-``imageio-ffmpeg`` wheel carries, so a fresh machine needs no root. ffprobe is optional:
+A system ffmpeg is used when one of release 5.1 or newer is on PATH; otherwise the static binary
+that the ``imageio-ffmpeg`` wheel carries, so a fresh machine needs no root. ffprobe is optional:
 the wheel has none, so probing falls back to parsing ``ffmpeg -i``'s stream line.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,22 +20,49 @@ class VideoError(RuntimeError):
     """A video that ffmpeg cannot read, or reads only in part."""
 
 
+# The oldest ffmpeg the decoder's options exist in (``-fps_mode``, 5.1).
+MIN_FFMPEG = (5, 1)
+_VERSION_RE = re.compile(r"^ffmpeg version n?(\d+)\.(\d+)")
+
+
+def _first_version_line(exe: str) -> str:
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()[0].strip()
+
+
+def release_of(version_line: str) -> tuple[int, int] | None:
+    """(major, minor) of an ``ffmpeg -version`` line; None for a build that names no release (a git
+    snapshot such as ``N-112233-g...``, newer than any release it could be mistaken for)."""
+    found = _VERSION_RE.match(version_line)
+    return (int(found[1]), int(found[2])) if found else None
+
+
 @functools.cache
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary used everywhere in the pipeline."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
+    """Path of the ffmpeg binary used everywhere in the pipeline: the system's when it is recent
+    enough, else the one the imageio-ffmpeg wheel carries (a cluster's default module is often
+    older than the decoder's options; it would fail on every video)."""
     import imageio_ffmpeg
 
+    found = shutil.which("ffmpeg")
+    if found:
+        release = release_of(_first_version_line(found))
+        if release is None or release >= MIN_FFMPEG:
+            return found
+        bundled = imageio_ffmpeg.get_ffmpeg_exe()
+        if (release_of(_first_version_line(bundled)) or MIN_FFMPEG) < MIN_FFMPEG:
+            raise VideoError(f"{found} is ffmpeg {release[0]}.{release[1]} and the bundled {bundled} is older than "
+                             f"{MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} too; put ffmpeg {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer on PATH")
+        print(f"note: {found} is ffmpeg {release[0]}.{release[1]}, older than {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]}; "
+              f"using the bundled {bundled}", file=sys.stderr)
+        return bundled
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @functools.cache
 def ffmpeg_version() -> str:
     """First line of ``ffmpeg -version``, recorded in every output's provenance."""
-    out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, check=True)
-    return out.stdout.splitlines()[0].strip()
+    return _first_version_line(ffmpeg_exe())
 
 
 @dataclass(frozen=True)

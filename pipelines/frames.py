@@ -67,14 +67,24 @@ def extract(
     return _extract_video(source, Path(out), params)
 
 
+def resized(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """(N, H, W, C) frames at ``size`` (height, width): area interpolation when both sides shrink (no
+    aliasing), bilinear otherwise. Videos and frame folders go through this one function, so the same
+    pixels give the same frames whichever way a dataset ships them (ShanghaiTech ships both)."""
+    if size is None or tuple(size) == frames.shape[1:3]:
+        return frames
+    height, width = size
+    shrinks = height < frames.shape[1] and width < frames.shape[2]
+    interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(frame, (width, height), interpolation=interpolation) for frame in frames]).reshape(
+        frames.shape[0], height, width, frames.shape[3])
+
+
 def _start_decoder(source: Path, params: FrameParams):
-    """ffmpeg decoding ``source`` to raw frames on its stdout. The command does not depend on the
-    probe (a configured size always goes through the scale filter, which passes frames of that size
-    through), so decoding starts while ffprobe reads the header."""
+    """ffmpeg decoding ``source`` to raw frames of its own size on its stdout (``resized`` then
+    applies a configured size). The command does not depend on the probe, so decoding starts while
+    ffprobe reads the header."""
     stream = ffmpeg.input(input_url(source))["v:0"]  # the stream probe() describes
-    if params.size:
-        height, width = params.size
-        stream = stream.filter("scale", width, height, flags="bilinear")
     return (
         stream.output("pipe:", format="rawvideo", pix_fmt=params.pixel_format, fps_mode="passthrough")
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-xerror")
@@ -88,10 +98,11 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     reader = None
     try:
         info = probe(source)  # a missing or unreadable file stops here, naming it
-        # ffmpeg applies the stream's rotation, so unresized frames come out in its frame_size.
+        # ffmpeg applies the stream's rotation, so its frames come out in the probe's frame_size.
+        decoded_height, decoded_width = info.frame_size
         height, width = params.size or info.frame_size
         channels = PIXEL_FORMATS[params.pixel_format]
-        frame_bytes = height * width * channels
+        frame_bytes = decoded_height * decoded_width * channels
         errors: list[bytes] = []
         drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
         drain.start()
@@ -114,7 +125,8 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
                     if size % frame_bytes:
                         raise VideoError(f"{source}: ffmpeg stopped inside a frame (truncated output)")
                     if size:
-                        writer.append(np.frombuffer(buffer, np.uint8, count=size).reshape(-1, height, width, channels))
+                        decoded = np.frombuffer(buffer, np.uint8, count=size).reshape(-1, decoded_height, decoded_width, channels)
+                        writer.append(resized(decoded, params.size))
                     free.put(buffer)
                     if size < block_bytes:
                         break
@@ -231,7 +243,10 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _read_image(path: Path, pixel_format: str) -> np.ndarray:
-    data = np.fromfile(path, np.uint8)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as err:  # a broken link, a folder named like a frame, no permission
+        raise VideoError(f"{path}: cannot read the image ({err.strerror or err})") from None
     if not _image_is_complete(path, data):
         raise VideoError(f"{path}: truncated image (its end marker is missing)")
     if path.suffix.lower() in (".jpg", ".jpeg"):
@@ -286,9 +301,7 @@ def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | N
     def fit(image: np.ndarray, path: Path) -> np.ndarray:
         if image.shape[:2] != original:
             raise VideoError(f"{path}: size {image.shape[:2]} differs from the folder's {original}")
-        if (height, width) != original:
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, channels)
-        return image
+        return resized(image.reshape(1, *original, channels), params.size)[0]
 
     def load(path: Path) -> np.ndarray:
         return fit(_read_image(path, params.pixel_format), path)

@@ -1,6 +1,7 @@
 """Frames via ffmpeg into HDF5: counts, provenance, chunking, atomic writes, clear errors."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import h5py
@@ -366,3 +367,66 @@ def test_a_video_with_repeated_timestamps_is_stored_whole(tmp_path):
                             "-fps_mode", "passthrough", "-"], capture_output=True, check=True).stdout
     with FrameReader(tmp_path / "r.h5") as reader:
         assert reader.clip(0, 10).tobytes() == plain
+
+
+@pytest.mark.parametrize(("version_line", "used"), [
+    ("ffmpeg version 4.4.2-0ubuntu0.22.04.1 Copyright (c) 2000-2021 the FFmpeg developers", "bundled"),
+    ("ffmpeg version 6.1.1-3ubuntu5 Copyright (c) 2000-2023 the FFmpeg developers", "system"),
+    ("ffmpeg version N-112233-g0123456789 Copyright (c) 2000-2024 the FFmpeg developers", "system"),
+])
+def test_an_ffmpeg_on_path_older_than_the_decoders_options_gives_way_to_the_bundled_one(tmp_path, monkeypatch, version_line, used):
+    """ffmpeg 4.x (Ubuntu 22.04, many cluster modules) has no -fps_mode: every video failed, reported
+    as having no frames."""
+    import imageio_ffmpeg
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    ffmpeg_exe.cache_clear()
+    try:
+        chosen = ffmpeg_exe()
+    finally:
+        ffmpeg_exe.cache_clear()
+    assert chosen == (imageio_ffmpeg.get_ffmpeg_exe() if used == "bundled" else str(fake))
+
+
+@pytest.mark.parametrize("size", [(24, 32), (60, 80)])
+def test_a_video_and_a_frame_folder_of_the_same_pixels_give_the_same_frames_at_any_size(tmp_path, size):
+    """ffmpeg's scaler resized videos, OpenCV's bilinear frame folders (aliasing when shrinking): with
+    frames.size set, ShanghaiTech's training videos and test folders were resized differently."""
+    import cv2
+
+    frames = moving_square_frames(6)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for index, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame[..., ::-1])
+    video = tmp_path / "lossless.mkv"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48",
+                    "-i", "pipe:", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(video)], input=frames.tobytes(), check=True)
+    params = FrameParams(size=size)
+    extract(folder, tmp_path / "folder.h5", params, fps=25.0)
+    extract(video, tmp_path / "video.h5", params)
+    with FrameReader(tmp_path / "folder.h5") as a, FrameReader(tmp_path / "video.h5") as b:
+        from_folder, from_video = a.clip(0, 6), b.clip(0, 6)
+    assert from_folder.shape == (6, *size, 3)
+    np.testing.assert_array_equal(from_video, from_folder)
+
+
+@pytest.mark.parametrize("damage", ["broken link", "folder"])
+def test_an_image_that_cannot_be_read_is_named_not_a_traceback(tmp_path, damage):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(moving_square_frames(3)):
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    (folder / "001.png").unlink()
+    if damage == "broken link":
+        (folder / "001.png").symlink_to(tmp_path / "gone.png")
+    else:
+        (folder / "001.png").mkdir()
+    with pytest.raises(VideoError, match=r"001\.png: cannot read the image \((No such file or directory|Is a directory)\)"):
+        extract(folder, tmp_path / "out.h5", FrameParams(), fps=25.0)
+    assert not (tmp_path / "out.h5").exists()

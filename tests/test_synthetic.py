@@ -283,3 +283,40 @@ def test_no_video_is_shorter_than_one_snippet():
     scene = build_scene(params)
     lengths = [plan_video(params, scene, split, i).n_frames for split in ("train", "test") for i in range(30)]
     assert min(lengths) == 16 and max(lengths) > 16
+
+
+class _NoNoise:
+    def add_to(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_frame_is_labelled_abnormal_exactly_when_an_anomalous_actor_is_drawn_in_it(seed):
+    """Visibility was the projected points' box, while limbs, shoes, heads and wheels are drawn around
+    them: frames with an anomalous actor's pixels at the border were labelled normal, and an event was
+    recorded from its first to its last visible frame across frames where its actor had left."""
+    from pipelines.synthetic.actors import actor_shape
+    from pipelines.synthetic.plan import plan_video
+    from pipelines.synthetic.render import draw_frame
+    from pipelines.synthetic.scene import build_scene
+
+    params = SyntheticParams(seed=seed, n_test=10)
+    scene = build_scene(params)
+    camera = scene.camera
+    blanks = [np.full((camera.height, camera.width, 3), value, np.uint8) for value in (0, 255)]
+    undrawn_but_labelled = 0
+    for index in range(params.n_test):
+        plan = plan_video(params, scene, "test", index)
+        drawn = np.zeros(plan.n_frames, bool)
+        for frame in range(plan.n_frames):
+            shapes = [actor_shape(a, frame, camera) for a in plan.actors_at(frame) if a.event is not None]
+            drawn[frame] = bool(shapes) and any((draw_frame(b, shapes, _NoNoise()) != b).any() for b in blanks)
+        labels = plan.labels.astype(bool)
+        assert not (drawn & ~labels).any(), f"test video {index}: drawn but labelled normal: {np.flatnonzero(drawn & ~labels)}"
+        undrawn_but_labelled += int((labels & ~drawn).sum())
+        events = np.zeros(plan.n_frames, bool)
+        for event in plan.events:
+            assert labels[event.start:event.end].all(), f"test video {index}: {event} spans unlabelled frames"
+            events[event.start:event.end] = True
+        np.testing.assert_array_equal(events, labels)
+    assert undrawn_but_labelled == 0

@@ -31,7 +31,7 @@ def test_demo_produces_the_report(demo):
     table = pd.read_csv(workdir / "results" / "report" / "auc_table.csv")
     assert list(table.columns) == [
         "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std", "far",
-        "auc_micro_best_on_test", "paper_auc", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
+        "auc_micro_best_on_test", "paper_auc", "paper_far", "paper_ref", "protocol", "n_videos", "n_frames", "seeds", "config_hash",
     ]
     row = table.iloc[0]
     assert (row.dataset, row.method, row.split, row.n_videos) == ("synthetic", "tde", "test", 4)
@@ -176,7 +176,7 @@ def test_lint_is_clean(tmp_path):
 
 
 # Params functions that take a job's input or output and hold only its paths (with fixed flags).
-PATH_ONLY_PARAMS = {"checkpoint_arg", "evaluation_args", "patch_args"}
+PATH_ONLY_PARAMS = {"checkpoint_arg", "evaluation_args", "patch_args", "previous_arg"}
 
 
 def test_params_from_input_or_output_hold_only_paths():

@@ -2,7 +2,7 @@
 
 An actor is a trajectory (ground point, heading, gait phase and gait amount per frame) plus a look. Its shape
 at a frame is its 3-D model (skeleton, bicycle, car) projected by the scene camera; the same shape is drawn,
-written out as a ground-truth pose, and decides whether the actor counts as visible for the frame labels.
+written out as a ground-truth pose, and (drawn) decides whether the actor counts as visible for the frame labels.
 """
 from __future__ import annotations
 
@@ -15,6 +15,32 @@ from pipelines.synthetic.skeleton import RUN, WALK, cycling_pose, gait_pose
 from pipelines.synthetic.vehicles import BOX_FACES, CAR, Solid, bicycle
 
 Colour = tuple[int, int, int]  # BGR, as OpenCV draws
+
+# Widths and radii of what the renderer draws around the projected points, in metres at the actor
+# (times the shape's pixels per metre); the visibility test (render.drawn_in_frame) pads the points'
+# bounds by them.
+LIMB_WIDTH_M = 0.12  # arms; legs are a pixel wider
+SHOE_RADIUS = 0.6  # of the limb width, around each ankle
+TORSO_STROKE_M = 0.3  # neck to pelvis, at least 2 px
+HEAD_RADIUS_M = 0.11  # around the mean of ears and eyes, at least 1.2 px
+TUBE_WIDTH_M = 0.04  # bicycle rims and tubes
+ANTIALIAS_PX = 1.0  # OpenCV's antialiased edges reach a pixel further
+
+
+def limb_width(scale: float) -> int:
+    return max(1, int(round(LIMB_WIDTH_M * scale)))
+
+
+def torso_stroke(scale: float) -> int:
+    return max(2, int(round(TORSO_STROKE_M * scale)))
+
+
+def head_radius(scale: float) -> float:
+    return max(1.2, HEAD_RADIUS_M * scale)
+
+
+def tube_width(scale: float) -> int:
+    return max(1, int(round(TUBE_WIDTH_M * scale)))
 
 
 @dataclass(frozen=True)
@@ -80,11 +106,20 @@ class Shape:
         x1, y1 = points.max(axis=0)
         return float(x0), float(y0), float(x1), float(y1)
 
-    def visible(self, width: int, height: int) -> bool:
-        """Visible when any part of the actor's bounding box lies inside the frame: an actor coming in
-        or going out at the border is drawn, so it is labelled (and its skeleton written) too."""
-        x0, y0, x1, y1 = self.bounds()
-        return x1 >= 0 and x0 < width and y1 >= 0 and y0 < height
+    def reach(self) -> float:
+        """How far, in pixels, the drawing may extend beyond the points of ``bounds``: stroke half-widths,
+        the shoes', head's and wheels' radii, and antialiasing (``render.drawn_in_frame`` draws the
+        frames where this margin, and not the points, reaches into the picture)."""
+        s, reach = self.scale, 0.0
+        if self.keypoints is not None:
+            limb = limb_width(s)
+            reach = max((limb + 1) / 2, SHOE_RADIUS * limb, torso_stroke(s) / 2, head_radius(s))
+        if self.wheels is not None:
+            reach = max(reach, tube_width(s) / 2)
+        if self.wheel_centres is not None:
+            reach = max(reach, CAR.wheel_radius * s)
+        return reach + ANTIALIAS_PX
+
 
 
 def actor_shape(actor: Actor, frame: int, camera: Camera) -> Shape:

@@ -39,7 +39,7 @@ from pipelines.synthetic.params import (
     video_names,
 )
 from pipelines.synthetic.plan import plan_video
-from pipelines.synthetic.render import SensorNoise, draw_frame, render_background
+from pipelines.synthetic.render import SensorNoise, draw_frame, drawn_in_frame, render_background
 from pipelines.synthetic.scene import build_scene
 
 WEAK_SPLIT_COLUMNS = ("video", "source_split", "weak_split", "video_label")
@@ -68,7 +68,7 @@ def render_video(params: SyntheticParams, split: str, name: str, video_out: Path
         for frame in range(plan.n_frames):
             shapes = [actor_shape(actor, frame, camera) for actor in plan.actors_at(frame)]
             for shape in shapes:
-                if shape.keypoints is not None and shape.visible(camera.width, camera.height):
+                if shape.keypoints is not None and drawn_in_frame(shape, camera.width, camera.height):
                     person = poses.setdefault(str(shape.actor.person_id), {})
                     person[f"{frame:0{frame_digits}d}"] = _pose_entry(shape, camera.width, camera.height)
             yield draw_frame(background, shapes, noise)

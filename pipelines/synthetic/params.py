@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 # Bump whenever a change alters any rendered byte, label or pose: it is recorded in every manifest.
-GENERATOR_VERSION = "vadbench-synthetic/1"
+GENERATOR_VERSION = "vadbench-synthetic/2"  # 2: visibility counts what is drawn around the points
 
 ANOMALY_TYPES = ("running", "vehicle", "cyclist", "against_flow", "loitering")
 SPLITS = ("train", "test", "train_abnormal")

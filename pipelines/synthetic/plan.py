@@ -18,6 +18,7 @@ import numpy as np
 
 from pipelines.synthetic.actors import Actor, Look, Track, actor_shape
 from pipelines.synthetic.params import SyntheticParams, video_seed
+from pipelines.synthetic.render import drawn_in_frame
 from pipelines.synthetic.scene import Camera, Scene, Walkway
 from pipelines.synthetic.skeleton import RUN, WALK
 
@@ -37,7 +38,7 @@ _OFFSCREEN_M = {"pedestrian": 2.2, "runner": 2.2, "cyclist": 2.6, "vehicle": 5.0
 class Event:
     type: str
     start: int  # first frame with the anomalous actor visible
-    end: int  # one past the last such frame
+    end: int  # one past the last frame of this run of visible frames (an actor may leave and come back)
     person_id: int | None  # the actor's id in the pose file; None for a car
 
 
@@ -73,7 +74,10 @@ def plan_video(params: SyntheticParams, scene: Scene, split: str, index: int) ->
             actor, visible = _anomaly(kind, rng, scene, n_frames, params.fps, person_ids)
             actors.append(actor)
             labels[visible] = 1
-            events.append(Event(kind, int(visible[0]), int(visible[-1]) + 1, actor.person_id))
+            # one event per run of visible frames: a loiterer may step out of the frame and back
+            breaks = np.flatnonzero(np.diff(visible) > 1)
+            for first, last in zip(np.r_[0, breaks + 1], np.r_[breaks, visible.size - 1]):
+                events.append(Event(kind, int(visible[first]), int(visible[last]) + 1, actor.person_id))
     return VideoPlan(split, index, n_frames, tuple(actors), tuple(events), labels, noise_seed)
 
 
@@ -157,7 +161,7 @@ def _anomaly(kind: str, rng: np.random.Generator, scene: Scene, n_frames: int, f
     person_id = next(person_ids) if actor_kind != "vehicle" else None
     whole = Actor(actor_kind, look, trajectory.track(0), event=kind, person_id=person_id)
     seen = [t for t in range(whole.track.end_frame)
-            if actor_shape(whole, t, camera).visible(camera.width, camera.height)]
+            if drawn_in_frame(actor_shape(whole, t, camera), camera.width, camera.height)]
     if not seen:
         raise RuntimeError(f"{kind} actor never enters the {camera.width}x{camera.height} frame")
     low, high = _FIRST_VISIBLE[kind]

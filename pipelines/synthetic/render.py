@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipelines.synthetic.actors import Shape
+from pipelines.synthetic.actors import SHOE_RADIUS, Shape, head_radius, limb_width, torso_stroke, tube_width
 from pipelines.synthetic.scene import Camera, Scene, Walkway
 from pipelines.synthetic.skeleton import J, LEFT_SIDE, RIGHT_SIDE
 from pipelines.synthetic.vehicles import CAR
@@ -61,13 +61,36 @@ def draw_frame(background: np.ndarray, shapes: list[Shape], noise: SensorNoise) 
     """One frame: actors drawn far to near over the background, plus fresh sensor noise."""
     frame = background.copy()
     for shape in sorted(shapes, key=lambda s: s.anchor[1]):
-        if shape.faces:
-            _draw_car(frame, shape)
-        else:
-            if shape.wheels is not None:
-                _draw_bicycle(frame, shape)
-            _draw_person(frame, shape)
+        _draw_shape(frame, shape)
     return noise.add_to(frame)
+
+
+def _draw_shape(image: np.ndarray, shape: Shape) -> None:
+    if shape.faces:
+        _draw_car(image, shape)
+    else:
+        if shape.wheels is not None:
+            _draw_bicycle(image, shape)
+        _draw_person(image, shape)
+
+
+def drawn_in_frame(shape: Shape, width: int, height: int) -> bool:
+    """Whether drawing ``shape`` changes any pixel of a ``width`` x ``height`` frame: what the labels and
+    the skeleton files count as visible. Limbs, shoes, heads and wheels reach beyond the projected
+    points, so an actor at the border is drawn into frames where none of its points are; only such
+    borderline frames are drawn to find out (on black and on white, so that no colour goes unseen)."""
+    x0, y0, x1, y1 = shape.bounds()
+    pad = shape.reach()
+    if x1 + pad < 0 or x0 - pad >= width or y1 + pad < 0 or y0 - pad >= height:
+        return False
+    if x0 >= 0 and y0 >= 0 and x1 <= width - 1 and y1 <= height - 1:
+        return True
+    for value in (0, 255):
+        canvas = np.full((height, width, 3), value, np.uint8)
+        _draw_shape(canvas, shape)
+        if (canvas != value).any():
+            return True
+    return False
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
@@ -117,7 +140,7 @@ def _draw_prop(image: np.ndarray, camera: Camera, kind: str, position: np.ndarra
 
 def _draw_person(image: np.ndarray, shape: Shape) -> None:
     look, kp, s = shape.actor.look, shape.keypoints, shape.scale
-    limb = max(1, int(round(0.12 * s)))
+    limb = limb_width(s)
     # The side of the body turned away from the camera is drawn first and a little darker.
     left_far = shape.depths[list(LEFT_SIDE)].mean() > shape.depths[list(RIGHT_SIDE)].mean()
     far, near = ("left", "right") if left_far else ("right", "left")
@@ -126,7 +149,7 @@ def _draw_person(image: np.ndarray, shape: Shape) -> None:
     def leg(side: str, dim: float) -> None:
         colour = (np.array(look.bottom) * dim).tolist()
         _polyline(image, kp[[J[f"{side}_hip"], J[f"{side}_knee"], J[f"{side}_ankle"]]], colour, limb + 1)
-        cv2.circle(image, _point(kp[J[f"{side}_ankle"]]), int(_ONE * 0.6 * limb), shoe, -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(image, _point(kp[J[f"{side}_ankle"]]), int(_ONE * SHOE_RADIUS * limb), shoe, -1, cv2.LINE_AA, _SHIFT)
 
     def arm(side: str, dim: float) -> None:
         _polyline(image, kp[[J[f"{side}_shoulder"], J[f"{side}_elbow"]]], (np.array(look.top) * dim).tolist(), limb)
@@ -139,14 +162,14 @@ def _draw_person(image: np.ndarray, shape: Shape) -> None:
     torso = np.concatenate([shoulders, hips[::-1]])
     cv2.fillPoly(image, [_fixed(torso)], look.top, cv2.LINE_AA, _SHIFT)
     # The torso seen edge-on still has depth: a thick stroke from neck to pelvis.
-    _polyline(image, np.stack([shoulders.mean(axis=0), hips.mean(axis=0)]), look.top, max(2, int(round(0.3 * s))))
+    _polyline(image, np.stack([shoulders.mean(axis=0), hips.mean(axis=0)]), look.top, torso_stroke(s))
     head = kp[[J["left_ear"], J["right_ear"], J["left_eye"], J["right_eye"]]].mean(axis=0)
-    cv2.circle(image, _point(head), int(_ONE * max(1.2, 0.11 * s)), look.skin, -1, cv2.LINE_AA, _SHIFT)
+    cv2.circle(image, _point(head), int(_ONE * head_radius(s)), look.skin, -1, cv2.LINE_AA, _SHIFT)
     arm(near, 1.0)
 
 
 def _draw_bicycle(image: np.ndarray, shape: Shape) -> None:
-    thickness = max(1, int(round(0.04 * shape.scale)))
+    thickness = tube_width(shape.scale)
     for rim in shape.wheels:
         cv2.polylines(image, [_fixed(rim)], True, (30, 30, 30), thickness, cv2.LINE_AA, _SHIFT)
     for a, b in shape.tubes:

@@ -20,6 +20,7 @@ from pipelines.config_check import ConfigError, dataset_config_error, no_videos_
 from pipelines.datasets import DatasetError, get_adapter
 from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.provenance import config_hash
+from pipelines.synthetic.params import GENERATOR_VERSION
 
 try:
     validate(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO / "workflow" / "rules")

@@ -10,6 +10,7 @@ rule synthetic_shard:
         directory(f"{SYNTHETIC_ROOT}/{{part}}/{{shard}}"),
     params:
         generator=lambda wildcards: synthetic_json(wildcards.part),
+        version=GENERATOR_VERSION,  # not passed on: a new generator version renders again
         videos_per_job=get_adapter("synthetic", SYNTHETIC).videos_per_job,
     wildcard_constraints:
         part=r"train|test|train_abnormal",
@@ -30,6 +31,7 @@ rule synthetic_splits:
         manifest=f"{SYNTHETIC_ROOT}/manifest.json",
     params:
         generator=synthetic_json(),
+        version=GENERATOR_VERSION,  # not passed on: a new generator version plans again
     log:
         "logs/synthetic_splits/splits.log",
     conda:
