@@ -142,4 +142,26 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
             raise dataset_config_error(name, err) from err
     if not any(entry.get("enabled") for entry in config["datasets"].values()):
         raise ConfigError("config key 'datasets': no dataset is enabled")
+    check_method_files(config)
     return config
+
+
+# Method keys that name a file the method reads (a released checkpoint, backbone weights): checked
+# here, so that a wrong path stops the run naming its key, not as a missing input of a job.
+METHOD_FILE_KEYS = {"stg_nf": ("pretrained",), "genet": ("guidance_pretrained", "i3d_weights")}
+
+
+def check_method_files(config: dict) -> None:
+    for method, keys in METHOD_FILE_KEYS.items():
+        entry = config["methods"].get(method) or {}
+        if not entry.get("enabled"):
+            continue
+        places = [(f"methods.{method}", entry)] + [
+            (f"methods.{method}.per_dataset.{dataset}", values)
+            for dataset, values in (entry.get("per_dataset") or {}).items()]
+        for where, values in places:
+            for key in keys:
+                value = values.get(key)
+                if value is not None and not Path(value).is_file():
+                    raise ConfigError(f"config key '{where}.{key}': {value} "
+                                      f"{'is not a file' if Path(value).exists() else 'does not exist'}")

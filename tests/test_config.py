@@ -87,6 +87,11 @@ def test_every_key_of_the_shipped_configs_has_a_comment(path):
         (lambda c: c["datasets"]["synthetic"].update(n_frames=48.0), r"'datasets\.synthetic\.n_frames': 48\.0 is not of type 'integer'"),
         (lambda c: c["datasets"]["shanghaitech"].update(weak_lists=""), r"'datasets\.shanghaitech\.weak_lists': '' (should be non-empty|is too short)"),
         (lambda c: c["datasets"]["synthetic"].update(walkers=[5, 2]), r"'datasets\.synthetic\.walkers': must be \[min, max\] with 0 <= min <= max"),
+        # released checkpoints and weights: a bare MissingInputException of a job, after the DAG was built
+        (lambda c: c["methods"]["stg_nf"].update(enabled=True, pretrained="/no/such.tar"), r"'methods\.stg_nf\.pretrained': /no/such\.tar does not exist"),
+        (lambda c: c["methods"]["genet"].update(enabled=True, i3d_weights="/tmp"), r"'methods\.genet\.i3d_weights': /tmp is not a file"),
+        (lambda c: c["methods"]["genet"].update(enabled=True, per_dataset={"synthetic": {"guidance_pretrained": "x.tar"}}),
+         r"'methods\.genet\.per_dataset\.synthetic\.guidance_pretrained': x\.tar does not exist"),
     ],
 )
 def test_bad_config_names_the_key(config, edit, message):

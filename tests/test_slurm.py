@@ -220,17 +220,23 @@ def test_the_profiles_name_only_rules_the_workflow_has(tmp_path):
         assert named - rules == set(), f"profiles/{profile} names rules the workflow does not have"
 
 
-def test_every_datasets_labels_rule_is_bundled_into_the_summary_job(tmp_path):
-    """Adding a dataset adds a `<name>_labels` rule, which the Slurm profile must name: otherwise it
-    runs as a Slurm job of its own beside the summary bundle (README, Adding a dataset)."""
-    from tests.workflow_helpers import run_snakemake
+def test_the_slurm_profile_builds_the_dag_of_a_method_that_follows_its_test_split(tmp_path):
+    """With test_eval_every, a training stage reads the test labels: with the labels rules in the summary
+    bundle, that group both fed the training and waited for its scores, which Snakemake refuses (the
+    local profile built the same DAG without a word)."""
+    from tests.workflow_helpers import merge_config
 
-    datasets = {p.stem for p in (REPO / "workflow" / "rules" / "datasets").glob("*.smk")}
-    rules = set(run_snakemake(tmp_path, tiny_config(), "--list-rules").stdout.split())
-    assert {f"{name}_labels" for name in datasets} <= rules
-    groups = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())["groups"]
-    unbundled = sorted(f"{name}_labels" for name in datasets if groups.get(f"{name}_labels") != "summary")
-    assert unbundled == [], f"add `<rule>: summary` under groups: in profiles/slurm/config.yaml for {unbundled}"
+    config = merge_config(tiny_config(), yaml.safe_load((REPO / "configs" / "weak_tiny.yaml").read_text()))
+    config["methods"]["arnet"]["test_eval_every"] = 1
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+               "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+               "--profile", str(profile_copy(tmp_path / "profile")), "-n"]
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=snakemake_env(), timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert re.search(r"^arnet_?\w*|train_stage", out.stdout, re.M)
 
 
 def test_profile_rejects_an_unknown_gpu_style(tmp_path):
