@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import queue
 import re
@@ -25,7 +26,7 @@ import ffmpeg
 import numpy as np
 import simplejpeg
 
-from pipelines.atomic import atomic_path
+from pipelines.atomic import atomic_path, write_text
 from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_store import COMPRESSIONS, FrameWriter
 from pipelines.provenance import sha256_file, sha256_folder, versions
@@ -345,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", default="lz4", choices=COMPRESSIONS)
     parser.add_argument("--fps", type=float, help="frame rate to record for a frame folder")
     parser.add_argument("--threads", type=int, help="threads decoding a frame folder (default: all CPUs allowed)")
+    parser.add_argument("--count-out", type=Path,
+                        help="also write the frame count here (JSON): what the labels job reads, so that it needs "
+                             "no frames file that was deleted once the features were made")
     args = parser.parse_args(argv)
     params = FrameParams(tuple(args.size) if args.size else None, args.pixel_format, args.compression)
     try:
@@ -352,8 +356,22 @@ def main(argv: list[str] | None = None) -> int:
     except VideoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if args.count_out:
+        write_text(args.count_out, json.dumps({"video": args.out.stem, "n_frames": n, "frames": str(args.out)}) + "\n")
     print(f"{args.out}: {n} frames")
     return 0
+
+
+def read_frame_count(path: Path) -> int:
+    """The frame count a ``--count-out`` file holds, checked."""
+    try:
+        record = json.loads(Path(path).read_text())
+        n = record["n_frames"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise VideoError(f"{path}: not a readable frame count ({err}); delete it and rerun its frames job") from None
+    if not isinstance(n, int) or n < 1:
+        raise VideoError(f"{path}: frame count {n!r} is not a positive integer; rerun its frames job")
+    return n
 
 
 if __name__ == "__main__":

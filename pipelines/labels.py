@@ -21,18 +21,27 @@ import numpy as np
 from pipelines import h5attrs
 from pipelines.atomic import atomic_path
 from pipelines.datasets import DatasetError, LabelError, get_adapter
+from pipelines.ffmpeg_tools import VideoError
 from pipelines.frame_store import FrameReader
+from pipelines.frames import read_frame_count
 from pipelines.provenance import sha256_file, versions
 
 LABELS = "labels"
 
 
+COUNT_SUFFIX = ".n_frames.json"  # the frames job's count of a video, beside its frames file
+
+
 def frame_counts(frames_files: list[Path]) -> dict[str, int]:
-    """Frame count per video, read from the frames files (named ``<video>.h5``)."""
+    """Frame count per video, read from the frames files (``<video>.h5``) or from the counts the frames
+    jobs write beside them (``<video>.n_frames.json``)."""
     counts = {}
-    for path in frames_files:
-        with FrameReader(path) as reader:
-            counts[Path(path).stem] = len(reader)
+    for path in map(Path, frames_files):
+        if path.name.endswith(COUNT_SUFFIX):
+            counts[path.name[: -len(COUNT_SUFFIX)]] = read_frame_count(path)
+        else:
+            with FrameReader(path) as reader:
+                counts[path.stem] = len(reader)
     return counts
 
 
@@ -98,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset")
     parser.add_argument("split")
     parser.add_argument("out", type=Path)
-    parser.add_argument("frames", type=Path, nargs="+", help="frames files of every video of the split")
+    parser.add_argument("frames", type=Path, nargs="+",
+                        help="frames files (or the frames jobs' <video>.n_frames.json counts) of every video of the split")
     parser.add_argument("--config-json", default="{}", help="the dataset's config entry as JSON")
     args = parser.parse_args(argv)
     try:
         labels = write_labels(args.dataset, args.split, json.loads(args.config_json), args.frames, args.out)
-    except (DatasetError, LabelError) as err:
+    except (DatasetError, LabelError, VideoError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     n = sum(v.size for v in labels.values())

@@ -430,3 +430,17 @@ def test_an_image_that_cannot_be_read_is_named_not_a_traceback(tmp_path, damage)
     with pytest.raises(VideoError, match=r"001\.png: cannot read the image \((No such file or directory|Is a directory)\)"):
         extract(folder, tmp_path / "out.h5", FrameParams(), fps=25.0)
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_the_frames_job_writes_the_count_the_labels_job_reads(tmp_path):
+    from pipelines.frames import main
+    from pipelines.labels import frame_counts
+
+    video = encode_video(tmp_path / "v.mp4", moving_square_frames(7))
+    out, count = tmp_path / "out" / "v.h5", tmp_path / "out" / "v.n_frames.json"
+    out.parent.mkdir()
+    assert main([str(video), str(out), "--count-out", str(count)]) == 0
+    assert frame_counts([count]) == frame_counts([out]) == {"v": 7}
+    count.write_text('{"n_frames": 0}')
+    with pytest.raises(VideoError, match=rf"{count}: frame count 0 is not a positive integer"):
+        frame_counts([count])

@@ -176,3 +176,10 @@ def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
         assert (results / "models" / "ssrl" / "synthetic" / "seed_0" / f"{stage}.pt").is_file()
 
     assert "Nothing to be done" in run_snakemake(workdir, config).stdout
+    # Frames deleted once the features are made (they are an intermediate file of these methods): a
+    # labels job to redo reads the frames jobs' counts, so no frames (and no features) are made again.
+    for frames in (results / "frames" / "synthetic").glob("*/*.h5"):
+        frames.unlink()
+    assert "Nothing to be done" in run_snakemake(workdir, config, "-n").stdout
+    out = run_snakemake(workdir, config, "-n", "--forcerun", "synthetic_labels").stdout
+    assert "synthetic_labels" in out and "extract_frames" not in out and "extract_features" not in out, out[-3000:]

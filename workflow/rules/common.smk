@@ -138,8 +138,9 @@ def frames_file(dataset, split, video):
     return f"results/frames/{dataset}/{frames_home(dataset, split, video)}/{video}.h5"
 
 
-def split_frames(dataset, split):
-    return [frames_file(dataset, split, video) for video in videos(dataset, split)]
+def split_frame_counts(dataset, split):
+    """The frames jobs' frame counts of a split's videos (what its labels job reads)."""
+    return [frames_file(dataset, split, video).removesuffix(".h5") + ".n_frames.json" for video in videos(dataset, split)]
 
 
 def frame_source(wildcards):
@@ -171,12 +172,12 @@ LABELS_COMMAND = (
 
 
 def labels_inputs(dataset):
-    """Input function of a dataset's labels rule: the split's frames files and its label files."""
+    """Input function of a dataset's labels rule: the split's frame counts and its label files."""
 
     def inputs(wildcards):
         found = adapter(dataset)
         return {
-            "frames": split_frames(dataset, wildcards.split),
+            "frames": split_frame_counts(dataset, wildcards.split),
             "label_files": sorted({str(found.rule_output(p)) for p in found.label_files(wildcards.split)}),
         }
 

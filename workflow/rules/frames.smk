@@ -3,7 +3,10 @@ rule extract_frames:
     input:
         source=frame_source_input,
     output:
-        "results/frames/{dataset}/{split}/{video}.h5",
+        frames="results/frames/{dataset}/{split}/{video}.h5",
+        # the frame count, which the labels job reads: a frames file deleted once the features are
+        # made (feature methods) is not extracted again when only the labels must be redone
+        n_frames="results/frames/{dataset}/{split}/{video}.n_frames.json",
     params:
         args=frame_args,
     log:
@@ -11,4 +14,4 @@ rule extract_frames:
     conda:
         "../../envs/frames.yaml"
     shell:
-        "python -m pipelines.frames {params.args} {output:q} > {log:q} 2>&1"
+        "python -m pipelines.frames {params.args} {output.frames:q} --count-out {output.n_frames:q} > {log:q} 2>&1"
