@@ -178,11 +178,13 @@ def test_each_datasets_evaluation_sees_only_its_own_skeleton_settings(tmp_path, 
 
 
 def test_a_released_checkpoint_is_an_input_of_its_stage(tmp_path, shared_data):
-    """A wrong path stops the run before anything is extracted; the named file is what the stage reads."""
+    """A wrong path stops the run before the DAG is built, naming the key; the named file is what the
+    stage reads."""
     config = tiny_config()
     config["methods"]["tde"]["enabled"] = False
     config["methods"]["stg_nf"].update(enabled=True, pretrained=str(tmp_path / "nowhere" / "ShanghaiTech_85_9.tar"))
     out = run_snakemake(tmp_path / "missing", config, "-n", check=False)
-    assert out.returncode != 0 and "nowhere/ShanghaiTech_85_9.tar" in out.stdout and "Missing input" in out.stdout
+    assert out.returncode != 0 and "config key 'methods.stg_nf.pretrained'" in out.stdout
+    assert "nowhere/ShanghaiTech_85_9.tar does not exist" in out.stdout
     config["methods"]["stg_nf"]["pretrained"] = str(shared_data.parent / "weights" / "stg_nf" / "ShanghaiTech_85_9.tar")
     assert planned_jobs(tmp_path / "released", config)["train_stage"] == 1
