@@ -294,6 +294,7 @@ class SSRL(Method):
     input_kind = "features"
     supervision = "weak"
     stages = STAGE_NAMES
+    schedules = SSRL_STAGES
     uses_gpu = True
     # The description of the features, which the workflow adds for the report rows only.
     protocol_params = (FEATURE_SOURCE_KEY,)
@@ -310,10 +311,10 @@ class SSRL(Method):
         return value
 
     def schedule(self, stage: str) -> SSRLStage:
-        """What a training stage builds, trains, freezes and loads."""
+        """What a training stage builds, trains, freezes and loads (``schedules``, one per stage)."""
         if stage not in self.stages:
             raise ValueError(f"{self.name}: unknown stage {stage!r}; stages: {self.stages}")
-        return SSRL_STAGES[self.stages.index(stage)]
+        return self.schedules[self.stages.index(stage)]
 
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         schedule = self.schedule(stage)

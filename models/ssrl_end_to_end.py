@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from models import register
-from models.ssrl import CLASSIFIER_UNIT, PATCH_GRIDS, SSRL, SSRL_STAGES, TEMPORAL_UNIT, SSRLStage, patch_unit
+from models.ssrl import CLASSIFIER_UNIT, PATCH_GRIDS, SSRL, SSRL_STAGES, TEMPORAL_UNIT, patch_unit
 from pipelines.metrics import Protocol
 from pipelines.weak_methods import protocol
 
@@ -30,15 +30,11 @@ class SSRLEndToEnd(SSRL):
 
     name = "ssrl_end_to_end"
     stages = ("train",)
+    schedules = (END_TO_END,)
 
     @property
     def stage_init(self) -> str:
         return "last"  # nothing to start from: one stage
-
-    def schedule(self, stage: str) -> SSRLStage:
-        if stage not in self.stages:
-            raise ValueError(f"{self.name}: unknown stage {stage!r}; stages: {self.stages}")
-        return END_TO_END
 
     def protocol(self, label_convention: str) -> Protocol:
         text = (f"{label_convention}; end-to-end ablation: the clip branch and all {len(PATCH_GRIDS)} patch scales "

@@ -49,7 +49,8 @@ def split_scores(method: str, params: dict, labels_file: Path, score_files: list
 
 def evaluate_split(method: str, params: dict, labels_file: Path, score_files: list[Path]) -> dict:
     """Metrics of one method on one split (see ``split_scores`` for what the inputs must be)."""
-    return evaluate(*reversed(split_scores(method, params, labels_file, score_files)))
+    protocol, videos = split_scores(method, params, labels_file, score_files)
+    return evaluate(videos, protocol)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,11 +11,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from pipelines.frame_store import FrameReader
+from pipelines.resize import resized
 
 COLOURS = ("rgb", "bgr")
 RESIZES = ("area", "bilinear")
@@ -44,19 +44,14 @@ def convert(frames: np.ndarray, fmt: FrameFormat) -> torch.Tensor:
     """(T, H, W, C) uint8 frames -> (T, 3, size, size) float32 in [low, high].
 
     Resized as 8-bit images before scaling, as the official loaders do, with the format's
-    ``resize``: area interpolation when both sides shrink, or always bilinear.
+    ``resize``: area interpolation when both sides shrink, or always bilinear (``pipelines.resize``).
     """
-    _, height, width, channels = frames.shape
-    shrinks = height > fmt.size and width > fmt.size
-    interpolation = cv2.INTER_AREA if fmt.resize == "area" and shrinks else cv2.INTER_LINEAR
-    resized = np.stack([cv2.resize(frame, (fmt.size, fmt.size), interpolation=interpolation) for frame in frames])
-    if resized.ndim == 3:  # OpenCV drops a single channel
-        resized = resized[..., None]
-    if channels == 1:
-        resized = np.repeat(resized, 3, axis=-1)
+    shown = resized(frames, (fmt.size, fmt.size), area=fmt.resize == "area")
+    if frames.shape[-1] == 1:
+        shown = np.repeat(shown, 3, axis=-1)
     elif fmt.colour == "bgr":
-        resized = resized[..., ::-1]
-    tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(0, 3, 1, 2).float()
+        shown = shown[..., ::-1]
+    tensor = torch.from_numpy(np.ascontiguousarray(shown)).permute(0, 3, 1, 2).float()
     return tensor * ((fmt.high - fmt.low) / 255.0) + fmt.low
 
 

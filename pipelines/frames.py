@@ -30,9 +30,11 @@ from pipelines.atomic import atomic_path, write_text
 from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_store import COMPRESSIONS, FrameWriter
 from pipelines.provenance import sha256_file, sha256_folder, versions
+from pipelines.resize import resized
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 PIXEL_FORMATS = {"rgb24": 3, "gray": 1}
+COUNT_SUFFIX = ".n_frames.json"  # the frame count the workflow writes beside a frames file (--count-out)
 
 
 @dataclass(frozen=True)
@@ -66,19 +68,6 @@ def extract(
     if source.is_dir():
         return _extract_folder(source, Path(out), params, fps, threads or usable_cpus())
     return _extract_video(source, Path(out), params)
-
-
-def resized(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """(N, H, W, C) frames at ``size`` (height, width): area interpolation when both sides shrink (no
-    aliasing), bilinear otherwise. Videos and frame folders go through this one function, so the same
-    pixels give the same frames whichever way a dataset ships them (ShanghaiTech ships both)."""
-    if size is None or tuple(size) == frames.shape[1:3]:
-        return frames
-    height, width = size
-    shrinks = height < frames.shape[1] and width < frames.shape[2]
-    interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(frame, (width, height), interpolation=interpolation) for frame in frames]).reshape(
-        frames.shape[0], height, width, frames.shape[3])
 
 
 def _start_decoder(source: Path, params: FrameParams):

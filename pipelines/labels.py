@@ -23,13 +23,10 @@ from pipelines.atomic import atomic_path
 from pipelines.datasets import DatasetError, LabelError, get_adapter
 from pipelines.ffmpeg_tools import VideoError
 from pipelines.frame_store import FrameReader
-from pipelines.frames import read_frame_count
+from pipelines.frames import COUNT_SUFFIX, read_frame_count
 from pipelines.provenance import sha256_file, versions
 
 LABELS = "labels"
-
-
-COUNT_SUFFIX = ".n_frames.json"  # the frames job's count of a video, beside its frames file
 
 
 def frame_counts(frames_files: list[Path]) -> dict[str, int]:

@@ -61,32 +61,36 @@ class UBnormal(DatasetAdapter):
             raise DatasetError(f"datasets.ubnormal.root: no Scene*/*.mp4 videos under {root}")
         return found
 
+    def _names_path(self, kind: str, prefix: str = "abnormal") -> Path:
+        return self.path("labels") / f"{prefix}_{kind}_video_names.txt"
+
     def _names_file(self, kind: str, prefix: str = "abnormal", required: bool = True) -> set[str] | None:
-        path = self.path("labels") / f"{prefix}_{kind}_video_names.txt"
+        path = self._names_path(kind, prefix)
         if not path.is_file():
             if not required:
                 return None
             raise DatasetError(f"datasets.ubnormal.labels: {path} not found")
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
 
-    def _normal_lists(self) -> tuple[str, set[str] | None, set[str]]:
+    def _normal_lists(self) -> tuple[str, set[str] | None, set[str], Path | None]:
         """(the rule choosing the normal training videos, the official training list or None, the
-        normal validation videos to hold out): see the module docstring."""
+        normal validation videos to hold out, the list file read or None): see the module docstring."""
         listed = self._names_file("training", "normal", required=False)
         if listed is not None:
-            return "normal_training_video_names.txt", listed, set()
+            return "normal_training_video_names.txt", listed, set(), self._names_path("training", "normal")
         validation = self._names_file("validation", "normal", required=False)
         if validation is not None:
-            return "normal videos outside the test and normal_validation lists", None, validation
+            return ("normal videos outside the test and normal_validation lists", None, validation,
+                    self._names_path("validation", "normal"))
         rule = "normal videos outside the test set (no normal_*_video_names.txt: validation normals included)"
-        return rule, None, set()
+        return rule, None, set(), None
 
     def normal_training_rule(self) -> str:
         """How the normal training videos were chosen."""
         return self._normal_lists()[0]
 
     def _normal_training(self, available: dict[str, Path], test: set[str]) -> set[str]:
-        _, listed, validation = self._normal_lists()
+        _, listed, validation, _ = self._normal_lists()
         if listed is not None:
             return listed
         return {n for n in available if n.startswith("normal_") and n not in test | validation}
@@ -150,13 +154,12 @@ class UBnormal(DatasetAdapter):
         """The ``*_video_names.txt`` files a split's videos are chosen by: the test list always (test
         videos are never training videos), the normal list the training rule uses, and for
         ``weak_train`` the abnormal training list."""
-        folder = self.path("labels")
-        lists = [folder / "abnormal_test_video_names.txt"]
-        if split in ("train", "weak_train"):
-            lists += [folder / name for name in ("normal_training_video_names.txt", "normal_validation_video_names.txt")
-                      if (folder / name).is_file()][:1]  # the first present is the one _normal_lists reads
+        lists = [self._names_path("test")]
+        normal_list = self._normal_lists()[3] if split in ("train", "weak_train") else None
+        if normal_list is not None:
+            lists.append(normal_list)
         if split == "weak_train":
-            lists.append(folder / "abnormal_training_video_names.txt")
+            lists.append(self._names_path("training"))
         return lists
 
     def frame_labels(self, split: str, n_frames: dict[str, int]) -> dict[str, np.ndarray]:

@@ -121,7 +121,6 @@ class Shape:
         return reach + ANTIALIAS_PX
 
 
-
 def actor_shape(actor: Actor, frame: int, camera: Camera) -> Shape:
     """Shape of ``actor`` at ``frame`` (which must lie within its track)."""
     track = actor.track

@@ -5,7 +5,9 @@ about (on screen, or on their way in from beyond the edge) wanders between the c
 maximum, so fewer may be in view at a moment. Test and abnormal-training videos add one or
 two anomaly events: running (3-4x walking speed, running gait), a car, a cyclist, walking against the flow,
 or loitering (lingering and wandering around one spot). A frame is labelled abnormal while an anomalous
-actor is visible in it. Planning draws nothing, so labels and split files come without rendering.
+actor is visible in it (drawing it changes a pixel of the frame). Planning renders no video: only an
+anomalous actor at the frame's edge is drawn, alone, to decide its visibility, so labels and split
+files come without rendering.
 """
 from __future__ import annotations
 

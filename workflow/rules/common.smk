@@ -138,9 +138,14 @@ def frames_file(dataset, split, video):
     return f"results/frames/{dataset}/{frames_home(dataset, split, video)}/{video}.h5"
 
 
+# Beside each frames file, the frames job writes its frame count, which the labels job reads (named as
+# pipelines.frames.COUNT_SUFFIX reads it).
+FRAME_COUNT_SUFFIX = ".n_frames.json"
+
+
 def split_frame_counts(dataset, split):
     """The frames jobs' frame counts of a split's videos (what its labels job reads)."""
-    return [frames_file(dataset, split, video).removesuffix(".h5") + ".n_frames.json" for video in videos(dataset, split)]
+    return [frames_file(dataset, split, video).removesuffix(".h5") + FRAME_COUNT_SUFFIX for video in videos(dataset, split)]
 
 
 def frame_source(wildcards):
@@ -319,15 +324,21 @@ def carries_state(method, params_json):
     return get_method(method, json.loads(params_json)).carries_state()
 
 
+@functools.cache
+def previous_videos(dataset, split):
+    """Each video of a split but the first -> the video before it, in name order."""
+    names = sorted(videos(dataset, split))
+    return dict(zip(names[1:], names[:-1]))
+
+
 def previous_video_scores(wildcards):
     """The score file of the video before this one (name order) in its split, when the method carries
     state across videos (its start state is stored there); none for the first video or other methods."""
     if not carries_state(wildcards.method, method_json(wildcards)):
         return []
-    names = sorted(videos(wildcards.dataset, wildcards.split))
-    index = names.index(wildcards.video)
+    previous = previous_videos(wildcards.dataset, wildcards.split).get(wildcards.video)
     w = wildcards
-    return [f"results/scores/{w.method}/{w.dataset}/seed_{w.seed}/{w.split}/{names[index - 1]}.h5"] if index else []
+    return [score_file(w.method, w.dataset, w.seed, w.split, previous)] if previous else []
 
 
 def previous_arg(wildcards, input):
@@ -341,8 +352,12 @@ def checkpoint_arg(wildcards, input):
     return optional_path("--checkpoint", input.checkpoint)
 
 
+def score_file(method, dataset, seed, split, video):
+    return f"results/scores/{method}/{dataset}/seed_{seed}/{split}/{video}.h5"
+
+
 def score_files(method, dataset, seed, split):
-    return [f"results/scores/{method}/{dataset}/seed_{seed}/{split}/{video}.h5" for video in videos(dataset, split)]
+    return [score_file(method, dataset, seed, split, video) for video in videos(dataset, split)]
 
 
 def split_scores(wildcards):
