@@ -46,7 +46,9 @@ def test_a_killed_training_job_leaves_its_lines_for_the_restart(tmp_path):
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen([*command, "--seconds-per-step", "0.5"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
-        while not (tmp_path / "model.pt.resume" / "step_2.pt").exists():
+        # The checkpoint is written before the step's line is printed: wait for both.
+        while not ((tmp_path / "model.pt.resume" / "step_2.pt").exists()
+                   and "step 2 loss" in (tmp_path / "first.log").read_text()):
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
             time.sleep(0.05)
         first.send_signal(signal.SIGKILL)
