@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 _PACKAGES = ("vadbench", "numpy", "scipy", "h5py", "torch", "scikit-learn", "opencv-contrib-python-headless", "simplejpeg",
-             "snakemake")
+             "snakemake", "ai-edge-litert")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pipelines.poses.alphapose_weights import main
+from pipelines.poses.alphapose_weights import (detector_weights_path, main, settings_problems,
+                                               tracker_weights_path)
 
 
 def test_each_weights_file_must_match_its_pin_and_the_record_is_written_only_then(tmp_path, capsys):
@@ -32,3 +33,26 @@ def test_each_weights_file_must_match_its_pin_and_the_record_is_written_only_the
     record = json.loads(out.read_text())
     assert record == {"checkpoint": {"path": str(pose), "sha256": digests["checkpoint"]},
                       "detector_weights": {"path": str(detector), "sha256": digests["detector_weights"]}}
+
+
+def test_the_weights_checked_are_those_alphapose_loads(tmp_path):
+    """AlphaPose derives the detector's file from --detector and the Re-ID file from its tracker
+    config: a config naming other files would pin and record one file while another is unpickled."""
+    assert detector_weights_path("yolox-x") == detector_weights_path("yolox") == "detector/yolox/data/yolox_x.pth"
+    assert detector_weights_path("yolox-l") == "detector/yolox/data/yolox_l.pth"
+    assert detector_weights_path("yolo") == "detector/yolo/data/yolov3-spp.weights"
+    assert detector_weights_path("efficientdet_d0") is None
+    (tmp_path / "trackers").mkdir()
+    (tmp_path / "trackers" / "tracker_cfg.py").write_text(
+        'cfg = edict()\ncfg.arch = "osnet_ain"\ncfg.loadmodel = "trackers/weights/osnet.pth"\n')
+    assert tracker_weights_path(tmp_path) == "trackers/weights/osnet.pth"
+    settings = {"checkout": str(tmp_path), "detector": "yolox-x", "detector_weights": "detector/yolox/data/yolox_x.pth",
+                "tracker": "pose_flow", "tracker_weights": None}
+    assert settings_problems(settings) == []
+    wrong = settings_problems({**settings, "detector": "yolox-l"})
+    assert wrong == ["poses.alphapose.detector_weights is detector/yolox/data/yolox_x.pth, but AlphaPose loads "
+                     "detector/yolox/data/yolox_l.pth for detector yolox-l: set it to detector/yolox/data/yolox_l.pth"]
+    assert "tracker_weights is needed with tracker pose_track" in settings_problems({**settings, "tracker": "pose_track"})[0]
+    assert "trackers/tracker_cfg.py loads trackers/weights/osnet.pth" in settings_problems(
+        {**settings, "tracker": "pose_track", "tracker_weights": "trackers/weights/other.pth"})[0]
+    assert settings_problems({**settings, "tracker": "pose_track", "tracker_weights": "trackers/weights/osnet.pth"}) == []

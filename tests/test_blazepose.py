@@ -1,6 +1,7 @@
 """The offline BlazePose backend and the Hungarian tracker, down to the real vtest.avi scene."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -89,6 +90,23 @@ def test_models_are_checked_against_their_pinned_sha256(tmp_path):
         fetch_model(DETECTOR, tmp_path / "missing.tflite")
 
 
+def test_a_failed_download_names_the_model_and_what_to_set_instead(tmp_path, capsys):
+    """No network (here: a port where nothing listens): the error says which file, from where, and
+    which config key reads it from disk instead; nothing half-downloaded stays in the cache."""
+    unreachable = dataclasses.replace(DETECTOR, url="http://127.0.0.1:9/pose_detection.tflite")
+    with pytest.raises(FileNotFoundError, match=r"pose_detection\.tflite: not in .* its download from "
+                                                r"http://127\.0\.0\.1:9/pose_detection\.tflite failed .* set "
+                                                r"poses\.blazepose\.detector_weights to its path"):
+        fetch_model(unreachable, None, tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())
+    frames = tmp_path / "frames.h5"
+    with FrameWriter(frames, 8, 8, 3, "none") as writer:
+        writer.append(np.zeros((2, 8, 8, 3), np.uint8))
+    assert main([str(frames), str(tmp_path / "poses.h5"), "--cache-dir", str(tmp_path / "cache"),
+                 "--detector-weights", str(tmp_path / "missing.tflite")]) == 1
+    assert "error: pose_detection.tflite:" in capsys.readouterr().err
+
+
 def _person(x: float, y: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
     box = np.array([x, y, x + 20, y + 60])
     keypoints = np.zeros((17, 3))
@@ -147,4 +165,5 @@ def test_blazepose_finds_and_tracks_the_people_of_vtest(tmp_path):
     assert lengths[0] == 40 and lengths[1] >= 20  # one person followed throughout, another for half the clip
     assert lengths[lengths >= 10].sum() >= 0.9 * len(tracks)  # nearly every skeleton is in a lasting track
     assert attrs["backend"] == "blazepose" and len(attrs["weights_sha256"]) == 2
+    assert attrs["source_sha256"] == "" and attrs["source"] == str(tmp_path / "vtest.h5")  # written by hand, no source
     assert (tracks.keypoints[..., 2] > 0.5).mean() > 0.5  # most joints are seen

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,51 @@ def test_alphapose_results_round_trip(tmp_path, frames_file):
     assert attrs["settings"] == settings
     assert attrs["weights_sha256"] == checked
     assert attrs["n_tracks"] == 2 and attrs["n_track_gaps"] == 0
+
+
+def test_skeletons_of_the_source_are_scaled_onto_resized_frames(tmp_path):
+    """AlphaPose reads the source video; frames stored at another size (frames.size) get keypoints and
+    boxes scaled by the same factors, so they lie on the pixels GENet's tubes crop."""
+    frames = tmp_path / "frames.h5"
+    with FrameWriter(frames, height=50, width=30, channels=3, compression="none") as writer:
+        writer.append(np.zeros((30, 50, 30, 3), np.uint8))
+        writer.set_attrs({"original_size": [100, 120]})  # (height, width) of the source
+    convert(_write(tmp_path / "alphapose-results.json", ALPHAPOSE_RESULTS), tmp_path / "v.h5", frames)
+    tracks, _ = read_poses(tmp_path / "v.h5")
+    first = np.asarray(ALPHAPOSE_RESULTS[0]["keypoints"]).reshape(17, 3)
+    np.testing.assert_allclose(tracks.keypoints[0], first * [0.25, 0.5, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(tracks.boxes[0], [2.5, 6.0, 12.5, 46.0])
+    assert tracks.frame_size == (30, 50)
+
+
+def test_skeletons_far_outside_the_frame_are_refused(tmp_path, frames_file):
+    """Keypoints of a 1920-wide video converted against 120-wide frames: another video or size."""
+    wide = (np.asarray(ALPHAPOSE_RESULTS[0]["keypoints"]).reshape(17, 3) * [16, 1, 1]).ravel().tolist()
+    source = _write(tmp_path / "alphapose-results.json", [dict(ALPHAPOSE_RESULTS[0], keypoints=wide)])
+    with pytest.raises(PoseDataError, match=r"alphapose-results\.json: keypoints span x .* on frames of 120x100 "
+                                            r"\(the source video is 120x100\): are these the skeletons of another video"):
+        convert(source, tmp_path / "v.h5", frames_file)
+    assert not (tmp_path / "v.h5").exists()
+
+
+def test_alphapose_output_records_the_checkout_commit_and_its_pose_config(tmp_path, frames_file):
+    checkout = tmp_path / "AlphaPose"
+    (checkout / "configs").mkdir(parents=True)
+    (checkout / "configs" / "pose.yaml").write_text("MODEL: FastPose\n")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    settings = {"checkout": str(checkout), "cfg": "configs/pose.yaml", "detector": "yolox-x"}
+    source = _write(tmp_path / "alphapose-results.json", ALPHAPOSE_RESULTS)
+    convert(source, tmp_path / "v.h5", frames_file, settings=settings)
+    attrs = read_poses(tmp_path / "v.h5")[1]
+    assert attrs["alphapose_revision"] == head
+    assert attrs["alphapose_cfg_sha256"] == hashlib.sha256(b"MODEL: FastPose\n").hexdigest()
+    (checkout / "configs" / "pose.yaml").write_text("MODEL: changed\n")
+    convert(source, tmp_path / "v.h5", frames_file, settings=settings)
+    assert read_poses(tmp_path / "v.h5")[1]["alphapose_revision"] == f"{head}+changes"
 
 
 def test_tracked_person_round_trip(tmp_path, frames_file):

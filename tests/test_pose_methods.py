@@ -22,7 +22,8 @@ from pipelines.poses.segment_data import SegmentBank, WindowSettings, frame_anom
 from pipelines.presets import resolve_params
 from pipelines.poses.segments import model_input, segment_track
 from pipelines.poses.store import PoseTracks, read_poses, write_poses
-from pipelines.poses.tubes import TubeSettings, crop_detections, extract, read_tubes, tube_boxes
+from pipelines.poses.tubes import (DetectionCrops, TubeSettings, crop_detections, extract, read_tubes, tube_boxes,
+                                   tube_features)
 from pipelines.training import CheckpointError, StageRun
 from tests.conftest import REPO
 
@@ -261,6 +262,48 @@ def test_person_tubes_file(tmp_path):
     assert tubes.attrs["backbone_weights"] == "random-init" and tubes.attrs["dataset"] == "demo"
     with h5py.File(tmp_path / "tubes.h5") as handle:
         assert handle["features"].dtype == np.float16
+
+
+def test_tube_crops_held_do_not_grow_with_the_video(tmp_path):
+    """Two people over 400 frames, windows of 8 at stride 1: the crops held stay within a window plus
+    a read block of frames, and every crop is the one cropping all detections at once gives."""
+    people = [(np.arange(400), _walker(400, 30, 0.5)), (np.arange(100, 380), _walker(280, 200, -0.5))]
+    tracks = read_poses(_poses_file(tmp_path / "poses.h5", people, 400))[0]
+    bank = SegmentBank([tracks], WindowSettings(seg_len=8, stride=1))
+    boxes = tube_boxes(tracks.keypoints, 0.2)
+    with FrameReader(_frames_file(tmp_path / "frames.h5", 400)) as reader:
+        everything = crop_detections(reader, tracks.frames, boxes, 16)
+        crops, held = DetectionCrops(reader, tracks.frames, boxes, 16), []
+        order = np.argsort(bank.start_frames, kind="stable")
+        for start in range(0, len(bank), 4):
+            index = order[start : start + 4]
+            np.testing.assert_array_equal(crops.take(bank.rows(index)), everything[bank.rows(index)])
+            held.append(len(crops))
+            if start + 4 < len(bank):
+                crops.forget_before(int(bank.start_frames[order[start + 4]]))
+    assert len(bank) > 600 and max(held) <= 2 * (8 + 64), max(held)
+
+
+def test_person_tubes_match_the_tubes_of_all_crops_at_once(tmp_path):
+    people = [(np.arange(60), _walker(60, 30, 2.0)), (np.arange(10, 50), _walker(40, 200, -2.0))]
+    poses, frames = _poses_file(tmp_path / "poses.h5", people, 60), _frames_file(tmp_path / "frames.h5", 60)
+    settings = TubeSettings(WindowSettings(seg_len=8, stride=3), crop_size=32, batch_size=5)
+    backbone = load_backbone("inception_k400_rgb", None, allow_random=True, seed=0)
+    extract(poses, frames, tmp_path / "tubes.h5", settings, backbone)
+    tracks = read_poses(poses)[0]
+    bank = SegmentBank([tracks], settings.window)
+    with FrameReader(frames) as reader:
+        everything = crop_detections(reader, tracks.frames, tube_boxes(tracks.keypoints, 0.2), 32)
+    expected = np.concatenate([tube_features(backbone, everything[bank.rows(np.arange(i, min(i + 5, len(bank))))], 8, "cpu")
+                               for i in range(0, len(bank), 5)])
+    tubes = read_tubes(tmp_path / "tubes.h5")
+    got = tubes.features(np.arange(len(bank)))
+    # The random backbone's maps are ~1e-6, where float16 steps by 6e-8: allow two steps, and check
+    # that this tells segments apart (a row written to the wrong place would be far off).
+    step = float(np.finfo(np.float16).smallest_subnormal)
+    np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2 * step)
+    assert np.abs(got - expected[::-1]).max() > 10 * step
+    np.testing.assert_allclose(tubes.poses, bank.poses(np.arange(len(bank))), rtol=1e-6)
 
 
 # ---- released JSON folders ------------------------------------------------------------------

@@ -107,6 +107,10 @@ def test_alphapose_and_precomputed_backends_plan_their_jobs(tmp_path):
     assert f"checkpoint: {checkout}/pretrained_models/fast_421_res152_256x192.pth has sha256 {digest}" in out
     assert f"detector_weights: {checkout}/detector/yolox/data/yolox_x.pth has sha256 {digest}" in out
     config["poses"]["alphapose"]["weights_sha256"] = {"checkpoint": digest, "detector_weights": digest}
+    config["poses"]["alphapose"]["detector"] = "yolox-l"  # AlphaPose would load yolox_l.pth, not the pinned file
+    out = run_snakemake(tmp_path / "alphapose", config, "-n", check=False).stdout
+    assert "but AlphaPose loads detector/yolox/data/yolox_l.pth for detector yolox-l" in out
+    config["poses"]["alphapose"]["detector"] = "yolox-x"
     jobs = planned_jobs(tmp_path / "alphapose", config)
     assert jobs["alphapose"] == jobs["poses"] == 2 + 4  # every train and test video of the tiny demo
     assert jobs["alphapose_weights"] == 1, "the weights are checked once, before any AlphaPose job"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +23,63 @@ from pipelines.provenance import sha256_file
 
 class WeightsPinError(ValueError):
     """A weights file without a pinned sha256, or whose content is not the pinned one."""
+
+
+def detector_weights_path(detector: str) -> str | None:
+    """Where ``demo_inference.py --detector NAME`` loads its detector from, relative to the checkout
+    (AlphaPose's ``detector/apis.py`` and ``detector/yolo_cfg.py``); None for detectors it configures
+    elsewhere (EfficientDet, the JDE tracker)."""
+    name = detector.lower()
+    if name == "yolo":
+        return "detector/yolo/data/yolov3-spp.weights"
+    if "yolox" in name:
+        return f"detector/yolox/data/{('yolox-x' if name == 'yolox' else name).replace('-', '_')}.pth"
+    return None
+
+
+_LOADMODEL = re.compile(r"""^cfg\.loadmodel\s*=\s*["']([^"']+)["']""", re.MULTILINE)
+
+
+def tracker_weights_path(checkout: str | Path) -> str | None:
+    """The Re-ID weights ``--pose_track`` loads: ``cfg.loadmodel`` of the checkout's
+    ``trackers/tracker_cfg.py`` (None when the checkout has no such file)."""
+    cfg = Path(checkout) / "trackers" / "tracker_cfg.py"
+    found = _LOADMODEL.search(cfg.read_text()) if cfg.is_file() else None
+    return found.group(1) if found else None
+
+
+def settings_problems(settings: dict) -> list[str]:
+    """Config values naming weights other than those AlphaPose will load: the pins would check (and
+    the poses files record) one file while AlphaPose unpickles another."""
+    problems = []
+    expected = detector_weights_path(settings["detector"])
+    if expected and Path(settings["detector_weights"]) != Path(expected):
+        problems.append(f"poses.alphapose.detector_weights is {settings['detector_weights']}, but AlphaPose loads "
+                        f"{expected} for detector {settings['detector']}: set it to {expected}")
+    if settings["tracker"] == "pose_track":
+        tracker = tracker_weights_path(settings["checkout"])
+        if not settings["tracker_weights"]:
+            problems.append("poses.alphapose.tracker_weights is needed with tracker pose_track (its Re-ID weights are "
+                            f"unpickled too): set it to {tracker or 'the cfg.loadmodel of trackers/tracker_cfg.py'}")
+        elif tracker and Path(settings["tracker_weights"]) != Path(tracker):
+            problems.append(f"poses.alphapose.tracker_weights is {settings['tracker_weights']}, but the checkout's "
+                            f"trackers/tracker_cfg.py loads {tracker}: set it to {tracker}")
+    return problems
+
+
+def checkout_revision(checkout: str | Path) -> str:
+    """The commit of an AlphaPose checkout ("+changes" when its tracked files differ), or "unknown"."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode:
+            return "unknown"
+        changed = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if changed else "")
 
 
 def check_weights(files: dict[str, Path], pinned: dict[str, str]) -> dict[str, dict[str, str]]:

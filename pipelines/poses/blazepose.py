@@ -49,17 +49,20 @@ class ModelFile:
     name: str
     url: str
     sha256: str
+    config_key: str  # the poses.blazepose key that gives its path instead of a download
 
 
 DETECTOR = ModelFile(
     "pose_detection.tflite",
     f"{_MEDIAPIPE}/c5ad36fdfae1fbdc2313ffb70c63a19f3a0b09a3/mediapipe/modules/pose_detection/pose_detection.tflite",
     "7df1fe71ea9e577631b2bd76cf9dda16b303c9425c67b4e846f0b2103008a9ca",
+    "detector_weights",
 )
 LANDMARK_LITE = ModelFile(
     "pose_landmark_lite.tflite",
     f"{_MEDIAPIPE}/a715f1ec4d3360f6256bc5ec84c45a93265dc3b7/mediapipe/modules/pose_landmark/pose_landmark_lite.tflite",
     "f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61",
+    "landmark_weights",
 )
 
 # BlazePose landmark index of each COCO-17 joint (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
@@ -82,8 +85,15 @@ def fetch_model(model: ModelFile, path: str | Path | None = None, cache_dir: str
         path = Path(cache_dir) / model.name
         if not path.is_file():
             with atomic_path(path) as partial:
-                with urllib.request.urlopen(model.url, timeout=60) as response, partial.open("wb") as out:
-                    shutil.copyfileobj(response, out)
+                try:
+                    with urllib.request.urlopen(model.url, timeout=60) as response, partial.open("wb") as out:
+                        shutil.copyfileobj(response, out)
+                except OSError as err:  # URLError, timeouts, a connection cut half-way
+                    raise FileNotFoundError(
+                        f"{model.name}: not in {cache_dir} and its download from {model.url} failed ({err}). "
+                        f"On a machine without network access, copy the file there or set "
+                        f"poses.blazepose.{model.config_key} to its path (its sha256 must be {model.sha256})"
+                    ) from None
                 _verify(model, partial, f"{model.url} (download discarded)")
             return path
     path = Path(path)
@@ -346,11 +356,15 @@ def estimate(frames_file: Path, out: Path, settings: BlazePoseSettings, detector
     started = time.perf_counter()
     with FrameReader(frames_file) as reader:
         n_frames, height, width = len(reader), reader.shape[1], reader.shape[2]
+        video = reader.attrs
         tracks = track_video(rgb_frames(reader), model, n_frames, (width, height))
     elapsed = time.perf_counter() - started
     write_poses(out, tracks, {
         "backend": "blazepose",
         "dataset": dataset,
+        "source": str(video.get("source", frames_file)),  # the video the frames were decoded from
+        "source_format": "frames",
+        "source_sha256": video.get("source_sha256", ""),
         "frames_file": str(frames_file),
         "box_source": "keypoints",
         "settings": asdict(settings),
@@ -372,8 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="", help="dataset name, recorded")
     args = parser.parse_args(argv)
     settings = BlazePoseSettings.from_dict(json.loads(args.settings_json))
-    detector = fetch_model(DETECTOR, args.detector_weights, args.cache_dir)
-    landmark = fetch_model(LANDMARK_LITE, args.landmark_weights, args.cache_dir)
+    try:
+        detector = fetch_model(DETECTOR, args.detector_weights, args.cache_dir)
+        landmark = fetch_model(LANDMARK_LITE, args.landmark_weights, args.cache_dir)
+    except (FileNotFoundError, ChecksumError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     tracks = estimate(args.frames, args.out, settings, detector, landmark, args.dataset)
     print(f"{args.out}: {len(tracks)} skeletons in {len(np.unique(tracks.track_ids))} tracks")
     return 0

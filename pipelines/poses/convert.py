@@ -12,8 +12,15 @@ ICCV 2023) and GENet (Yang et al., ACM MM 2024) use it:
 Damaged input is an error naming the file and the place, never skipped: truncated or corrupt JSON,
 a keypoint list that is not 17 x 3 values, a detection without a track id, two detections of one
 track in one frame, a frame outside the video. A track that skips frames is kept whole; its gaps are
-counted in the output's attributes and the segmenter keeps windows from bridging long gaps, as STG-NF
-does (at most two missing frames inside a window).
+counted in the output's attributes. The segmenter's default rule keeps windows from bridging long
+gaps (at most two missing frames inside a window); STG-NF's released rule, which the paper overlays
+choose, can bridge one (see pipelines.poses.segments).
+
+AlphaPose and the released packages give pixels of the source video; when the frames file was
+resized (``frames.size``), the keypoints and boxes are scaled by the same factors, so every backend's
+skeletons lie on the stored frames that GENet's tubes crop (BlazePose reads those frames directly).
+Keypoints far outside the frame after that (more than half a side beyond an edge) mean skeletons of
+another video or another size: an error naming the file.
 
 Run by hand: ``python -m pipelines.poses.convert INPUT.json OUT.h5 --frames FRAMES.h5
 [--format auto|alphapose_results|tracked_person] [--image-dir DIR] [--backend B] [--settings-json J]
@@ -32,6 +39,7 @@ import numpy as np
 
 from pipelines.frame_store import FrameReader
 from pipelines.frames import list_images
+from pipelines.poses.alphapose_weights import checkout_revision
 from pipelines.poses.store import NUM_KEYPOINTS, PoseDataError, PoseTracks, keypoint_boxes, write_poses
 from pipelines.provenance import sha256_file
 
@@ -246,14 +254,44 @@ def find_pose_json(folder: str | Path, video: str, split: str) -> Path:
     return found[0]
 
 
+def alphapose_provenance(settings: dict) -> dict[str, str]:
+    """The AlphaPose checkout's commit and the sha256 of the pose config it ran with."""
+    checkout = Path(settings["checkout"])
+    cfg = checkout / settings["cfg"]
+    return {"alphapose_revision": checkout_revision(checkout),
+            "alphapose_cfg_sha256": sha256_file(cfg) if cfg.is_file() else "missing"}
+
+
+def check_inside_frame(tracks: PoseTracks, source: Path, source_size: tuple[int, int]) -> None:
+    """Refuse keypoints more than half a frame side beyond an edge: AlphaPose places an occluded
+    joint a little outside the frame, never that far, so they belong to another video or size."""
+    if not len(tracks):
+        return
+    width, height = tracks.frame_size
+    xy = tracks.keypoints[..., :2]
+    low, high = xy.min(axis=(0, 1)), xy.max(axis=(0, 1))
+    if (low < -0.5 * np.array([width, height])).any() or (high > 1.5 * np.array([width, height])).any():
+        raise PoseDataError(
+            f"{source}: keypoints span x {low[0]:.0f}..{high[0]:.0f}, y {low[1]:.0f}..{high[1]:.0f} on frames of "
+            f"{width}x{height} (the source video is {source_size[0]}x{source_size[1]}): are these the skeletons "
+            "of another video, or of another size?")
+
+
 def convert(source: Path, out: Path, frames_file: Path, fmt: str = "auto", image_dir: Path | None = None,
             backend: str = "alphapose", settings: dict | None = None,
             weights_sha256: dict[str, str] | None = None, dataset: str = "") -> PoseTracks:
     """Convert one video's pose JSON to ``out``, checking it against the video's frames file;
-    ``weights_sha256`` (the checked record of the weights that made it) is recorded."""
+    ``weights_sha256`` (the checked record of the weights that made it) is recorded, and for
+    AlphaPose the checkout's commit and the sha256 of its pose config (from ``settings``)."""
     with FrameReader(frames_file) as reader:
         n_frames, height, width = len(reader), reader.shape[1], reader.shape[2]
+        source_height, source_width = reader.attrs.get("original_size", (height, width))
     tracks, found = load_pose_json(source, n_frames, (width, height), fmt, image_dir)
+    scale = (width / source_width, height / source_height)
+    if scale != (1.0, 1.0):
+        tracks.keypoints[..., :2] *= np.asarray(scale, dtype=np.float32)
+        tracks.boxes *= np.asarray(scale * 2, dtype=np.float32)
+    check_inside_frame(tracks, source, (source_width, source_height))
     box_source = "keypoints" if found == "tracked_person" else "detector"
     write_poses(out, tracks, {
         "backend": backend,
@@ -265,7 +303,7 @@ def convert(source: Path, out: Path, frames_file: Path, fmt: str = "auto", image
         "box_source": box_source,
         "settings": settings or {},
         "weights_sha256": dict(weights_sha256 or {}),
-    })
+    } | (alphapose_provenance(settings) if backend == "alphapose" and settings and settings.get("checkout") else {}))
     return tracks
 
 

@@ -3,9 +3,10 @@
 The window rule, the joint layout and the normalisation are those of STG-NF (Hirschorn & Avidan,
 ICCV 2023) in ``pipelines.poses.segments``; here they are applied to poses files. A
 :class:`SegmentBank` keeps only the detections' keypoints and, per segment, the rows of its
-detections, and builds normalised batches when asked: memory grows with the detections, not with
-segments x window length. :func:`frame_anomaly_scores` turns one video's segment scores into frame
-scores with the protocol of ``pipelines.poses.frame_scores``.
+detections (a window is consecutive rows of a track, so its first row says them all), and builds
+normalised batches when asked: memory grows with the detections, not with segments x window
+length. :func:`frame_anomaly_scores` turns one video's segment scores into frame scores with the
+protocol of ``pipelines.poses.frame_scores``.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class SegmentBank:
 
     def __init__(self, videos: Sequence[PoseTracks], settings: WindowSettings):
         self.settings = settings
-        keypoints, rows, video_index, track_ids, start_frames = [], [], [], [], []
+        keypoints, first_rows, video_index, track_ids, start_frames = [], [], [], [], []
         offset = 0
         for number, tracks in enumerate(videos):
             for track_id, span in tracks.tracks():
@@ -57,28 +58,33 @@ class SegmentBank:
                 starts = continuous_window_starts(
                     frames, settings.seg_len, settings.stride, settings.max_missing, settings.released_rule
                 )
-                rows.append(offset + span.start + starts[:, None] + np.arange(settings.seg_len)[None, :])
+                first_rows.append(offset + span.start + starts)
                 video_index.append(np.full(starts.size, number))
                 track_ids.append(np.full(starts.size, track_id))
                 start_frames.append(frames[starts])
             keypoints.append(tracks.keypoints)
             offset += len(tracks)
         self.keypoints = np.concatenate(keypoints) if keypoints else np.zeros((0, 17, 3), np.float32)
-        self.rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, settings.seg_len), np.int64)
-        self.video_index = np.concatenate(video_index).astype(np.int64) if rows else np.zeros(0, np.int64)
-        self.track_ids = np.concatenate(track_ids).astype(np.int64) if rows else np.zeros(0, np.int64)
-        self.start_frames = np.concatenate(start_frames).astype(np.int64) if rows else np.zeros(0, np.int64)
+        def joined(parts):
+            return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+        self.first_rows, self.video_index = joined(first_rows), joined(video_index)
+        self.track_ids, self.start_frames = joined(track_ids), joined(start_frames)
 
     @classmethod
     def from_files(cls, files: Sequence[Path], settings: WindowSettings) -> "SegmentBank":
         return cls([read_poses(path)[0] for path in files], settings)
 
     def __len__(self) -> int:
-        return int(self.rows.shape[0])
+        return int(self.first_rows.size)
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """(B, T) detection rows of the segments ``index``."""
+        return self.first_rows[np.asarray(index)][:, None] + np.arange(self.settings.seg_len)[None, :]
 
     def poses(self, index: np.ndarray) -> np.ndarray:
         """(B, 3, T, 18) pixel poses in OpenPose order (x, y, confidence) of the segments ``index``."""
-        windows = coco17_to_openpose18(self.keypoints[self.rows[index]])  # (B, T, 18, 3)
+        windows = coco17_to_openpose18(self.keypoints[self.rows(index)])  # (B, T, 18, 3)
         return windows.transpose(0, 3, 1, 2)
 
     def model_input(self, index: np.ndarray, flipped: np.ndarray | None = None) -> np.ndarray:

@@ -58,22 +58,56 @@ def tube_boxes(keypoints: np.ndarray, margin: float) -> np.ndarray:
     return np.concatenate([boxes[:, :2] - margin * size, boxes[:, 2:] + margin * size], axis=1)
 
 
+def _crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The (size, size, 3) uint8 crop of ``box`` from ``image``, square-resized; outside is black."""
+    x1, y1, x2, y2 = box
+    scale_x, scale_y = size / (x2 - x1), size / (y2 - y1)
+    matrix = np.array([[scale_x, 0, -x1 * scale_x], [0, scale_y, -y1 * scale_y]], np.float32)
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return np.repeat(crop[..., None], 3, axis=2) if crop.ndim == 2 else crop
+
+
+class DetectionCrops:
+    """Crops of a video's detections, made as its frames stream past and dropped once no later
+    segment needs them: with segments taken in order of their first frame, memory holds the crops
+    of about one window of frames (plus a read block), whatever the video's length."""
+
+    def __init__(self, reader: FrameReader, frames: np.ndarray, boxes: np.ndarray, size: int):
+        self.frames, self.boxes, self.size = np.asarray(frames), np.asarray(boxes), size
+        self._blocks = reader.blocks()
+        self._by_frame: dict[int, list[int]] = {}
+        for row, frame in enumerate(self.frames):
+            self._by_frame.setdefault(int(frame), []).append(row)
+        self._cropped_to = 0  # frames before this one have been read
+        self._crops: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        """How many crops are held now."""
+        return len(self._crops)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """(*rows.shape, size, size, 3) crops of the detections ``rows``; frames are read forward only."""
+        rows = np.asarray(rows)
+        last = int(self.frames[rows].max()) if rows.size else -1
+        while self._cropped_to <= last:
+            start, block = next(self._blocks)
+            for offset, image in enumerate(block):
+                for row in self._by_frame.pop(start + offset, ()):
+                    self._crops[row] = _crop(image, self.boxes[row], self.size)
+            self._cropped_to = start + len(block)
+        flat = [self._crops[int(row)] for row in rows.reshape(-1)]
+        return np.stack(flat).reshape(*rows.shape, self.size, self.size, 3) if flat else \
+            np.zeros((*rows.shape, self.size, self.size, 3), np.uint8)
+
+    def forget_before(self, frame: int) -> None:
+        """Drop the crops of detections in frames before ``frame`` (no later segment reads them)."""
+        for row in [row for row in self._crops if self.frames[row] < frame]:
+            del self._crops[row]
+
+
 def crop_detections(reader: FrameReader, frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """(N, size, size, 3) uint8 crops of each detection's box from its frame; outside the frame is black."""
-    crops = np.zeros((len(frames), size, size, 3), np.uint8)
-    by_frame = {}
-    for row, frame in enumerate(frames):
-        by_frame.setdefault(int(frame), []).append(row)
-    for start, block in reader.blocks():
-        for offset, image in enumerate(block):
-            for row in by_frame.get(start + offset, ()):
-                x1, y1, x2, y2 = boxes[row]
-                scale_x, scale_y = size / (x2 - x1), size / (y2 - y1)
-                matrix = np.array([[scale_x, 0, -x1 * scale_x], [0, scale_y, -y1 * scale_y]], np.float32)
-                crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_CONSTANT)
-                crops[row] = np.repeat(crop[..., None], 3, axis=2) if crop.ndim == 2 else crop
-    return crops
+    """(N, size, size, 3) uint8 crops of each detection's box from its frame, all at once (small inputs)."""
+    return DetectionCrops(reader, frames, boxes, size).take(np.arange(len(frames)))
 
 
 @torch.no_grad()
@@ -96,22 +130,29 @@ def extract(poses_file: Path, frames_file: Path, out: Path, settings: TubeSettin
     device = next(backbone.parameters()).device.type
     tracks, _ = read_poses(poses_file)
     bank = SegmentBank([tracks], settings.window)
-    with FrameReader(frames_file) as reader:
-        crops = crop_detections(reader, tracks.frames, tube_boxes(tracks.keypoints, settings.margin),
-                                settings.crop_size)
     seg_len = settings.window.seg_len
     feature_shape = (1024, seg_len // 8, *TUBE_GRID)
     blosc = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as handle:
-        handle.create_dataset("poses", data=bank.poses(np.arange(len(bank))).astype(np.float32))
+    # Segments are taken in order of their first frame, so the frames stream past once; rows are
+    # written back to the bank's order (by track, then start).
+    order = np.argsort(bank.start_frames, kind="stable")
+    with FrameReader(frames_file) as reader, atomic_path(out) as tmp, h5py.File(tmp, "w") as handle:
+        crops = DetectionCrops(reader, tracks.frames, tube_boxes(tracks.keypoints, settings.margin),
+                               settings.crop_size)
+        poses = handle.create_dataset("poses", shape=(len(bank), 3, seg_len, 18), dtype=np.float32,
+                                      chunks=(1, 3, seg_len, 18) if len(bank) else None)
         handle.create_dataset("track_ids", data=bank.track_ids)
         handle.create_dataset("start_frames", data=bank.start_frames)
         features = handle.create_dataset("features", shape=(len(bank), *feature_shape), dtype=np.float16,
                                          chunks=(1, *feature_shape), **blosc)
         for start in range(0, len(bank), settings.batch_size):
-            index = np.arange(start, min(start + settings.batch_size, len(bank)))
-            clips = crops[bank.rows[index]]  # (B, T, h, w, 3)
-            features[index[0] : index[-1] + 1] = tube_features(backbone, clips, seg_len, device).astype(np.float16)
+            index = order[start : start + settings.batch_size]
+            maps = tube_features(backbone, crops.take(bank.rows(index)), seg_len, device).astype(np.float16)
+            sort = np.argsort(index)  # h5py writes rows in increasing order
+            features[index[sort]] = maps[sort]
+            poses[index[sort]] = bank.poses(index[sort]).astype(np.float32)
+            if start + settings.batch_size < len(bank):
+                crops.forget_before(int(bank.start_frames[order[start + settings.batch_size]]))
         handle.attrs.update({
             "format": FORMAT,
             "dataset": dataset,

@@ -5,6 +5,7 @@
 import functools
 import os
 
+from pipelines.poses.alphapose_weights import settings_problems as alphapose_settings_problems
 from pipelines.poses.source import POSE_SOURCE_KEY, describe_pose_source
 from pipelines.provenance import sha256_file
 from pipelines.presets import resolve_params
@@ -23,6 +24,9 @@ def pose_backend(dataset):
     if backend == "alphapose":
         if not POSES["alphapose"]["checkout"]:
             raise WorkflowError("poses.alphapose.checkout: set it to an AlphaPose checkout to use the alphapose backend")
+        problems = alphapose_settings_problems(POSES["alphapose"])
+        if problems:
+            raise WorkflowError("; ".join(problems))
         check_alphapose_pins()
     return backend
 
