@@ -75,41 +75,60 @@ def test_snippet_count_must_fit_the_frame_count(tmp_path):
 def test_arnet_layout_one_view_and_dropped_tail(tmp_path):
     folder = tmp_path / "combine"
     (folder / "01_0014").mkdir(parents=True)
-    features = np.random.default_rng(0).random((3, 8), dtype=np.float32)
+    features = np.random.default_rng(0).random((3, 2048), dtype=np.float32)
     np.save(folder / "01_0014" / "feature.npy", features)
     found = find_clip_file(folder, "01_0014")
     convert(found, tmp_path / "f.h5", 3 * 16 + 15, preset="arnet")
     with FeatureReader(tmp_path / "f.h5") as reader:
-        assert reader.features().shape == (3, 1, 8) and reader.tail == "drop"
-        assert np.array_equal(reader.features(view=0), features)
+        assert reader.features().shape == (3, 1, 2048) and reader.tail == "drop"
+        assert np.array_equal(reader.features(view=0), features) and reader.attrs["missing_streams"] == []
     with pytest.raises(PublishedFeaturesError):
         convert(found, tmp_path / "g.h5", 4 * 16, preset="arnet")
     with pytest.raises(PublishedFeaturesError, match="no published features"):
         find_clip_file(folder, "01_0015")
 
 
+def test_views_and_dimension_must_be_the_presets(tmp_path):
+    """SSRL's crop-first (10, 32, 2048) files, Finspire13's crop-first (10, T, 1024) ones and features of
+    another backbone were read as snippets of some views; AR-Net's RGB half is the flow-less feature."""
+    rng = np.random.default_rng(2)
+    cases = {
+        "crop_first": ((10, 9, 2048), "rtfm", 9 * 16, r"shape \(10, 9, 2048\), but rtfm features are \(T, 10, 2048\) "
+                                                       r"\(10 views\); it looks crop-first"),
+        "other_backbone": ((3, 10, 1024), "rtfm", 40, r"shape \(3, 10, 1024\), but rtfm features are \(T, 10, 2048\)"),
+        "ten_views": ((3, 10, 2048), "arnet", 48, r"shape \(3, 10, 2048\), but arnet features are \(T, 1, 1024 or 2048\) \(1 view\)"),
+    }
+    for name, (shape, preset, n_frames, message) in cases.items():
+        np.save(tmp_path / f"{name}.npy", rng.random(shape, dtype=np.float32))
+        with pytest.raises(PublishedFeaturesError, match=rf"{name}\.npy: {message}"):
+            convert(tmp_path / f"{name}.npy", tmp_path / f"{name}.h5", n_frames, preset=preset)
+        assert not (tmp_path / f"{name}.h5").exists()
+    np.save(tmp_path / "rgb.npy", rng.random((3, 1024), dtype=np.float32))
+    assert convert(tmp_path / "rgb.npy", tmp_path / "rgb.h5", 48, preset="arnet")["missing_streams"] == ["flow"]
+
+
 def test_patch_files_are_found_per_scale_folder_and_checked(tmp_path):
     rng = np.random.default_rng(1)
-    clip = rng.random((4, 10, 8), dtype=np.float32)
+    clip = rng.random((4, 10, 2048), dtype=np.float32)
     np.save(tmp_path / "v_i3d.npy", clip)
     patch_files = {}
     for rows, cols in ((2, 3), (3, 5), (4, 7)):
         folder = tmp_path / f"SH_PATCH{rows}{cols}_i3d"
         folder.mkdir()
         patch_files[(rows, cols)] = folder / f"v_patch{rows}{cols}_i3d.npy"
-        np.save(patch_files[(rows, cols)], rng.random((4, rows * cols, 8), dtype=np.float32))
+        np.save(patch_files[(rows, cols)], rng.random((4, rows * cols, 2048), dtype=np.float32))
     assert all(find_patch_file(tmp_path, "v", grid) == path for grid, path in patch_files.items())
     attrs = convert(tmp_path / "v_i3d.npy", tmp_path / "v.h5", 60, patch_files=patch_files)
     assert attrs["feature_set"] == "rtfm_ssrl_patches" and attrs["patches_reconstructed"] is False
     with FeatureReader(tmp_path / "v.h5") as reader:
         assert reader.grids == ((2, 3), (3, 5), (4, 7))
         assert np.array_equal(reader.patches((3, 5)), np.load(patch_files[(3, 5)]))
-    np.save(patch_files[(4, 7)], rng.random((3, 28, 8), dtype=np.float32))
+    np.save(patch_files[(4, 7)], rng.random((3, 28, 2048), dtype=np.float32))
     with pytest.raises(PublishedFeaturesError, match="4x7"):
         convert(tmp_path / "v_i3d.npy", tmp_path / "w.h5", 60, patch_files=patch_files)
     # Patches of another backbone (another dimension) failed only inside SSRL's training, naming no file.
-    np.save(patch_files[(4, 7)], rng.random((4, 28, 16), dtype=np.float32))
-    with pytest.raises(PublishedFeaturesError, match=r"v_patch47_i3d.npy: expected \(4, 28, 8\) patch features .*found \(4, 28, 16\)"):
+    np.save(patch_files[(4, 7)], rng.random((4, 28, 1024), dtype=np.float32))
+    with pytest.raises(PublishedFeaturesError, match=r"v_patch47_i3d.npy: expected \(4, 28, 2048\) patch features .*found \(4, 28, 1024\)"):
         convert(tmp_path / "v_i3d.npy", tmp_path / "w.h5", 60, patch_files=patch_files)
     clip[2, 5, 1] = np.nan
     np.save(tmp_path / "v_i3d.npy", clip)

@@ -149,6 +149,14 @@ def test_a_non_local_checkpoint_or_another_format_is_refused_by_name(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, other)
     with pytest.raises(weights.WeightsFormatError, match=r"i3d_r50_kinetics.pth for backbone 'r50_nonlocal_k400' is not video-nonlocal-net's Caffe2 pickle"):
         weights.load_backbone(_pinned("r50_nonlocal_k400", other), path=other)
+    # Damaged or foreign pickles raised ValueError, TypeError or AttributeError from inside the reader.
+    for name, content in (("garbage.pkl", b"garbage\n"), ("list.pkl", pickle.dumps([1, 2, 3], protocol=2)),
+                          ("no_blobs.pkl", pickle.dumps({"blobs": [1, 2]}, protocol=2)),
+                          ("other_keys.pkl", pickle.dumps({"model": {}}, protocol=2))):
+        damaged = tmp_path / name
+        damaged.write_bytes(content)
+        with pytest.raises(weights.WeightsFormatError, match=rf"{name}"):
+            weights.load_backbone(_pinned("r50_nonlocal_k400", damaged), path=damaged)
 
 
 def test_a_download_cut_short_is_refused_and_removed(tmp_path):

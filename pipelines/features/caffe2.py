@@ -70,7 +70,11 @@ def caffe2_r50_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read video-nonlocal-net's Caffe2 checkpoint (a pickle holding {'blobs': {name: array}}) as a state dict."""
     with Path(path).open("rb") as stream:
         # The checkpoint was pickled by Python 2; latin-1 keeps its byte strings (array data) intact.
-        blobs = _NumpyOnlyUnpickler(stream, encoding="latin1").load()["blobs"]
+        payload = _NumpyOnlyUnpickler(stream, encoding="latin1").load()
+    blobs = payload.get("blobs") if isinstance(payload, dict) else None
+    if not isinstance(blobs, dict):
+        found = f"a dict with keys {sorted(map(str, payload))[:5]}" if isinstance(payload, dict) else type(payload).__name__
+        raise WeightsFormatError(f"{path}: expected a Caffe2 checkpoint {{'blobs': {{name: array}}}}, found {found}")
     nonlocal_blobs = sorted(blob for blob in blobs if "nonlocal" in blob)
     if nonlocal_blobs:
         # Dropping them would load the ResNet-50 around them and give features of another network.

@@ -6,8 +6,10 @@ Presets (one dataclass each, every parameter explicit):
     clip stream of SSRL (Li et al., ECCV 2022).
   * `arnet`: Inception I3D RGB + flow, 224x224 squash, one view, raw [0, 255], tail dropped, T = floor(n/16).
     The features of AR-Net (Wan et al., ICME 2020).
-  * `i3d_standard`: Inception I3D RGB, short side 256, ten-crop 224, [-1, 1] (DeepMind's definition for
-    Carreira and Zisserman, CVPR 2017).
+  * `i3d_standard`: Inception I3D RGB, short side 256, ten-crop 224, [-1, 1]: DeepMind's resize and range
+    (Carreira and Zisserman, CVPR 2017); the ten crops (DeepMind tests on the centre crop) and the
+    loop-padded tail, T = ceil(n/16), are this project's choice, so published "standard" features
+    (full windows only) are not this preset's.
   * `ssrl_patches`: SSRL's multi-scale patch features. The authors never published how they were made: this
     preset is RECONSTRUCTED (frames to 480x840, 2x3 / 3x5 / 4x7 grids row-major, each patch cube resized to
     224x224, rtfm normalisation, one view) and its features must be marked as such.

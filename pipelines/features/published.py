@@ -37,6 +37,10 @@ from pipelines.provenance import sha256_file, versions
 
 # Snippets copied per block: the published arrays are memory-mapped, never read whole.
 COPY_BLOCK = 256
+# The clip presets whose published features exist with the preset's own snippet rule. Published
+# "standard" Inception features (e.g. Finspire13's) take full windows only, T = floor(n/16), where
+# i3d_standard loop-pads the tail: they are another feature, not this preset's.
+PUBLISHED_PRESETS = ("rtfm", "arnet")
 
 
 class PublishedFeaturesError(ValueError):
@@ -88,13 +92,26 @@ def _as_snippet_views(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
+def rgb_only_dim(clip_preset: ClipPreset) -> int | None:
+    """The dimension of a preset's features without their flow stream (AR-Net's RGB half), if it has one."""
+    return clip_preset.feature_dim // 2 if clip_preset.flow_backbone else None
+
+
 def load_clip(path: Path, preset: str, n_frames: int) -> np.ndarray:
-    """A published clip features file, memory-mapped as (T, views, D), after checking T against the preset's
-    snippet rule for the video's frame count."""
+    """A published clip features file, memory-mapped as (T, views, D), after checking its views and D
+    against the preset (D may be the RGB half of a two-stream preset) and T against the preset's snippet
+    rule for the video's frame count."""
+    if preset not in PUBLISHED_PRESETS:
+        raise ValueError(f"{preset}: no published features follow this preset (those of {', '.join(PUBLISHED_PRESETS)} do)")
     clip_preset = PRESETS[preset]
-    if not isinstance(clip_preset, ClipPreset):
-        raise ValueError(f"{preset} is not a clip preset")
     clip = _as_snippet_views(_load(path), path)
+    views, dims = clip_preset.n_crops, {clip_preset.feature_dim, rgb_only_dim(clip_preset)} - {None}
+    if clip.shape[1] != views or clip.shape[2] not in dims:
+        hint = (f"; it looks crop-first ({clip.shape[0]}, T, D): transpose it to (T, {clip.shape[0]}, D)"
+                if clip.shape[0] == views != clip.shape[1] else "")
+        raise PublishedFeaturesError(
+            f"{path}: shape {clip.shape}, but {preset} features are (T, {views}, "
+            f"{' or '.join(map(str, sorted(dims)))}) ({views} view{'s' if views > 1 else ''}){hint}")
     expected = n_snippets(clip_preset, n_frames)
     if clip.shape[0] != expected:
         raise PublishedFeaturesError(
@@ -146,7 +163,7 @@ def convert(clip_file: Path, out: Path, n_frames: int, preset: str = "rtfm",
             "n_frames": n_frames,
             "n_snippets": clip.shape[0],
             "backbones": {"upstream extractor": f"published features from {clip_file.parent}"},
-            "missing_streams": [],
+            "missing_streams": ["flow"] if clip.shape[2] == rgb_only_dim(PRESETS[preset]) else [],
             "spatial_scale": 1.0,
             "patch_grids": [list(grid) for grid in patches],
             "patches_reconstructed": False,
@@ -253,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     count = conv.add_mutually_exclusive_group(required=True)
     count.add_argument("--frames", type=Path, help="the video's frames file (gives its frame count)")
     count.add_argument("--n-frames", type=int, help="the video's frame count")
-    conv.add_argument("--preset", default="rtfm", choices=[n for n, p in PRESETS.items() if isinstance(p, ClipPreset)],
+    conv.add_argument("--preset", default="rtfm", choices=PUBLISHED_PRESETS,
                       help="the preset whose snippet rule the published features follow")
     conv.add_argument("--patch", type=_patch_arg, action="append", default=[], metavar="ROWSxCOLS=FILE")
     comp = commands.add_parser("compare", help="cosine similarity of our features and published ones")

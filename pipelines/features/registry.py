@@ -26,8 +26,8 @@ class Checksum:
 class WeightsRecord:
     """One released checkpoint and everything needed to use it reproducibly.
 
-    `checksum` is None where nothing was published: the file is then accepted with a warning that gives its
-    sha256, to be pinned with `dataclasses.replace(record, checksum=Checksum("sha256", ...))`.
+    `checksum` is None where nothing was published: the file is then refused (UnpinnedWeightsError, giving
+    its sha256) until the user pins one (`features.weights_sha256`).
     `file_format` says how the file is read: a PyTorch state dict, or Caffe2 blobs renamed on loading.
     """
 

@@ -111,8 +111,9 @@ SchedulerParameters=batch_sched_delay=0
 SlurmdParameters=config_overrides
 ReturnToService=2
 DefMemPerCPU=500
-# finished jobs stay visible to squeue for 10 min: the profile's squeue status checks need that
-MinJobAge=600
+# finished jobs stay visible to squeue for 30 min: the profile's squeue status checks need that,
+# and the tests read each job's record after runs of up to 15 min
+MinJobAge=1800
 KillWait=5
 InactiveLimit=0
 AccountingStorageType=accounting_storage/none
