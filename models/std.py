@@ -359,12 +359,16 @@ def std_optimiser_step(
     name: str,
     clip: torch.Tensor,
     cfg: STDConfig,
+    where: str = "",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One step of optimiser ``name`` on ``clip``: clear all gradients, fresh forward in training
-    mode, the matching loss, backward, step. Returns the loss and its parts."""
+    mode, the matching loss, backward, step. Returns the loss and its parts. With ``where`` (the step
+    named for the message), a NaN or infinite loss stops before its gradients reach the weights."""
     model.train()
     model.zero_grad(set_to_none=True)
     loss, parts = STD_LOSSES[name](model(clip), clip, cfg)
+    if where:
+        check_finite(loss, where)
     loss.backward()
     optimisers[name].step()
     return loss.detach(), parts
@@ -483,8 +487,8 @@ class STDMethod(Method):
             clips = sampler.sample(run.rng, self.cfg.batch_size).to(torch_device())
             losses = {}
             for name in spec.optimisers:
-                loss, parts = std_optimiser_step(model, optimisers, name, clips, self.cfg)
-                check_finite(loss, f"{self.name} stage {spec.name} step {run.step + 1} ({name} loss)")
+                loss, parts = std_optimiser_step(model, optimisers, name, clips, self.cfg,
+                                                 f"{self.name} stage {spec.name} step {run.step + 1} ({name} loss)")
                 losses |= parts
             run.advance(model, optimisers)
             if run.step % LOG_EVERY == 0 or run.step == spec.iterations:

@@ -232,3 +232,10 @@ def test_nan_loss_is_detected():
     loss, _ = std_ae_loss(model(clip), clip, cfg)
     with pytest.raises(FloatingPointError, match="std ae"):
         check_finite(loss, "std ae")
+    # In a training step the check comes before backward: the weights stay as they were.
+    optimisers = {"ae": torch.optim.Adam(model.parameters(), lr=1e-3)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="std step 1"):
+        std_optimiser_step(model, optimisers, "ae", clip, cfg, "std step 1")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]) or "running" in key or "num_batches" in key, key
