@@ -107,6 +107,17 @@ def test_a_failed_download_names_the_model_and_what_to_set_instead(tmp_path, cap
     assert "error: pose_detection.tflite:" in capsys.readouterr().err
 
 
+def test_the_poses_file_names_the_video_its_frames_came_from(tmp_path):
+    frames = tmp_path / "frames.h5"
+    with FrameWriter(frames, 64, 96, 3, "none") as writer:
+        writer.append(np.zeros((2, 64, 96, 3), np.uint8))
+        writer.set_attrs({"source": "/data/ped2/test/01.avi", "source_sha256": "ab" * 32})
+    assert main([str(frames), str(tmp_path / "poses.h5"), "--cache-dir", str(_weights())]) == 0
+    attrs = read_poses(tmp_path / "poses.h5")[1]
+    assert (attrs["source"], attrs["source_sha256"]) == ("/data/ped2/test/01.avi", "ab" * 32)
+    assert attrs["versions"]["ai-edge-litert"] not in ("", "not installed")
+
+
 def _person(x: float, y: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
     box = np.array([x, y, x + 20, y + 60])
     keypoints = np.zeros((17, 3))
