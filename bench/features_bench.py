@@ -5,8 +5,10 @@ preset geometry for both backbones, ResNet-50 I3D (preset ``rtfm``) and Inceptio
 at a few batch sizes; the fastest is reported. Memory: peak resident memory of the step on a short video
 and on one four times longer, which must stay flat because frames are read one batch at a time.
 
-Every measurement runs in its own process (a fresh peak-memory counter), with a randomly initialised
-backbone (the speed does not depend on the weights) on 240x320 noise frames (UCF-Crime's size).
+Every measurement runs in its own process (its own peak resident memory, Linux VmHWM, which a child
+does not inherit from this parent as it would ru_maxrss), after one untimed batch of the same size
+(the first forward pass allocates and picks kernels), with a randomly initialised backbone (the speed
+does not depend on the weights) on 240x320 noise frames (UCF-Crime's size).
 
     python bench/features_bench.py [--batch-sizes 1 2 4] [--snippets 4] [--device cpu]
 """
@@ -42,17 +44,32 @@ def write_frames(path: Path, n_frames: int) -> Path:
     return path
 
 
-def child(feature_set: str, frames: Path, batch_size: int, device: str) -> None:
-    """One extraction; prints its timing and this process's peak memory as JSON."""
+def peak_resident_mb() -> float:
+    """This process's own peak resident memory (VmHWM; ru_maxrss where /proc is absent)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(feature_set: str, frames: Path, batch_size: int, device: str, warm_up: Path | None) -> None:
+    """One extraction, after an untimed one of ``warm_up`` (one batch); prints its timing and this
+    process's peak memory as JSON."""
     with tempfile.TemporaryDirectory() as folder:
+        if warm_up is not None:
+            extract(warm_up, Path(folder) / "w.h5", feature_set, allow_random_weights=True,
+                    batch_size=batch_size, device=device)
         attrs = extract(frames, Path(folder) / "f.h5", feature_set, allow_random_weights=True,
                         batch_size=batch_size, device=device)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_resident_mb()
     print(json.dumps({"snippets": attrs["n_snippets"], "seconds": attrs["seconds"], "peak_mb": round(peak_mb)}))
 
 
-def measure(feature_set: str, frames: Path, batch_size: int, device: str) -> dict:
+def measure(feature_set: str, frames: Path, batch_size: int, device: str, warm_up: Path | None = None) -> dict:
     command = [sys.executable, __file__, "--child", feature_set, str(frames), str(batch_size), "--device", device]
+    command += ["--warm-up", str(warm_up)] if warm_up else []
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -63,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snippets", type=int, default=4, help="snippets per throughput measurement")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", nargs=3, metavar=("FEATURE_SET", "FRAMES", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--warm-up", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child[0], Path(args.child[1]), int(args.child[2]), args.device)
+        child(args.child[0], Path(args.child[1]), int(args.child[2]), args.device, args.warm_up)
         return 0
+    if args.snippets < max(args.batch_sizes):
+        parser.error(f"--snippets {args.snippets}: give at least the largest batch size, so every batch size is timed on full batches")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
           f"{HEIGHT}x{WIDTH} frames, full preset geometry, ten crops per snippet")
     with tempfile.TemporaryDirectory() as folder:
@@ -74,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, feature_set in BACKBONES.items():
             rates = {}
             for batch in args.batch_sizes:
-                found = measure(feature_set, frames, batch, args.device)
+                warm_up = write_frames(Path(folder) / f"warm_up_{batch}.h5", 16 * batch)
+                found = measure(feature_set, frames, batch, args.device, warm_up)
                 rates[batch] = found["snippets"] / found["seconds"]
                 print(f"{label}: batch {batch} snippets: {rates[batch]:.3f} snippets/s "
                       f"({10 * rates[batch]:.2f} clips/s), peak {found['peak_mb']} MB")

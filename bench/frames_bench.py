@@ -3,8 +3,8 @@
 1. Extraction: our ``pipelines.frames.extract`` (ffmpeg -> pipe -> compressed HDF5) against ffmpeg
    alone decoding the same video to raw frames of the stored size and pixel format into a pipe
    that is read and discarded (target: ratio >= 0.8), and against ``ffmpeg -i VIDEO -f null -``.
-   Frame folders (Ped2) are decoded by OpenCV in our pipeline, one thread per CPU this process may
-   use; their ffmpeg baseline decodes the same JPEG sequence with ffmpeg's image2 demuxer (ffmpeg
+   Frame folders (Ped2) are decoded by libjpeg-turbo (simplejpeg) in our pipeline, one thread per
+   CPU this process may use; their ffmpeg baseline decodes the same JPEG sequence with ffmpeg's image2 demuxer (ffmpeg
    picks its threads from the same CPUs). Each source is stored in the pixel format its config
    stores: the synthetic video and ``vtest.avi`` in colour (the default), Ped2 grey
    (``configs/ped2.yaml``; its JPEG baseline is then read as grey too).
@@ -124,8 +124,8 @@ def bench_source(name: str, source: Path, work: Path, pixel_format: str) -> dict
         "extract_fps": n / ours, "ratio_vs_raw_pipe": raw / ours, "ratio_vs_null": null / ours,
     }
     jpegs = jpeg_folder_of(out, work / f"{name}_jpeg")
-    starts = clip_reads(n)
-    jpeg_time = best_of(lambda: read_jpeg_clips(jpegs, starts[:60], pixel_format), 2) / 60
+    starts = clip_reads(n)[:60]  # both sides read the same 60 clips
+    jpeg_time = best_of(lambda: read_jpeg_clips(jpegs, starts, pixel_format), 2) / len(starts)
     row["jpeg_clip_ms"] = 1e3 * jpeg_time
     row["jpeg_MB"] = sum(p.stat().st_size for p in jpegs) / 1e6
     for compression in COMPRESSIONS:
