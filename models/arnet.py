@@ -28,6 +28,7 @@ from pipelines.metrics import Protocol
 from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
 from pipelines.weak_methods import (
     FEATURE_SOURCE_KEY,
+    FEATURE_TAIL_KEY,
     EvaluationCurve,
     frame_scores,
     protocol,
@@ -272,7 +273,7 @@ class ARNet(Method):
     stages = ("train",)
     uses_gpu = True
     # The description of the features, which the workflow adds for the report rows only.
-    protocol_params = (FEATURE_SOURCE_KEY,)
+    protocol_params = (FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
     feature_patches = None
     paper_features = "arnet"
 

@@ -10,8 +10,8 @@ Behavior Anomaly Detection", ACM MM 2024. Two training stages, as two Snakemake 
   from the segment's person-tube features (Adamax 5e-4, x0.99 per epoch, batch 256, 10 epochs, clip 100).
 
 A segment's normality is -MSE(z, student output); frames are scored with STG-NF's protocol (centre frame,
-most abnormal person, frames without persons given the test split's maximum normality, Gaussian passes
-sigma 1..6, micro AUC).
+most abnormal person, frames where no window is centred (nobody there, or the first and last L/2 frames
+of a track) given the test split's maximum normality, Gaussian passes sigma 1..6, micro AUC).
 
 Left out of the paper (single-level variant, like the public code): the second level, where the RGB
 encoder guides a mask encoder on masked frames (appearance), and the Behavior-Scene Matching Module.
@@ -19,7 +19,8 @@ Neither is in the authors' code and the paper's description of them could not be
 not guessed at. Also unlike the public code: every clip is used, sorted (its loader kept 16 files of an
 unsorted listing), and by default the student is not trained on mirrored poses paired with unmirrored
 features (the published loader does that to half of its 2N pairs); it sees each segment once per epoch.
-``mirrored_pairs: true`` trains on the public loader's 2N pairs (twice the steps per epoch).
+``mirrored_pairs: true`` trains on the public loader's 2N pairs (twice the steps per epoch), the mirrored
+half with x negated and the joints left in their places, as that loader does.
 """
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ class TubeSet:
     def pose_input(self, index: np.ndarray, flipped: np.ndarray) -> np.ndarray:
         poses = self.raw_poses[index].astype(np.float64)
         if flipped.any():
-            poses[flipped] = hflip(poses[flipped])
+            # x -> -x only, as the public loader: the teacher's latent (the student's target) lists
+            # the joints in their order, so swapping left and right would change the target
+            poses[flipped] = hflip(poses[flipped], swap_left_right=False)
         return model_input(poses, self.frame_size)
 
     def unflipped_input(self, index: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from pipelines.training import CheckpointError, StageRun, check_finite, load_che
 from pipelines.weak_methods import (
     BEST_WEIGHTS_NOTE,
     FEATURE_SOURCE_KEY,
+    FEATURE_TAIL_KEY,
     EvaluationCurve,
     SegmentCache,
     frame_scores,
@@ -297,7 +298,7 @@ class SSRL(Method):
     schedules = SSRL_STAGES
     uses_gpu = True
     # The description of the features, which the workflow adds for the report rows only.
-    protocol_params = (FEATURE_SOURCE_KEY,)
+    protocol_params = (FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
     feature_patches = "ssrl_patches"
     paper_features = "rtfm_ssrl_patches"
 

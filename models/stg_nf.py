@@ -543,8 +543,8 @@ class STGNFMethod(Method):
     """STG-NF (Hirschorn & Avidan, ICCV 2023), unsupervised: trained on the normal training poses.
 
     Scoring follows the paper's protocol: every test window (stride 1) gets the normality -NLL at its
-    centre frame, a frame takes its most abnormal person, frames without any window ("nobody there")
-    are marked empty and the evaluation, which sees the whole test split, gives them its maximum frame
+    centre frame, a frame takes its most abnormal person, frames where no window is centred (nobody
+    there, or the first and last L/2 frames of a track) are marked empty and the evaluation, which sees the whole test split, gives them its maximum frame
     normality (the lowest anomaly score) as the paper does, then smooths each video with Gaussian
     passes sigma 1..6 and pools all frames (micro AUC).
     """

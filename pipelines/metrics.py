@@ -46,6 +46,10 @@ class Protocol:
     empty_frame_fill: str = "none"
     # AR-Net's FAR: the share of the normal videos' frames scored at or above this (None: not reported)
     false_alarm_threshold: float | None = None
+    # Each video extended to a multiple of this many frames by repeating its last frame (score,
+    # label, masks), before anything else; 0: none. RTFM's and SSRL's ground-truth files do this
+    # with loop-padded snippet features: 16 * ceil(n/16) frames, the last label repeated.
+    pad_to_multiple_of: int = 0
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -70,6 +74,8 @@ class Protocol:
             raise ValueError(f"Protocol.false_alarm_threshold must be a number, got {self.false_alarm_threshold}")
         if self.snippet_length is not None and self.snippet_length < 1:
             raise ValueError(f"Protocol.snippet_length must be >= 1, got {self.snippet_length}")
+        if self.pad_to_multiple_of < 0:
+            raise ValueError(f"Protocol.pad_to_multiple_of must be >= 0, got {self.pad_to_multiple_of}")
 
     def as_dict(self) -> dict:
         """Plain JSON-serialisable dict of every field (sigmas as a list)."""
@@ -189,6 +195,25 @@ def _counted_frames(video: VideoScores, protocol: Protocol) -> np.ndarray:
     return counted
 
 
+def padded_to_multiple(video: VideoScores, multiple: int) -> VideoScores:
+    """``video`` extended to a multiple of ``multiple`` frames by repeating its last frame's label,
+    score and masks (unchanged when it already is one, or when its arrays disagree in length, which
+    the evaluation then reports)."""
+    labels, scores = np.asarray(video.labels).ravel(), np.asarray(video.scores).ravel()
+    extra = -labels.size % multiple if multiple else 0
+    if not extra or not labels.size or labels.size != scores.size:
+        return video
+
+    def extended(array):
+        if array is None:
+            return None
+        array = np.asarray(array).ravel()
+        return np.concatenate([array, np.repeat(array[-1:], extra)]) if array.size == labels.size else array
+
+    return dataclasses.replace(video, labels=extended(labels), scores=extended(scores), scored=extended(video.scored),
+                               empty=extended(video.empty))
+
+
 def fill_empty_frames(videos: Sequence[VideoScores], protocol: Protocol) -> list[VideoScores]:
     """The videos with their empty frames (``empty`` True) given the protocol's fill, computed over
     all of them (the whole split): with ``most_normal_in_split``, the lowest score among the counted
@@ -256,7 +281,8 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     ``ap``: average precision over the pooled frames. ``far`` (where the protocol sets a
     ``false_alarm_threshold``): the share of the normal videos' scored frames at or above it.
 
-    Frames marked ``empty`` first take the protocol's fill (:func:`fill_empty_frames`), which
+    Each video is first extended to a multiple of ``protocol.pad_to_multiple_of`` frames (its last
+    frame repeated), where the protocol asks for it. Frames marked ``empty`` then take the protocol's fill (:func:`fill_empty_frames`), which
     depends on every video given: pass the whole split.
 
     Raises ValueError, naming the video, for label/score length mismatch, labels other than
@@ -270,6 +296,7 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"videos listed more than once: {duplicates}")
+    videos = [padded_to_multiple(video, protocol.pad_to_multiple_of) for video in videos]
     videos = fill_empty_frames(videos, protocol)
 
     all_labels, all_scores, per_video_auc, normal_scores = [], [], [], []

@@ -8,6 +8,7 @@ convention also names the features the numbers were obtained on.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from models.base import EvaluationSet, TrainInputs, VideoScore
 from pipelines.atomic import atomic_path
-from pipelines.features.store import FEATURE_SOURCE_KEY, FeatureReader, FeatureSource
+from pipelines.features.store import FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY, FeatureReader, FeatureSource
 from pipelines.labels import read_labels
 from pipelines.metrics import Protocol, VideoScores, evaluate, expand_snippets, with_dataset_note
 from pipelines.weak_protocol import FRAMES_PER_SNIPPET, TRAIN_SEGMENTS, snippet_count
@@ -134,7 +135,8 @@ def frame_scores(snippet_scores: np.ndarray, n_frames: int, tail: str) -> VideoS
     """Frame scores of one video from its snippet scores, each repeated over its 16 frames.
 
     Loop-padded features (tail "loop_pad", T = ceil(n/16)) score every frame, the last snippet its partial
-    window. Features without the partial tail (tail "drop", T = floor(n/16), AR-Net) leave the last
+    window; the protocol then counts 16T frames, the last repeated (see :func:`protocol`). Features
+    without the partial tail (tail "drop", T = floor(n/16), AR-Net) leave the last
     n - 16T frames unscored, as AR-Net's evaluation cuts the ground truth to 16T frames.
     """
     scores = np.asarray(snippet_scores, dtype=np.float32).reshape(-1)
@@ -155,11 +157,16 @@ def frame_scores(snippet_scores: np.ndarray, n_frames: int, tail: str) -> VideoS
 def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     """Pooled frame AUC of snippet scores expanded x16, labelled with the features they were obtained on.
 
-    The dataset is the label convention's prefix (every adapter's convention starts ``<dataset>:``).
+    With loop-padded features (the dataset's tail in ``params[FEATURE_TAIL_KEY]``) each video counts
+    16 * ceil(n/16) frames, its last frame's score and label repeated: what RTFM's and SSRL's ground
+    truth files (gt-sh.npy, gt-ucf.npy) hold and their AUCs were computed on. The dataset is the label
+    convention's prefix (every adapter's convention starts ``<dataset>:``).
     """
     described = with_dataset_note(label_convention, params, FEATURE_SOURCE_KEY,
                                   "features not recorded (run outside the workflow)")
-    return Protocol(pooling="micro", label_convention=described, snippet_length=FRAMES_PER_SNIPPET)
+    tail = params.get(FEATURE_TAIL_KEY, {}).get(label_convention.partition(":")[0])
+    return Protocol(pooling="micro", label_convention=described, snippet_length=FRAMES_PER_SNIPPET,
+                    pad_to_multiple_of=FRAMES_PER_SNIPPET if tail == "loop_pad" else 0)
 
 
 TEST_CURVE_NOTE = "test_curve"
@@ -184,11 +191,20 @@ class EvaluationCurve:
         if evaluation is None:
             return
         self.labels, _, attrs = read_labels(evaluation.labels)
-        self.protocol = protocol_of(attrs["label_convention"])
         self.files = {Path(p).stem: Path(p) for p in evaluation.files}
         missing = sorted(set(self.labels) - set(self.files))
         if missing:
             raise ValueError(f"{evaluation.labels}: no evaluation input for videos {missing[:5]}")
+        # The frames counted follow the evaluation features' tail, as the rows' protocol does from the
+        # workflow's note (a training job is not handed that evaluation-only note).
+        tails = set()
+        for path in self.files.values():
+            with FeatureReader(path) as reader:
+                tails.add(reader.tail)
+        if len(tails) > 1:
+            raise ValueError(f"{evaluation.labels}: the evaluation features mix snippet tails {sorted(tails)}")
+        self.protocol = dataclasses.replace(protocol_of(attrs["label_convention"]),
+                                            pad_to_multiple_of=FRAMES_PER_SNIPPET if tails == {"loop_pad"} else 0)
         notes.setdefault(TEST_CURVE_NOTE, {"every": evaluation.every, "iterations": [], "auc_micro": []})
 
     def due(self, iteration: int) -> bool:

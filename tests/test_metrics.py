@@ -319,7 +319,10 @@ def test_protocol_is_recorded_and_validated():
         "snippet_length": 16,
         "empty_frame_fill": "none",
         "false_alarm_threshold": None,
+        "pad_to_multiple_of": 0,
     }
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 0"):
+        Protocol(pad_to_multiple_of=-16)
     with pytest.raises(ValueError, match="normalisation must be one of"):
         Protocol(normalisation="zscore")
     with pytest.raises(ValueError, match="pooling must be one of"):
@@ -371,3 +374,17 @@ def test_false_alarm_rate_is_the_share_of_normal_videos_frames_at_or_above_the_t
     # a video is normal by all its labels: one whose abnormal frames all fall unscored is not
     tail = VideoScores("tail", np.array([0, 0, 1]), np.array([0.9, 0.9, 0.0]), scored=np.array([True, True, False]))
     assert evaluate([normal, quiet, abnormal, tail], protocol)["n_far_videos"] == 2
+
+
+def test_padding_to_whole_snippets_repeats_each_videos_last_frame():
+    """RTFM's and SSRL's ground truth with loop-padded features: 16 * ceil(n/16) frames, the last
+    label (and score) repeated. Two 20-frame videos: the abnormal one's last 4 frames are abnormal."""
+    normal = VideoScores("n", np.zeros(20, int), np.r_[np.full(16, 0.5), np.full(4, 0.7)])
+    abnormal = VideoScores("a", np.r_[np.zeros(16, int), np.ones(4, int)], np.r_[np.full(16, 0.2), np.full(4, 0.6)])
+    own = evaluate([normal, abnormal], Protocol())
+    padded = evaluate([normal, abnormal], Protocol(pad_to_multiple_of=16))
+    assert (own["n_frames"], padded["n_frames"]) == (40, 64)
+    assert own["auc_micro"] == pytest.approx(32 / 36)  # the 4 positives beat 32 of 36 negatives
+    assert padded["auc_micro"] == pytest.approx(32 / 48)  # 16 positives at 0.6; 16 negatives at 0.7 now
+    whole = VideoScores("w", np.r_[np.zeros(8, int), np.ones(8, int)], np.linspace(0, 1, 16))
+    assert evaluate([whole], Protocol(pad_to_multiple_of=16))["n_frames"] == 16  # already whole: unchanged

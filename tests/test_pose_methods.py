@@ -359,3 +359,12 @@ def test_genet_stages_train_in_order_and_score(tmp_path):
     assert (exploration["step"], twice["step"]) == (2 * math.ceil(n / 8), 2 * math.ceil(2 * n / 8))
     student = next(k for k in exploration["model"] if k.startswith("student.") and k.endswith("weight"))
     assert not torch.equal(twice["model"][student], exploration["model"][student])
+    # Its mirrored poses negate x and leave the joints in place, as that loader does: the teacher's
+    # latent (the student's target) follows the joint order, so a left/right swap would change it.
+    from models.genet import TubeSet
+    tube_set = TubeSet([read_tubes(files["train"])], (856, 480))
+    index = np.arange(min(3, len(tube_set)))
+    plain, mirror = tube_set.unflipped_input(index), tube_set.pose_input(index, np.ones(index.size, bool))
+    raw = tube_set.raw_poses[index].astype(np.float64)
+    np.testing.assert_allclose(mirror, model_input(raw * np.array([-1.0, 1.0, 1.0])[None, :, None, None], (856, 480)))
+    assert not np.allclose(mirror, plain)

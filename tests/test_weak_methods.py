@@ -84,7 +84,12 @@ def test_protocol_names_the_features_of_its_dataset():
     assert found.snippet_length == 16 and found.pooling == "micro" and found.normalisation == "none"
     assert "not recorded" in protocol({}, "ucf_crime: annotation").label_convention
     assert get_method("ssrl", params).protocol("synthetic: labels").label_convention.endswith("NOT COMPARABLE")
-    assert get_method_class("arnet").protocol_params == ("feature_source",)
+    assert get_method_class("arnet").protocol_params == ("feature_source", "feature_tail")
+    # Loop-padded features count 16 * ceil(n/16) frames per video, as RTFM's and SSRL's gt files do.
+    assert found.pad_to_multiple_of == 0  # no tail recorded (run by hand)
+    tails = {"feature_tail": {"shanghaitech": "loop_pad", "ucf_crime": "drop"}}
+    assert protocol(tails, "shanghaitech: masks").pad_to_multiple_of == 16
+    assert protocol(tails, "ucf_crime: annotation").pad_to_multiple_of == 0
 
 
 def test_feature_source_says_when_numbers_do_not_compare():
@@ -350,8 +355,10 @@ def test_a_stage_that_follows_its_test_split_records_the_curve_the_papers_select
 
         score(method, path, out, params, 1, followed)
         scores.append(out)
-    last = evaluate_split(method, params, evaluation.labels, scores)["auc_micro"]
-    assert curve["auc_micro"][-1] == pytest.approx(last, abs=1e-9)
+    # The row's protocol, with the features' tail the workflow hands it: both count 16 * T frames.
+    row = evaluate_split(method, params | {"feature_tail": {"synthetic": "loop_pad"}}, evaluation.labels, scores)
+    assert row["n_frames"] == 16 * (12 + 9 + 15)
+    assert curve["auc_micro"][-1] == pytest.approx(row["auc_micro"], abs=1e-9)
     best = best_on_test(payload["notes"])
     assert best["auc_micro"] == max(curve["auc_micro"]) and best["iteration"] in (2, 4, 6)
     assert best_on_test(load_checkpoint(plain, method)["notes"]) is None

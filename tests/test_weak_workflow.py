@@ -166,6 +166,10 @@ def test_weak_methods_run_end_to_end_on_the_synthetic_weak_split(tmp_path):
 
     record = json.loads((results / "eval" / "ssrl" / "synthetic" / "seed_0" / "weak_test.json").read_text())
     assert record["protocol"]["snippet_length"] == 16
+    # Loop-padded features: each video counts 16 * ceil(n/16) frames, as RTFM's and SSRL's gt files;
+    # AR-Net's dropped tails are not padded.
+    assert record["protocol"]["pad_to_multiple_of"] == 16 and record["n_frames"] % 16 == 0
+    assert arnet["protocol"]["pad_to_multiple_of"] == 0
     features = sorted((results / "features" / "rtfm_ssrl_patches" / "synthetic").glob("*/*.h5"))
     assert len(features) == 4  # 1 normal + 1 abnormal training video, 2 test videos, each extracted once
     with h5py.File(features[0]) as handle:

@@ -126,6 +126,9 @@ class FeatureReader:
 # (workflow/rules/feature_inputs.smk fills it from the features section of the config). Here, beside
 # FeatureSource, so that the workflow need not import the weak methods to build its DAG.
 FEATURE_SOURCE_KEY = "feature_source"
+# The key under which it hands the same method each dataset's snippet tail ("loop_pad" or "drop"),
+# which decides how its frame scores are evaluated (pipelines.weak_methods.protocol).
+FEATURE_TAIL_KEY = "feature_tail"
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,8 @@ class FeatureSource:
     def describe(self, paper_feature_set: str) -> str:
         """One phrase for a report row, ending in NOT COMPARABLE and the reasons where that applies."""
         weights = ", ".join(f"{name} {value}" for name, value in self.backbones)
-        snippets = ("T = ceil(n/16), last snippet loop-padded, scored on the video's own n frames (RTFM's gt "
-                    "files count 16 * ceil(n/16), the last label repeated)" if self.tail == "loop_pad"
+        snippets = ("T = ceil(n/16), last snippet loop-padded, scored on 16 * ceil(n/16) frames, the last "
+                    "frame's score and label repeated as RTFM's gt files do" if self.tail == "loop_pad"
                     else "T = floor(n/16), frames after the last whole snippet unscored")
         text = f"features {self.feature_set} ({self.origin}; {weights}; {snippets})"
         if self.patches_reconstructed:

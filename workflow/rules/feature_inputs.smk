@@ -5,7 +5,7 @@ import shlex
 
 from pipelines.features.feature_sets import FEATURE_SETS, backbones_needed, missing_streams
 from pipelines.features.presets import PRESETS, SSRL_PATCHES
-from pipelines.features.store import FEATURE_SOURCE_KEY, FeatureSource, feature_set_name
+from pipelines.features.store import FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY, FeatureSource, feature_set_name
 from pipelines.features.registry import REGISTRY
 from pipelines.provenance import sha256_file
 
@@ -125,13 +125,16 @@ for _dataset, _presets in FEATURES["published_dirs"].items():
                     f"config key 'features.published_dirs.{_dataset}.{_preset}': {_folder} is not a folder"
                 )
 
-# Every feature method's entry gets the description of its features per dataset, which its report rows carry
-# (an evaluation-only key: see the methods' protocol_params).
+# Every feature method's entry gets the description of its features per dataset, which its report rows carry,
+# and their snippet tail, which decides how its frames are counted (evaluation-only keys: see the methods'
+# protocol_params).
 for _method, _dataset, _ in runs():
     if get_method_class(_method).input_kind == "features":
         check_weights(_method, _dataset)
-        _described = planned_source(_method, _dataset).describe(get_method_class(_method).paper_features)
-        config["methods"][_method].setdefault(FEATURE_SOURCE_KEY, {})[_dataset] = _described
+        _planned = planned_source(_method, _dataset)
+        config["methods"][_method].setdefault(FEATURE_SOURCE_KEY, {})[_dataset] = _planned.describe(
+            get_method_class(_method).paper_features)
+        config["methods"][_method].setdefault(FEATURE_TAIL_KEY, {})[_dataset] = _planned.tail
 
 
 def extraction_weights(wildcards):
