@@ -205,6 +205,10 @@ def test_gt_sh_rebuilt_from_masks_and_ceil_snippet_counts():
     assert rebuilt.shape == (17_968,)
     np.testing.assert_array_equal(gt[: rebuilt.size], rebuilt)
     assert rebuilt.sum() == 8028  # 66 positives come from last-label padding
+    # What the evaluation counts with loop-padded features (Protocol.pad_to_multiple_of 16) is this file.
+    from pipelines.metrics import VideoScores, padded_to_multiple
+    evaluated = [padded_to_multiple(VideoScores(v, m, np.zeros(m.size)), 16).labels for v, m in masks.items()]
+    np.testing.assert_array_equal(np.concatenate(evaluated), rebuilt)
 
     normal_tail = gt[rebuilt.size :]
     assert normal_tail.size == 124_944 == 16 * 7_809 and not normal_tail.any()
