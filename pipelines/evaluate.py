@@ -53,6 +53,12 @@ def evaluate_split(method: str, params: dict, labels_file: Path, score_files: li
     return evaluate(videos, protocol)
 
 
+def _frames_counted(pad: int | None) -> str:
+    if pad is None:
+        return "counted frames before the count was recorded"
+    return f"counted each video to a multiple of {pad} frames" if pad else "counted each video's own frames"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("method")
@@ -71,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_split(args.method, json.loads(args.params_json), args.labels, args.scores)
     record = {"method": args.method, "dataset": args.dataset, "split": args.split, "seed": args.seed, **result}
     if args.checkpoint:
-        record["best_on_test"] = best_on_test(load_checkpoint(args.checkpoint, args.method, mmap=True).get("notes"))
+        best = best_on_test(load_checkpoint(args.checkpoint, args.method, mmap=True).get("notes"))
+        if best and best["pad_to_multiple_of"] != result["protocol"]["pad_to_multiple_of"]:
+            raise SystemExit(
+                f"error: {args.checkpoint}: its training-time test curve {_frames_counted(best['pad_to_multiple_of'])}, "
+                f"this row {_frames_counted(result['protocol']['pad_to_multiple_of'])}: retrain the stage "
+                "(snakemake --forcerun train_stage) so that its best-on-test number compares with the row")
+        record["best_on_test"] = best
     run_config = json.loads(args.run_config)
     record |= {"config_hash": config_hash(run_config), "config": run_config, "versions": versions()}
     write_text(args.out, json.dumps(record, indent=1))

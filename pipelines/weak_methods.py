@@ -205,7 +205,8 @@ class EvaluationCurve:
             raise ValueError(f"{evaluation.labels}: the evaluation features mix snippet tails {sorted(tails)}")
         self.protocol = dataclasses.replace(protocol_of(attrs["label_convention"]),
                                             pad_to_multiple_of=FRAMES_PER_SNIPPET if tails == {"loop_pad"} else 0)
-        notes.setdefault(TEST_CURVE_NOTE, {"every": evaluation.every, "iterations": [], "auc_micro": []})
+        notes.setdefault(TEST_CURVE_NOTE, {"every": evaluation.every, "iterations": [], "auc_micro": [],
+                                           "pad_to_multiple_of": self.protocol.pad_to_multiple_of})
 
     def due(self, iteration: int) -> bool:
         return self.evaluation is not None and iteration > self.after and iteration % self.evaluation.every == 0
@@ -238,9 +239,11 @@ class EvaluationCurve:
 
 
 def best_on_test(notes: dict[str, Any]) -> dict[str, Any] | None:
-    """The best point of a stage's test curve ({auc_micro, iteration, every}), or None without one."""
+    """The best point of a stage's test curve ({auc_micro, iteration, every, pad_to_multiple_of: how its
+    frames were counted, None in a curve recorded before that was noted}), or None without one."""
     curve = (notes or {}).get(TEST_CURVE_NOTE)
     if not curve or not curve["auc_micro"]:
         return None
     index = int(np.argmax(curve["auc_micro"]))
-    return {"auc_micro": curve["auc_micro"][index], "iteration": curve["iterations"][index], "every": curve["every"]}
+    return {"auc_micro": curve["auc_micro"][index], "iteration": curve["iterations"][index], "every": curve["every"],
+            "pad_to_multiple_of": curve.get("pad_to_multiple_of")}

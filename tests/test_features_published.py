@@ -90,21 +90,21 @@ def test_arnet_layout_one_view_and_dropped_tail(tmp_path):
 
 def test_views_and_dimension_must_be_the_presets(tmp_path):
     """SSRL's crop-first (10, 32, 2048) files, Finspire13's crop-first (10, T, 1024) ones and features of
-    another backbone were read as snippets of some views; AR-Net's RGB half is the flow-less feature."""
+    another backbone were read as snippets of some views; AR-Net's RGB half alone would stand as both streams."""
     rng = np.random.default_rng(2)
     cases = {
         "crop_first": ((10, 9, 2048), "rtfm", 9 * 16, r"shape \(10, 9, 2048\), but rtfm features are \(T, 10, 2048\) "
                                                        r"\(10 views\); it looks crop-first"),
         "other_backbone": ((3, 10, 1024), "rtfm", 40, r"shape \(3, 10, 1024\), but rtfm features are \(T, 10, 2048\)"),
-        "ten_views": ((3, 10, 2048), "arnet", 48, r"shape \(3, 10, 2048\), but arnet features are \(T, 1, 1024 or 2048\) \(1 view\)"),
+        "ten_views": ((3, 10, 2048), "arnet", 48, r"shape \(3, 10, 2048\), but arnet features are \(T, 1, 2048\) \(1 view\)"),
+        "rgb_only": ((3, 1024), "arnet", 48, r"shape \(3, 1, 1024\), but arnet features are \(T, 1, 2048\) \(1 view\); "
+                                              r"it looks like the RGB stream alone"),
     }
     for name, (shape, preset, n_frames, message) in cases.items():
         np.save(tmp_path / f"{name}.npy", rng.random(shape, dtype=np.float32))
         with pytest.raises(PublishedFeaturesError, match=rf"{name}\.npy: {message}"):
             convert(tmp_path / f"{name}.npy", tmp_path / f"{name}.h5", n_frames, preset=preset)
         assert not (tmp_path / f"{name}.h5").exists()
-    np.save(tmp_path / "rgb.npy", rng.random((3, 1024), dtype=np.float32))
-    assert convert(tmp_path / "rgb.npy", tmp_path / "rgb.h5", 48, preset="arnet")["missing_streams"] == ["flow"]
 
 
 def test_patch_files_are_found_per_scale_folder_and_checked(tmp_path):

@@ -143,8 +143,9 @@ def test_a_non_local_checkpoint_or_another_format_is_refused_by_name(tmp_path):
     blobs["nonlocal_conv3_1_theta_w"] = np.ones((512, 1024, 1, 1, 1), np.float32)
     path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
-    with pytest.raises(weights.WeightsFormatError, match=r"non-local I3D checkpoint .*nonlocal_conv3_1_theta_w"):
+    with pytest.raises(weights.WeightsFormatError, match=r"non-local I3D checkpoint .*nonlocal_conv3_1_theta_w") as refused:
         weights.load_backbone(_pinned("r50_nonlocal_k400", path), path=path)
+    assert "is not video-nonlocal-net's Caffe2 pickle" not in str(refused.value)  # its own message, not rewrapped
     other = tmp_path / "i3d_r50_kinetics.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, other)
     with pytest.raises(weights.WeightsFormatError, match=r"i3d_r50_kinetics.pth for backbone 'r50_nonlocal_k400' is not video-nonlocal-net's Caffe2 pickle"):

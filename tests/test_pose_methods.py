@@ -284,6 +284,45 @@ def test_tube_crops_held_do_not_grow_with_the_video(tmp_path):
     assert len(bank) > 600 and max(held) <= 2 * (8 + 64), max(held)
 
 
+def test_extraction_streams_across_a_gap_that_a_window_bridges(tmp_path, monkeypatch):
+    """STG-NF's released continuity rule keeps a window over a track that leaves for 1,100 frames:
+    extract() must not stream (and hold) the gap's detections of other people to reach its far end.
+    A second person walks through every frame; the crops held after each batch are counted."""
+    from pipelines.poses import tubes
+    from pipelines.poses.segments import continuous_window_starts
+
+    n, away = 1200, np.r_[0:30, 1130:1160]
+    window = WindowSettings(seg_len=24, stride=1, released_rule=True)
+    starts = continuous_window_starts(away, 24, 1, released_rule=True)
+    assert (away[starts + 23] - away[starts]).max() > 1000, "the released rule keeps a window across the gap"
+    people = [(away, _walker(60, 30, 0.0)), (np.arange(n), _walker(n, 200, 0.0))]
+    poses = _poses_file(tmp_path / "poses.h5", people, n)
+    frames = tmp_path / "frames.h5"
+    with FrameWriter(frames, height=24, width=40, channels=3, compression="lz4") as writer:
+        writer.append(np.full((n, 24, 40, 3), 128, np.uint8))
+    held, take = [], tubes.DetectionCrops.take
+
+    def counted_take(self, rows):
+        out = take(self, rows)
+        held.append(len(self))
+        return out
+
+    monkeypatch.setattr(tubes.DetectionCrops, "take", counted_take)
+    settings = TubeSettings(window, crop_size=16, batch_size=8)
+    backbone = load_backbone("inception_k400_rgb", None, allow_random=True, seed=0)
+    assert extract(poses, frames, tmp_path / "tubes.h5", settings, backbone) == len(SegmentBank([read_poses(poses)[0]], window))
+    assert max(held) <= 2 * (8 + 24 + 256 + 64), max(held)  # two people over a batch, the horizon and a read block
+
+
+def test_a_detection_past_the_video_is_refused_naming_the_frames_file(tmp_path):
+    frames = tmp_path / "frames.h5"
+    with FrameWriter(frames, height=8, width=8, channels=3, compression="none") as writer:
+        writer.append(np.zeros((3, 8, 8, 3), np.uint8))
+    with FrameReader(frames) as reader, pytest.raises(ValueError, match=r"frames.h5: a detection in frame 5, but the "
+                                                                        r"video has 3 frames"):
+        DetectionCrops(reader, np.array([1, 5]), np.zeros((2, 4)), 16)
+
+
 def test_person_tubes_match_the_tubes_of_all_crops_at_once(tmp_path):
     people = [(np.arange(60), _walker(60, 30, 2.0)), (np.arange(10, 50), _walker(40, 200, -2.0))]
     poses, frames = _poses_file(tmp_path / "poses.h5", people, 60), _frames_file(tmp_path / "frames.h5", 60)

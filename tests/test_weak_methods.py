@@ -1,6 +1,7 @@
 """The AR-Net and SSRL methods in the pipeline: staged training, resume, streaming scores, frames and protocol."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -359,6 +360,18 @@ def test_a_stage_that_follows_its_test_split_records_the_curve_the_papers_select
     row = evaluate_split(method, params | {"feature_tail": {"synthetic": "loop_pad"}}, evaluation.labels, scores)
     assert row["n_frames"] == 16 * (12 + 9 + 15)
     assert curve["auc_micro"][-1] == pytest.approx(row["auc_micro"], abs=1e-9)
+    # The row refuses a curve whose frames were counted otherwise (a stage trained before the count
+    # followed the features' tail), naming the checkpoint.
+    from pipelines.evaluate import main as evaluate_main
+
+    command = [method, "synthetic", "test", str(evaluation.labels), str(tmp_path / "row.json"), *map(str, scores),
+               "--checkpoint", str(followed)]
+    tail = json.dumps(params | {"feature_tail": {"synthetic": "loop_pad"}})
+    assert evaluate_main([*command, "--params-json", tail]) == 0
+    assert json.loads((tmp_path / "row.json").read_text())["best_on_test"]["pad_to_multiple_of"] == 16
+    with pytest.raises(SystemExit, match=rf"{followed}: its training-time test curve counted each video to a "
+                                         r"multiple of 16 frames, this row counted each video's own frames"):
+        evaluate_main([*command, "--params-json", json.dumps(params)])
     best = best_on_test(payload["notes"])
     assert best["auc_micro"] == max(curve["auc_micro"]) and best["iteration"] in (2, 4, 6)
     assert best_on_test(load_checkpoint(plain, method)["notes"]) is None

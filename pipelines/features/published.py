@@ -31,7 +31,7 @@ import numpy as np
 
 from pipelines.atomic import atomic_path, write_text
 from pipelines.features import store
-from pipelines.features.presets import PRESETS, SSRL_PATCHES, ClipPreset, n_snippets
+from pipelines.features.presets import PRESETS, SSRL_PATCHES, n_snippets
 from pipelines.frame_store import FrameReader
 from pipelines.provenance import sha256_file, versions
 
@@ -92,26 +92,23 @@ def _as_snippet_views(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def rgb_only_dim(clip_preset: ClipPreset) -> int | None:
-    """The dimension of a preset's features without their flow stream (AR-Net's RGB half), if it has one."""
-    return clip_preset.feature_dim // 2 if clip_preset.flow_backbone else None
-
-
 def load_clip(path: Path, preset: str, n_frames: int) -> np.ndarray:
     """A published clip features file, memory-mapped as (T, views, D), after checking its views and D
-    against the preset (D may be the RGB half of a two-stream preset) and T against the preset's snippet
-    rule for the video's frame count."""
+    against the preset (AR-Net's: RGB then flow, 2048) and T against the preset's snippet rule for the
+    video's frame count."""
     if preset not in PUBLISHED_PRESETS:
         raise ValueError(f"{preset}: no published features follow this preset (those of {', '.join(PUBLISHED_PRESETS)} do)")
     clip_preset = PRESETS[preset]
     clip = _as_snippet_views(_load(path), path)
-    views, dims = clip_preset.n_crops, {clip_preset.feature_dim, rgb_only_dim(clip_preset)} - {None}
-    if clip.shape[1] != views or clip.shape[2] not in dims:
+    views, dim = clip_preset.n_crops, clip_preset.feature_dim
+    if clip.shape[1] != views or clip.shape[2] != dim:
         hint = (f"; it looks crop-first ({clip.shape[0]}, T, D): transpose it to (T, {clip.shape[0]}, D)"
-                if clip.shape[0] == views != clip.shape[1] else "")
+                if clip.shape[0] == views != clip.shape[1] else
+                "; it looks like the RGB stream alone: extract the features instead (features.flow)"
+                if clip_preset.flow_backbone and clip.shape[2] == dim // 2 else "")
         raise PublishedFeaturesError(
-            f"{path}: shape {clip.shape}, but {preset} features are (T, {views}, "
-            f"{' or '.join(map(str, sorted(dims)))}) ({views} view{'s' if views > 1 else ''}){hint}")
+            f"{path}: shape {clip.shape}, but {preset} features are (T, {views}, {dim}) "
+            f"({views} view{'s' if views > 1 else ''}){hint}")
     expected = n_snippets(clip_preset, n_frames)
     if clip.shape[0] != expected:
         raise PublishedFeaturesError(
@@ -163,7 +160,7 @@ def convert(clip_file: Path, out: Path, n_frames: int, preset: str = "rtfm",
             "n_frames": n_frames,
             "n_snippets": clip.shape[0],
             "backbones": {"upstream extractor": f"published features from {clip_file.parent}"},
-            "missing_streams": ["flow"] if clip.shape[2] == rgb_only_dim(PRESETS[preset]) else [],
+            "missing_streams": [],
             "spatial_scale": 1.0,
             "patch_grids": [list(grid) for grid in patches],
             "patches_reconstructed": False,

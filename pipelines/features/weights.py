@@ -169,6 +169,8 @@ def load_backbone(record: str | WeightsRecord, path: str | Path | None = None, a
             state = caffe2_r50_state_dict(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except WeightsFormatError:
+        raise  # the reader's own message (a non-local checkpoint, no blobs), already naming the file
     except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as error:
         expected = "video-nonlocal-net's Caffe2 pickle" if record.file_format == "caffe2_blobs" else "a PyTorch state dict"
         raise WeightsFormatError(f"weights file {path} for backbone '{record.name}' is not {expected} ({error})") from None

@@ -73,6 +73,9 @@ def checkout_revision(checkout: str | Path) -> str:
         return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, timeout=30)
 
     try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode or Path(top.stdout.strip()).resolve() != Path(checkout).resolve():
+            return "unknown"  # not a git checkout itself (perhaps a copy inside another repository)
         head = git("rev-parse", "HEAD")
         if head.returncode:
             return "unknown"

@@ -70,34 +70,46 @@ def _crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 class DetectionCrops:
     """Crops of a video's detections, made as its frames stream past and dropped once no later
     segment needs them: with segments taken in order of their first frame, memory holds the crops
-    of about one window of frames (plus a read block), whatever the video's length."""
+    of at most ``horizon`` frames (plus a read block) past the current window's first frame,
+    whatever the video's length. A window that bridges a longer gap (STG-NF's released continuity
+    rule can) has its far frames read one by one instead of streaming the gap."""
 
-    def __init__(self, reader: FrameReader, frames: np.ndarray, boxes: np.ndarray, size: int):
-        self.frames, self.boxes, self.size = np.asarray(frames), np.asarray(boxes), size
+    def __init__(self, reader: FrameReader, frames: np.ndarray, boxes: np.ndarray, size: int, horizon: int = 256):
+        self.frames, self.boxes, self.size, self.horizon = np.asarray(frames), np.asarray(boxes), size, horizon
+        self._reader = reader
         self._blocks = reader.blocks()
         self._by_frame: dict[int, list[int]] = {}
         for row, frame in enumerate(self.frames):
             self._by_frame.setdefault(int(frame), []).append(row)
         self._cropped_to = 0  # frames before this one have been read
         self._crops: dict[int, np.ndarray] = {}
+        if self.frames.size and self.frames.max() >= len(reader):
+            raise ValueError(f"{reader.path}: a detection in frame {int(self.frames.max())}, but the video has "
+                             f"{len(reader)} frames: the poses belong to another video")
 
     def __len__(self) -> int:
         """How many crops are held now."""
         return len(self._crops)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """(*rows.shape, size, size, 3) crops of the detections ``rows``; frames are read forward only."""
+        """(*rows.shape, size, size, 3) crops of the detections ``rows``; frames are streamed forward
+        up to ``horizon`` past the first one asked for, and read alone beyond it."""
         rows = np.asarray(rows)
-        last = int(self.frames[rows].max()) if rows.size else -1
-        while self._cropped_to <= last:
+        flat = rows.reshape(-1)
+        if not flat.size:
+            return np.zeros((*rows.shape, self.size, self.size, 3), np.uint8)
+        frames = self.frames[flat]
+        stream_to = min(int(frames.max()), int(frames.min()) + self.horizon)
+        while self._cropped_to <= stream_to:
             start, block = next(self._blocks)
             for offset, image in enumerate(block):
                 for row in self._by_frame.pop(start + offset, ()):
                     self._crops[row] = _crop(image, self.boxes[row], self.size)
             self._cropped_to = start + len(block)
-        flat = [self._crops[int(row)] for row in rows.reshape(-1)]
-        return np.stack(flat).reshape(*rows.shape, self.size, self.size, 3) if flat else \
-            np.zeros((*rows.shape, self.size, self.size, 3), np.uint8)
+        crops = [self._crops[int(row)] if int(row) in self._crops
+                 else _crop(self._reader.clip(int(frame), 1)[0], self.boxes[row], self.size)
+                 for row, frame in zip(flat, frames)]
+        return np.stack(crops).reshape(*rows.shape, self.size, self.size, 3)
 
     def forget_before(self, frame: int) -> None:
         """Drop the crops of detections in frames before ``frame`` (no later segment reads them)."""
