@@ -56,3 +56,15 @@ def test_the_weights_checked_are_those_alphapose_loads(tmp_path):
     assert "trackers/tracker_cfg.py loads trackers/weights/osnet.pth" in settings_problems(
         {**settings, "tracker": "pose_track", "tracker_weights": "trackers/weights/other.pth"})[0]
     assert settings_problems({**settings, "tracker": "pose_track", "tracker_weights": "trackers/weights/osnet.pth"}) == []
+
+
+def test_a_checkout_inside_another_repository_records_no_commit(tmp_path):
+    """An unzipped AlphaPose copy inside another git repository is not that repository's commit."""
+    import subprocess
+
+    from pipelines.poses.alphapose_weights import checkout_revision
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "third_party" / "AlphaPose").mkdir(parents=True)
+    assert checkout_revision(tmp_path / "third_party" / "AlphaPose") == "unknown"
+    assert checkout_revision(tmp_path / "missing") == "unknown"
