@@ -64,7 +64,9 @@ def test_a_checkout_inside_another_repository_records_no_commit(tmp_path):
 
     from pipelines.poses.alphapose_weights import checkout_revision
 
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "outer"], check=True)
     (tmp_path / "third_party" / "AlphaPose").mkdir(parents=True)
     assert checkout_revision(tmp_path / "third_party" / "AlphaPose") == "unknown"
     assert checkout_revision(tmp_path / "missing") == "unknown"
