@@ -181,3 +181,14 @@ def test_ar_nets_published_false_alarm_rate_stands_beside_its_own():
     table = build_table([arnet, record("lgn_net", 0, 0.6)], pd.read_csv(PAPERS)).set_index("method")
     assert (table.at["arnet", "paper_auc"], table.at["arnet", "paper_far"], table.at["arnet", "far"]) == (91.24, 0.1, 0.21)
     assert np.isnan(table.at["lgn_net", "paper_far"]) and np.isnan(table.at["lgn_net", "far"])
+
+
+def test_the_protocol_column_says_when_frames_are_counted_to_whole_snippets():
+    from pipelines.report import describe_protocol
+
+    row = record("ssrl", 0, 0.3)
+    assert "multiple of" not in describe_protocol(row)
+    row["protocol"] |= {"snippet_length": 16, "pad_to_multiple_of": 16}
+    text = describe_protocol(row)
+    assert "each video counted to a multiple of 16 frames, its last frame's score and label repeated" in text
+    assert text.endswith("labels test")  # the labels' phrase stays last
