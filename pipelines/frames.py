@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import queue
 import re
@@ -26,15 +25,15 @@ import ffmpeg
 import numpy as np
 import simplejpeg
 
-from pipelines.atomic import atomic_path, write_text
+from pipelines.atomic import atomic_path
 from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
+from pipelines.frame_count import write_frame_count
 from pipelines.frame_store import COMPRESSIONS, FrameWriter
 from pipelines.provenance import sha256_file, sha256_folder, versions
 from pipelines.resize import resized
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 PIXEL_FORMATS = {"rgb24": 3, "gray": 1}
-COUNT_SUFFIX = ".n_frames.json"  # the frame count the workflow writes beside a frames file (--count-out)
 
 
 @dataclass(frozen=True)
@@ -346,21 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.count_out:
-        write_text(args.count_out, json.dumps({"video": args.out.stem, "n_frames": n, "frames": str(args.out)}) + "\n")
+        write_frame_count(args.count_out, args.out, n)
     print(f"{args.out}: {n} frames")
     return 0
-
-
-def read_frame_count(path: Path) -> int:
-    """The frame count a ``--count-out`` file holds, checked."""
-    try:
-        record = json.loads(Path(path).read_text())
-        n = record["n_frames"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise VideoError(f"{path}: not a readable frame count ({err}); delete it and rerun its frames job") from None
-    if not isinstance(n, int) or n < 1:
-        raise VideoError(f"{path}: frame count {n!r} is not a positive integer; rerun its frames job")
-    return n
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pipelines.atomic import atomic_path
 from pipelines.datasets import DatasetError, LabelError, get_adapter
 from pipelines.ffmpeg_tools import VideoError
 from pipelines.frame_store import FrameReader
-from pipelines.frames import COUNT_SUFFIX, read_frame_count
+from pipelines.frame_count import COUNT_SUFFIX, read_frame_count
 from pipelines.provenance import sha256_file, versions
 
 LABELS = "labels"

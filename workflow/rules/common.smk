@@ -18,6 +18,7 @@ from snakemake.exceptions import WorkflowError
 from models import get_method, get_method_class
 from pipelines.config_check import ConfigError, dataset_config_error, no_videos_message, validate
 from pipelines.datasets import DatasetError, get_adapter
+from pipelines.frame_count import count_file
 from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.provenance import config_hash
 from pipelines.synthetic.params import GENERATOR_VERSION
@@ -138,14 +139,10 @@ def frames_file(dataset, split, video):
     return f"results/frames/{dataset}/{frames_home(dataset, split, video)}/{video}.h5"
 
 
-# Beside each frames file, the frames job writes its frame count, which the labels job reads (named as
-# pipelines.frames.COUNT_SUFFIX reads it).
-FRAME_COUNT_SUFFIX = ".n_frames.json"
-
-
 def split_frame_counts(dataset, split):
-    """The frames jobs' frame counts of a split's videos (what its labels job reads)."""
-    return [frames_file(dataset, split, video).removesuffix(".h5") + FRAME_COUNT_SUFFIX for video in videos(dataset, split)]
+    """The frame counts the frames jobs write beside their files (pipelines.frame_count), of a split's
+    videos: what its labels job reads."""
+    return [count_file(frames_file(dataset, split, video)) for video in videos(dataset, split)]
 
 
 def frame_source(wildcards):

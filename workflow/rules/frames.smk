@@ -6,7 +6,7 @@ rule extract_frames:
         frames="results/frames/{dataset}/{split}/{video}.h5",
         # the frame count, which the labels job reads: a frames file deleted once the features are
         # made (feature methods) is not extracted again when only the labels must be redone
-        n_frames=f"results/frames/{{dataset}}/{{split}}/{{video}}{FRAME_COUNT_SUFFIX}",
+        n_frames=count_file("results/frames/{dataset}/{split}/{video}.h5"),
     params:
         args=frame_args,
     log:
