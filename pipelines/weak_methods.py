@@ -154,6 +154,11 @@ def frame_scores(snippet_scores: np.ndarray, n_frames: int, tail: str) -> VideoS
     return VideoScore(frames, scored)
 
 
+def padding_of(tail: str | None) -> int:
+    """Protocol.pad_to_multiple_of for features of ``tail``: whole snippets for loop-padded ones."""
+    return FRAMES_PER_SNIPPET if tail == "loop_pad" else 0
+
+
 def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     """Pooled frame AUC of snippet scores expanded x16, labelled with the features they were obtained on.
 
@@ -166,7 +171,7 @@ def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
                                   "features not recorded (run outside the workflow)")
     tail = params.get(FEATURE_TAIL_KEY, {}).get(label_convention.partition(":")[0])
     return Protocol(pooling="micro", label_convention=described, snippet_length=FRAMES_PER_SNIPPET,
-                    pad_to_multiple_of=FRAMES_PER_SNIPPET if tail == "loop_pad" else 0)
+                    pad_to_multiple_of=padding_of(tail))
 
 
 TEST_CURVE_NOTE = "test_curve"
@@ -204,7 +209,7 @@ class EvaluationCurve:
         if len(tails) > 1:
             raise ValueError(f"{evaluation.labels}: the evaluation features mix snippet tails {sorted(tails)}")
         self.protocol = dataclasses.replace(protocol_of(attrs["label_convention"]),
-                                            pad_to_multiple_of=FRAMES_PER_SNIPPET if tails == {"loop_pad"} else 0)
+                                            pad_to_multiple_of=padding_of(next(iter(tails), None)))
         notes.setdefault(TEST_CURVE_NOTE, {"every": evaluation.every, "iterations": [], "auc_micro": [],
                                            "pad_to_multiple_of": self.protocol.pad_to_multiple_of})
 
