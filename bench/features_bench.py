@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from pipelines.features.extract import extract  # noqa: E402
 from pipelines.frame_store import FrameWriter  # noqa: E402
+from process_memory import peak_resident_mib  # noqa: E402
 
 BACKBONES = {"ResNet-50 I3D (rtfm)": "rtfm", "Inception I3D (i3d_standard)": "i3d_standard"}
 HEIGHT, WIDTH = 240, 320
@@ -44,16 +44,6 @@ def write_frames(path: Path, n_frames: int) -> Path:
     return path
 
 
-def peak_resident_mb() -> float:
-    """This process's own peak resident memory (VmHWM; ru_maxrss where /proc is absent)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(feature_set: str, frames: Path, batch_size: int, device: str, warm_up: Path | None) -> None:
     """One extraction, after an untimed one of ``warm_up`` (one batch); prints its timing and this
     process's peak memory as JSON."""
@@ -63,7 +53,7 @@ def child(feature_set: str, frames: Path, batch_size: int, device: str, warm_up:
                     batch_size=batch_size, device=device)
         attrs = extract(frames, Path(folder) / "f.h5", feature_set, allow_random_weights=True,
                         batch_size=batch_size, device=device)
-    peak_mb = peak_resident_mb()
+    peak_mb = peak_resident_mib()
     print(json.dumps({"snippets": attrs["n_snippets"], "seconds": attrs["seconds"], "peak_mb": round(peak_mb)}))
 
 

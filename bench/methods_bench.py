@@ -21,8 +21,6 @@ changes the cost. Run: ``python bench/methods_bench.py [--threads 1] [--train-st
 from __future__ import annotations
 
 import argparse
-import ctypes
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models import get_method  # noqa: E402
+from process_memory import heap_in_use_mib, peak_resident_mib  # noqa: E402
 from models.lgn_net import LGNNet, lgn_loss, make_optimizer  # noqa: E402
 from models.std import STDNet, make_optimizers, std_optimiser_step  # noqa: E402
 from pipelines.frame_clips import ClipSampler  # noqa: E402
@@ -108,40 +107,6 @@ def scoring_throughput(method, checkpoint: Path, video: Path) -> float:
     started = time.perf_counter()
     result = method.score_video(checkpoint, video)
     return len(result.scores) / (time.perf_counter() - started - loading)
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def heap_in_use_mib() -> float:
-    """Bytes the C heap holds for live allocations (glibc mallinfo2: small blocks in use plus mmapped
-    ones), in MiB. Unlike the resident size it drops as soon as memory is freed, so it follows
-    what a scorer keeps, torch's tensors included; NaN where glibc has no mallinfo2."""
-    try:
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return float("nan")
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
-    return (info.uordblks + info.hblkhd) / 2**20
-
-
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-def peak_resident_mib() -> float:
-    """This process's peak resident memory. Linux's VmHWM belongs to the process image, unlike
-    ru_maxrss, which a child started by fork and exec inherits from its (larger) parent."""
-    try:
-        return _status_mib("VmHWM")
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_child(method_name: str, preset: str, checkpoint: Path, video: Path, threads: int, leak: bool) -> None:
@@ -222,7 +187,8 @@ def memory_columns(method, preset: str, checkpoint: Path, videos: dict[int, Path
     if leak_check:
         columns["growth with kept frames"] = growth_per_1000_frames(
             memory_run(method.name, preset, checkpoint, long_video, threads, leak=True), long)
-    columns["memory"] = "flat" if abs(growth) < 0.25 * leak_scale else "GROWS"
+    columns["memory"] = ("too few batches for a slope: score a longer video" if np.isnan(growth)
+                         else "flat" if abs(growth) < 0.25 * leak_scale else "GROWS")
     return columns
 
 
