@@ -22,8 +22,8 @@ from pipelines.poses.segment_data import SegmentBank, WindowSettings, frame_anom
 from pipelines.presets import resolve_params
 from pipelines.poses.segments import model_input, segment_track
 from pipelines.poses.store import PoseTracks, read_poses, write_poses
-from pipelines.poses.tubes import (DetectionCrops, TubeSettings, crop_detections, extract, read_tubes, tube_boxes,
-                                   tube_features)
+from pipelines.poses.tubes import (DetectionCrops, TubeSettings, crop_detections, crops_in_start_order, extract,
+                                   read_tubes, tube_boxes, tube_features)
 from pipelines.training import CheckpointError, StageRun
 from tests.conftest import REPO
 
@@ -274,13 +274,9 @@ def test_tube_crops_held_do_not_grow_with_the_video(tmp_path):
     with FrameReader(_frames_file(tmp_path / "frames.h5", 400)) as reader:
         everything = crop_detections(reader, tracks.frames, boxes, 16)
         crops, held = DetectionCrops(reader, tracks.frames, boxes, 16), []
-        order = np.argsort(bank.start_frames, kind="stable")
-        for start in range(0, len(bank), 4):
-            index = order[start : start + 4]
-            np.testing.assert_array_equal(crops.take(bank.rows(index)), everything[bank.rows(index)])
+        for index, clips in crops_in_start_order(bank, crops, 4):
+            np.testing.assert_array_equal(clips, everything[bank.rows(index)])
             held.append(len(crops))
-            if start + 4 < len(bank):
-                crops.forget_before(int(bank.start_frames[order[start + 4]]))
     assert len(bank) > 600 and max(held) <= 2 * (8 + 64), max(held)
 
 

@@ -117,6 +117,18 @@ class DetectionCrops:
             del self._crops[row]
 
 
+def crops_in_start_order(bank: SegmentBank, crops: DetectionCrops, batch_size: int):
+    """Yield (segment index, (B, T, size, size, 3) crops) batches in order of the segments' first
+    frames, so the frames stream past once; after each batch the crops no later segment reads are
+    dropped."""
+    order = np.argsort(bank.start_frames, kind="stable")
+    for start in range(0, len(bank), batch_size):
+        index = order[start : start + batch_size]
+        yield index, crops.take(bank.rows(index))
+        if start + batch_size < len(bank):
+            crops.forget_before(int(bank.start_frames[order[start + batch_size]]))
+
+
 def crop_detections(reader: FrameReader, frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """(N, size, size, 3) uint8 crops of each detection's box from its frame, all at once (small inputs)."""
     return DetectionCrops(reader, frames, boxes, size).take(np.arange(len(frames)))
@@ -145,9 +157,8 @@ def extract(poses_file: Path, frames_file: Path, out: Path, settings: TubeSettin
     seg_len = settings.window.seg_len
     feature_shape = (1024, seg_len // 8, *TUBE_GRID)
     blosc = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
-    # Segments are taken in order of their first frame, so the frames stream past once; rows are
-    # written back to the bank's order (by track, then start).
-    order = np.argsort(bank.start_frames, kind="stable")
+    # Segments are taken in order of their first frame; rows are written back to the bank's order
+    # (by track, then start).
     with FrameReader(frames_file) as reader, atomic_path(out) as tmp, h5py.File(tmp, "w") as handle:
         crops = DetectionCrops(reader, tracks.frames, tube_boxes(tracks.keypoints, settings.margin),
                                settings.crop_size)
@@ -157,14 +168,11 @@ def extract(poses_file: Path, frames_file: Path, out: Path, settings: TubeSettin
         handle.create_dataset("start_frames", data=bank.start_frames)
         features = handle.create_dataset("features", shape=(len(bank), *feature_shape), dtype=np.float16,
                                          chunks=(1, *feature_shape), **blosc)
-        for start in range(0, len(bank), settings.batch_size):
-            index = order[start : start + settings.batch_size]
-            maps = tube_features(backbone, crops.take(bank.rows(index)), seg_len, device).astype(np.float16)
+        for index, clips in crops_in_start_order(bank, crops, settings.batch_size):
+            maps = tube_features(backbone, clips, seg_len, device).astype(np.float16)
             sort = np.argsort(index)  # h5py writes rows in increasing order
             features[index[sort]] = maps[sort]
             poses[index[sort]] = bank.poses(index[sort]).astype(np.float32)
-            if start + settings.batch_size < len(bank):
-                crops.forget_before(int(bank.start_frames[order[start + settings.batch_size]]))
         handle.attrs.update({
             "format": FORMAT,
             "dataset": dataset,
