@@ -15,6 +15,9 @@ Behaviour that decides the numbers (kept from the official code):
   update after the read (the read and both losses use the pre-update memory). At test time
   ``gated_memory_update`` writes it only when the frame's point score is below gamma, and the
   caller carries the memory across test videos without resetting it.
+- The local branch's frame encoder runs once per input frame, as the official predictor calls it
+  in its time loop: in training its batch norms normalise each frame's batch on its own and update
+  their running statistics four times a step.
 - Frames are expected as the data loader of the official code makes them: BGR, resized to the
   configured size, scaled to [-1, 1]; the decoder ends in tanh.
 - The first ``first_scored_frame`` (= 4) frames of every video have no prediction; the caller
@@ -30,7 +33,7 @@ Choices where the sources are silent, broken or unverified (the tunable ones are
 - The official encoder defines a BatchNorm and a ReLU after its last convolution that it never
   calls; they are left out (they change no output).
 - A video whose PSNR or feature distance is constant min-max normalises to 0 instead of the NaN
-  the official code would produce.
+  the official code would produce; a non-finite PSNR or distance (diverged weights) stops scoring.
 - Training batches are drawn at random from all clips (distinct within a batch), each batch on its
   own, not as the official loader's shuffled passes: an epoch has the official number of batches
   (training clips // batch size), but need not see every clip once. One seeded stream gives the
@@ -229,9 +232,10 @@ class LocalBranch(nn.Module):
         self.decoder = nn.Sequential(*_upsample_bn_relu(2 * hidden, 128), *_upsample_bn_relu(128, 64))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b, t, c, height, width = frames.shape
-        encoded = self.frame_encoder(frames.reshape(b * t, c, height, width))
-        encoded = encoded.reshape(b, t, *encoded.shape[1:])
+        b, t = frames.shape[:2]
+        # One encoder call per time step, as the official predictor does: in training its batch
+        # norms take each step's statistics and update their running ones t times.
+        encoded = torch.stack([self.frame_encoder(frames[:, step]) for step in range(t)], dim=1)
         zeros = encoded.new_zeros(b, self.hidden, *encoded.shape[-2:])
         hidden = [zeros] * len(self.cells)
         cell = [zeros] * len(self.cells)
@@ -359,8 +363,10 @@ def gated_memory_update(
 
 
 def _minmax(values: torch.Tensor) -> torch.Tensor:
+    """[0, 1] rescaling over the video; a constant video gives zeros, a NaN anywhere NaN everywhere
+    (never a constant that would pass for a score)."""
     span = values.max() - values.min()
-    return (values - values.min()) / span if span > 0 else torch.zeros_like(values)
+    return (values - values.min()) / span if span > 0 or span.isnan() else torch.zeros_like(values)
 
 
 def lgn_video_score(psnrs, distances, lam: float) -> torch.Tensor:
@@ -504,6 +510,10 @@ class LGNNetMethod(Method):
             psnrs[start] = float(psnr(outputs.prediction, clips[:, -1]))
             distances[start] = float(feature_distance(outputs.queries, outputs.memory))
             gated_memory_update(model, outputs.queries, point_score(outputs.prediction, clips[:, -1]), self.cfg.test_gamma)
+        broken = ~(np.isfinite(psnrs) & np.isfinite(distances))
+        if broken.any():
+            raise ValueError(f"{video}: the PSNR or feature distance of {int(broken.sum())} frames is not finite "
+                             f"(first: frame {first + int(np.argmax(broken))}); the weights of {checkpoint} diverged")
         scores = np.zeros(n_frames, np.float32)
         scores[first:] = lgn_video_score(psnrs, distances, self.cfg.test_lambda).numpy()
         scored = np.zeros(n_frames, bool)

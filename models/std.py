@@ -394,7 +394,8 @@ def std_video_score(regularities) -> torch.Tensor:
     if values.ndim != 1:
         raise ValueError(f"regularities must be 1-D, got shape {tuple(values.shape)}")
     span = values.max() - values.min()
-    normalised = (values - values.min()) / span if span > 0 else torch.ones_like(values)  # a constant video: 0
+    # A constant video scores 0; a NaN anywhere stays NaN, for the score writer to refuse.
+    normalised = (values - values.min()) / span if span > 0 or span.isnan() else torch.ones_like(values)
     return 1 - normalised
 
 

@@ -40,6 +40,10 @@ def resume_dir_of(out: str | Path) -> Path:
     return out.with_name(out.name + ".resume")
 
 
+#: The stage's notes key listing resumes on another host or thread count (step, both machines).
+RESUMED_ELSEWHERE_NOTE = "resumed_on_another_host"
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is unreadable or belongs to another method, stage set-up or geometry."""
 
@@ -50,8 +54,23 @@ def torch_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def deterministic_gpu_kernels() -> None:
+    """Make CUDA training repeatable: cuDNN's default convolution backward and cuBLAS's split
+    reductions may sum in another order on each run, so a requeued job would not continue into the
+    weights of a straight run. Deterministic cuDNN algorithms, no autotuning, a fixed cuBLAS
+    workspace (read when cuBLAS starts, so set before the first GPU step) and torch's deterministic
+    mode, warning where an operation has no deterministic kernel. On the CPU nothing changes."""
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python, NumPy and torch; return the NumPy generator that drives data sampling."""
+    """Seed Python, NumPy and torch and choose deterministic GPU kernels; return the NumPy generator
+    that drives data sampling."""
+    deterministic_gpu_kernels()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -157,6 +176,13 @@ class StageRun:
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
     def _state(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+        """What a checkpoint holds; refused (FloatingPointError) when a weight is NaN or infinite, so a
+        step that diverged after its loss was checked leaves no checkpoint that looks valid."""
+        state = model.state_dict()
+        broken = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        if broken:
+            raise FloatingPointError(f"{self.method} stage {self.stage!r}, step {self.step}: non-finite weights in "
+                                     f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}; no checkpoint written")
         rng = {
             "torch": torch.get_rng_state(),
             "numpy": self.rng.bit_generator.state,
@@ -171,7 +197,7 @@ class StageRun:
             "identity": self.identity,
             "config": self.config,
             "seed": self.seed,
-            "model": model.state_dict(),
+            "model": state,
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "notes": self.notes,
             "fingerprint": self.fingerprint,
@@ -201,7 +227,20 @@ class StageRun:
         self._restore_streams(payload["rng"])
         self.step = payload["step"]
         self.notes = payload.get("notes", {})
+        self._note_host_change(payload, found[-1])
         return self.step
+
+    def _note_host_change(self, payload: dict[str, Any], path: Path) -> None:
+        """Say so, and keep it in the checkpoint's notes, when a stage resumes on another compute host
+        or thread count than the one that made its resume point: the weights' bits depend on both,
+        so such a stage's final weights are not those of a straight run on either machine."""
+        made_on = {"host": payload.get("host"), "torch_threads": payload.get("torch_threads")}
+        here = {"host": compute_host(), "torch_threads": torch.get_num_threads()}
+        if made_on != here:
+            print(f"{path}: made on {made_on}, resumed on {here}; the final weights will differ in their last "
+                  "bits from a straight run's", flush=True)
+            self.notes.setdefault(RESUMED_ELSEWHERE_NOTE, []).append({"step": self.step, "made_on": made_on,
+                                                                      "resumed_on": here})
 
     def continue_streams(self, previous: dict[str, Any]) -> None:
         """Continue every random stream where ``previous`` (a loaded checkpoint of the stage before)

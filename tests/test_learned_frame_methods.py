@@ -210,6 +210,18 @@ def test_a_nan_loss_stops_with_a_clear_message_and_no_checkpoint(method, videos,
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), periodic
 
 
+def test_lgn_net_refuses_to_score_with_weights_that_give_nan(videos, trained, tmp_path):
+    """A diverged checkpoint makes NaN PSNRs: scoring stops naming the video and the checkpoint
+    instead of min-maxing them into a constant score."""
+    payload = torch.load(trained["lgn_net"], weights_only=True)
+    name = next(k for k, v in payload["model"].items() if v.is_floating_point() and "decoder" in k)
+    payload["model"][name] = torch.full_like(payload["model"][name], float("nan"))
+    broken = tmp_path / "diverged.pt"
+    torch.save(payload, broken)
+    with pytest.raises(ValueError, match=r"t\.h5: the PSNR or feature distance of 6 frames is not finite .*diverged\.pt"):
+        get_method("lgn_net", tiny("lgn_net")).score_video(broken, videos["test"])
+
+
 def test_frames_are_converted_to_each_network_convention():
     frames = np.zeros((2, 40, 48, 3), np.uint8)
     frames[..., 0] = 255  # pure red

@@ -192,6 +192,23 @@ def test_video_score_mixes_minmaxed_psnr_and_distance():
         lgn_video_score([1.0, 2.0], [1.0], lam=0.6)
 
 
+def test_a_nan_in_a_video_leaves_no_finite_score_behind():
+    """A NaN must not turn its term into a constant that passes for a score (the scores file refuses
+    non-finite scores; a constant would be evaluated as chance)."""
+    scores = lgn_video_score([30.0, float("nan"), 20.0, 25.0], [0.1, 0.2, 0.3, 0.4], lam=0.6)
+    assert torch.isnan(scores).all()
+
+
+def test_the_frame_encoder_normalises_each_time_step_on_its_own():
+    """As the official predictor, one encoder call per input frame: in training each call's batch
+    norms use that frame's statistics and update their running ones (4 updates a forward)."""
+    model = _model().train()
+    inputs, _ = _clip(2, SMALL)
+    model.local_branch(inputs)
+    norms = [m for m in model.local_branch.frame_encoder if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(int(m.num_batches_tracked) == inputs.shape[1] for m in norms)
+
+
 def test_check_finite_names_the_place():
     check_finite(torch.tensor(1.0), "fine")
     with pytest.raises(FloatingPointError, match="epoch 3"):
