@@ -6,7 +6,9 @@ the training seed, the protocol that produced them, the pooled ROC curve, the co
 them with its hash, and the versions;
 and, for a training stage that followed this split (``--checkpoint``), its best AUC during training.
 
-Run by hand: ``python -m pipelines.evaluate METHOD DATASET SPLIT LABELS.h5 OUT.json SCORES.h5 ...``.
+Run by hand: ``python -m pipelines.evaluate METHOD DATASET SPLIT LABELS.h5 OUT.json SCORES.h5 ... --run-config JSON``,
+JSON the config values that can change the row, recorded with their hash (``snakemake -np --forcerun
+evaluate OUT.json`` prints the workflow's command with them).
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("scores", type=Path, nargs="+")
     parser.add_argument("--params-json", default="{}")
-    parser.add_argument("--run-config", default="{}",
+    parser.add_argument("--run-config", required=True,
                         help="the config values that can change the row, as JSON: recorded with their hash")
     parser.add_argument("--seed", type=int, default=0, help="the training seed of the scores (recorded)")
     parser.add_argument("--checkpoint", type=Path,

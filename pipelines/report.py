@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipelines.atomic import atomic_path, write_text  # noqa: E402
-from pipelines.provenance import versions  # noqa: E402
+from pipelines.provenance import config_hash, versions  # noqa: E402
 
 COLUMNS = [
     "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
@@ -182,15 +182,22 @@ def plot_roc(records: list[dict], dataset: str, out: Path, source: str = "") -> 
 
 
 def read_record(path: Path) -> dict:
+    """One evaluation record, refused by name when it is cut, lacks a field the report needs (the
+    config and versions a row is regenerated from among them) or its config hash is not its config's."""
     try:
         record = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable evaluation record ({err}); rerun its evaluate job") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path}: not an evaluation record (a JSON {type(record).__name__}); rerun its evaluate job")
-    missing = [k for k in (*RUN_KEY, "seed", *METRICS, *SHARED, "roc") if k not in record]
+    missing = [k for k in (*RUN_KEY, "seed", *METRICS, *SHARED, "roc", "config", "versions") if k not in record]
+    if not missing and "vadbench_revision" not in (record["versions"] if isinstance(record["versions"], dict) else {}):
+        missing = ["versions.vadbench_revision"]
     if missing:
         raise ValueError(f"{path}: evaluation record without {', '.join(missing)}; rerun its evaluate job")
+    if config_hash(record["config"]) != record["config_hash"]:
+        raise ValueError(f"{path}: config_hash {record['config_hash']} is not the hash of its config "
+                         f"({config_hash(record['config'])}); rerun its evaluate job")
     return record
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from models.base import VideoScore
 from pipelines.datasets import LabelError
-from pipelines.evaluate import evaluate_split
+from pipelines.evaluate import evaluate_split, main as evaluate_main
 from pipelines.frame_store import FrameWriter
 from pipelines.labels import write_labels
+from pipelines.provenance import config_hash
 from pipelines.report import read_record
 from pipelines.score import write_scores
 from pipelines.timeline import plot_timelines
@@ -95,6 +96,46 @@ def test_a_cut_evaluation_record_is_named(tmp_path):
     record.write_text("[1, 2]")
     with pytest.raises(ValueError, match=rf"{record}: not an evaluation record \(a JSON list\)"):
         read_record(record)
+
+
+def test_a_record_carries_the_config_it_was_run_with_and_its_hash(ped2_split, tmp_path):
+    """Run without --run-config, the record held the hash of an empty config as if it were the row's."""
+    labels_file, seed_0, _, _ = ped2_split
+    out = tmp_path / "eval.json"
+    command = ["tde", "ped2", "test", str(labels_file), str(out), *map(str, seed_0)]
+    with pytest.raises(SystemExit):
+        evaluate_main(command)
+    assert not out.exists()
+    run_config = {"dataset": {"root": "/data/ped2"}, "method": {"smoothing_sigmas": [2, 1]}}
+    assert evaluate_main([*command, "--run-config", json.dumps(run_config)]) == 0
+    record = read_record(out)
+    assert record["config"] == run_config and record["config_hash"] == config_hash(run_config)
+    assert record["versions"]["vadbench_revision"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("config"), r"evaluation record without config; rerun its evaluate job"),
+        (lambda r: r.pop("versions"), r"evaluation record without versions; rerun its evaluate job"),
+        (lambda r: r["versions"].pop("vadbench_revision"),
+         r"evaluation record without versions\.vadbench_revision; rerun its evaluate job"),
+        (lambda r: r["config"]["method"].update(smoothing_sigmas=[3]),
+         r"config_hash \w+ is not the hash of its config \(\w+\); rerun its evaluate job"),
+    ],
+    ids=["no config", "no versions", "no revision", "hash of another config"],
+)
+def test_a_record_whose_config_or_versions_are_missing_or_disagree_is_refused(ped2_split, tmp_path, change, message):
+    labels_file, seed_0, _, _ = ped2_split
+    out = tmp_path / "eval.json"
+    run_config = {"method": {"smoothing_sigmas": [2, 1]}}
+    evaluate_main(["tde", "ped2", "test", str(labels_file), str(out), *map(str, seed_0),
+                   "--run-config", json.dumps(run_config)])
+    record = json.loads(out.read_text())
+    change(record)
+    out.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=rf"{out}: {message}"):
+        read_record(out)
 
 
 def test_labels_are_written_only_for_frames_files_that_are_exactly_the_split(shared_data, tmp_path):

@@ -17,7 +17,7 @@ from tests.conftest import REPO
 PAPERS = REPO / "workflow" / "resources" / "paper_results.csv"
 
 
-def record(method: str, seed: int, noise: float, *, config_hash: str = "abc123def456", n_frames: int = 60,
+def record(method: str, seed: int, noise: float, *, config: dict | None = None, n_frames: int = 60,
            dataset: str = "ped2", convention: str = "test") -> dict:
     """An evaluation record as pipelines.evaluate writes it, from scores that separate the classes
     less as ``noise`` grows."""
@@ -29,7 +29,9 @@ def record(method: str, seed: int, noise: float, *, config_hash: str = "abc123de
         scores = (labels + noise * rng.standard_normal(n_frames)).astype(np.float32)
         videos.append(VideoScores(f"v{index}", labels, scores, np.ones(n_frames, bool)))
     result = evaluate(videos, Protocol(normalisation="minmax_per_video", label_convention=convention, skipped_start_frames=1))
-    return {"method": method, "dataset": dataset, "split": "test", "seed": seed, **result, "config_hash": config_hash}
+    config = {"method": {"name": method}} if config is None else config
+    return {"method": method, "dataset": dataset, "split": "test", "seed": seed, **result, "config": config,
+            "config_hash": config_hash(config), "versions": {"python": "3.11.7", "vadbench_revision": "cd" * 20}}
 
 
 def test_one_row_per_method_with_mean_and_sample_std_over_seeds():
@@ -63,7 +65,7 @@ def test_a_paper_number_of_other_labels_is_not_shown_beside_a_row():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"config_hash": "000000000000"}, r"lgn_net on ped2/test: seeds 0 and 1 differ in config_hash"),
+        ({"config": {"method": {"name": "other"}}}, r"lgn_net on ped2/test: seeds 0 and 1 differ in config_hash"),
         ({"n_frames": 50}, r"seeds 0 and 1 differ in n_frames"),
     ],
 )
@@ -118,7 +120,7 @@ def test_the_report_names_the_records_and_code_it_was_made_from(tmp_path):
     write_report(tmp_path / "report", PAPERS, paths)
     made_from = json.loads((tmp_path / "report" / "provenance.json").read_text())
     assert [(r["file"], r["seed"], r["config_hash"], r["vadbench_revision"]) for r in made_from["evaluation_records"]] \
-        == [(str(path), seed, "abc123def456", "ab" * 20) for seed, path in enumerate(paths)]
+        == [(str(path), seed, config_hash({"method": {"name": "std"}}), "ab" * 20) for seed, path in enumerate(paths)]
     assert made_from["versions_of_the_records"] == [made_with] and "vadbench_revision" in made_from["report"]
     footer = f"From 2 evaluation records of vadbench {'ab' * 6} (python 3.11.7, torch 2.13.0+cpu, numpy 2.4.6)"
     assert footer in (tmp_path / "report" / "auc_table.md").read_text()
@@ -130,16 +132,17 @@ def test_the_markdown_table_shows_each_cell_as_the_csv_does(tmp_path):
     """tabulate read a column of config hashes made of digits (or digits around one "e") as
     numbers: 012345678901 was printed as 1.23457e+10 and 00000000e042 as 0."""
     paths = []
-    for method, config_hash in (("std", "012345678901"), ("lgn_net", "00000000e042")):
+    # configs whose hashes are 014439261620 and 2682e2050452
+    for method, config in (("std", {"variant": 2056}), ("lgn_net", {"variant": 147})):
         paths.append(tmp_path / f"{method}.json")
         # 50.0 beside a number of two decimals: pandas' HTML printed it 50.00
-        paths[-1].write_text(json.dumps(record(method, 0, 0.6, config_hash=config_hash) | ({"auc_micro": 0.5} if method == "std" else {})))
+        paths[-1].write_text(json.dumps(record(method, 0, 0.6, config=config) | ({"auc_micro": 0.5} if method == "std" else {})))
     write_report(tmp_path / "report", PAPERS, paths)
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
             for line in (tmp_path / "report" / "auc_table.md").read_text().splitlines() if "| ped2" in line]
     csv = pd.read_csv(tmp_path / "report" / "auc_table.csv", dtype=str, keep_default_na=False).values.tolist()
     assert rows == csv, (rows, csv)
-    assert {row[-1] for row in rows} == {"012345678901", "00000000e042"}
+    assert {row[-1] for row in rows} == {"014439261620", "2682e2050452"}
     # The HTML table too: pandas printed a column's numbers to its longest one's decimals (97.1 as 97.10).
     page = (tmp_path / "report" / "auc_table.html").read_text()
     html_rows = [[html.unescape(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]

@@ -365,7 +365,7 @@ def test_a_stage_that_follows_its_test_split_records_the_curve_the_papers_select
     from pipelines.evaluate import main as evaluate_main
 
     command = [method, "synthetic", "test", str(evaluation.labels), str(tmp_path / "row.json"), *map(str, scores),
-               "--checkpoint", str(followed)]
+               "--checkpoint", str(followed), "--run-config", "{}"]
     tail = json.dumps(params | {"feature_tail": {"synthetic": "loop_pad"}})
     assert evaluate_main([*command, "--params-json", tail]) == 0
     assert json.loads((tmp_path / "row.json").read_text())["best_on_test"]["pad_to_multiple_of"] == 16
