@@ -2,7 +2,8 @@
 
 Reads the split's canonical labels and the per-video score files, applies the method's paper
 protocol (normalisation, smoothing, unscored frames) and writes one JSON record: the numbers,
-the training seed, the protocol that produced them, the pooled ROC curve, the config that can change
+the training seed, the protocol that produced them (a number that does not exist, e.g. a macro AUC
+without a two-class video, as null), the pooled ROC curve, the config that can change
 them with its hash, and the versions;
 and, for a training stage that followed this split (``--checkpoint``), its best AUC during training.
 
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from models import get_method
+from pipelines import json_text
 from pipelines.atomic import write_text
 from pipelines.labels import read_labels
 from pipelines.metrics import Protocol, VideoScores, evaluate
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         record["best_on_test"] = best
     run_config = json.loads(args.run_config)
     record |= {"config_hash": config_hash(run_config), "config": run_config, "versions": versions()}
-    write_text(args.out, json.dumps(record, indent=1))
+    write_text(args.out, json_text.dumps(record, indent=1))
     print(f"{args.method} (seed {args.seed}) on {args.dataset}/{args.split}: micro AUC {result['auc_micro']:.4f}, macro {result['auc_macro']:.4f}")
     return 0
 

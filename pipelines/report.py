@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pipelines import json_text  # noqa: E402
 from pipelines.atomic import atomic_path, write_text  # noqa: E402
 from pipelines.provenance import config_hash, versions  # noqa: E402
 
@@ -195,6 +196,9 @@ def read_record(path: Path) -> dict:
         missing = ["versions.vadbench_revision"]
     if missing:
         raise ValueError(f"{path}: evaluation record without {', '.join(missing)}; rerun its evaluate job")
+    for key in (*METRICS, "far"):  # written null where the number does not exist
+        if key in record and record[key] is None:
+            record[key] = float("nan")
     if config_hash(record["config"]) != record["config_hash"]:
         raise ValueError(f"{path}: config_hash {record['config_hash']} is not the hash of its config "
                          f"({config_hash(record['config'])}); rerun its evaluate job")
@@ -253,7 +257,7 @@ def write_report(out_dir: Path, papers_csv: Path, eval_files: list[Path]) -> pd.
     table = build_table(records, pd.read_csv(papers_csv))
     made_from = provenance(records, eval_files)
     footer = provenance_line(made_from)
-    write_text(out_dir / "provenance.json", json.dumps(made_from, indent=1, sort_keys=True) + "\n")
+    write_text(out_dir / "provenance.json", json_text.dumps(made_from, indent=1, sort_keys=True) + "\n")
     write_text(out_dir / "auc_by_seed.csv", seed_table(records).round(2).to_csv(index=False))
     write_text(out_dir / "auc_table.csv", table.to_csv(index=False))
     # Empty cells, not "nan", where a number does not exist (the std of one seed, a paper without the dataset).

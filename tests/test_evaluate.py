@@ -138,6 +138,42 @@ def test_a_record_whose_config_or_versions_are_missing_or_disagree_is_refused(pe
         read_record(out)
 
 
+def strict_json(text: str):
+    """JSON as jq reads it: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_number_that_does_not_exist_is_written_null_and_read_back_as_nan(tmp_path):
+    """No video with both classes: the macro AUC is NaN, which json.dumps wrote as NaN, not JSON."""
+    import h5py
+
+    labels_file = tmp_path / "labels.h5"
+    frame_labels = {"abnormal": np.ones(30, np.uint8), "normal": np.zeros(30, np.uint8)}
+    with h5py.File(labels_file, "w") as handle:
+        for name, labels in frame_labels.items():
+            handle.create_dataset(f"labels/{name}", data=labels).attrs["video_label"] = int(labels.any())
+        handle.attrs["label_convention"] = "synthetic: one class per video"
+    scores = []
+    for name, labels in frame_labels.items():
+        scores.append(tmp_path / "scores" / f"{name}.h5")
+        scores[-1].parent.mkdir(exist_ok=True)
+        write_scores(scores[-1], VideoScore(labels + np.linspace(0, 0.5, 30, dtype=np.float32), np.ones(30, bool)), {})
+    out = tmp_path / "eval.json"
+    evaluate_main(["tde", "synthetic", "test", str(labels_file), str(out), *map(str, scores), "--run-config", "{}"])
+    written = strict_json(out.read_text())
+    assert written["auc_macro"] is None and written["n_macro_videos"] == 0 and written["auc_micro"] == 1.0
+    assert np.isnan(read_record(out)["auc_macro"])
+
+
+def test_json_text_writes_every_non_finite_float_as_null():
+    from pipelines.json_text import dumps
+
+    value = {"far": float("nan"), "curve": [1.0, float("inf"), {"low": -float("inf")}], "n": 3, "ok": 0.5}
+    assert strict_json(dumps(value)) == {"far": None, "curve": [1.0, None, {"low": None}], "n": 3, "ok": 0.5}
+
+
 def test_labels_are_written_only_for_frames_files_that_are_exactly_the_split(shared_data, tmp_path):
     """Given part of a split (or a stray video) by hand, the labels file held only those videos and
     the job reported success; the evaluation then scored the videos it was given."""
