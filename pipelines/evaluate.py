@@ -57,10 +57,16 @@ def evaluate_split(method: str, params: dict, labels_file: Path, score_files: li
     return evaluate(videos, protocol)
 
 
-def _frames_counted(pad: int | None) -> str:
+def _frames_counted(counted: dict) -> str:
+    """How a protocol, or a training-time test curve, counted each video's frames: two that count
+    alike give one text."""
+    pad = counted["pad_to_multiple_of"]
     if pad is None:
         return "counted frames before the count was recorded"
-    return f"counted each video to a multiple of {pad} frames" if pad else "counted each video's own frames"
+    if not pad:
+        return "counted each video's own frames"
+    label = "labelled normal" if counted.get("padded_frame_label") == "normal" else "labelled as its last frame"
+    return f"counted each video to a multiple of {pad} frames, the added frames {label}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     record = {"method": args.method, "dataset": args.dataset, "split": args.split, "seed": args.seed, **result}
     if args.checkpoint:
         best = best_on_test(load_checkpoint(args.checkpoint, args.method, mmap=True).get("notes"))
-        if best and best["pad_to_multiple_of"] != result["protocol"]["pad_to_multiple_of"]:
+        if best and _frames_counted(best) != _frames_counted(result["protocol"]):
             raise SystemExit(
-                f"error: {args.checkpoint}: its training-time test curve {_frames_counted(best['pad_to_multiple_of'])}, "
-                f"this row {_frames_counted(result['protocol']['pad_to_multiple_of'])}: retrain the stage "
+                f"error: {args.checkpoint}: its training-time test curve {_frames_counted(best)}, "
+                f"this row {_frames_counted(result['protocol'])}: retrain the stage "
                 "(snakemake --forcerun train_stage) so that its best-on-test number compares with the row")
         record["best_on_test"] = best
     run_config = json.loads(args.run_config)

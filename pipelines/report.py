@@ -60,8 +60,9 @@ def describe_protocol(record: dict) -> str:
     if p.get("snippet_length"):
         parts.append(f"snippet scores expanded x{p['snippet_length']}")
     if p.get("pad_to_multiple_of"):
-        parts.append(f"each video counted to a multiple of {p['pad_to_multiple_of']} frames, its last frame's "
-                     "score and label repeated (RTFM's and SSRL's ground-truth files)")
+        added = ("score repeated and the added frames labelled normal (as RTFM's and SSRL's gt-ucf.npy)"
+                 if p.get("padded_frame_label") == "normal" else "score and label repeated (as RTFM's and SSRL's gt-sh.npy)")
+        parts.append(f"each video counted to a multiple of {p['pad_to_multiple_of']} frames, its last frame's {added}")
     if p.get("empty_frame_fill", "none") == "most_normal_in_split":
         parts.append("frames without a person take the split's most normal score")
     if p.get("false_alarm_threshold") is not None:

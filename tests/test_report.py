@@ -193,5 +193,10 @@ def test_the_protocol_column_says_when_frames_are_counted_to_whole_snippets():
     assert "multiple of" not in describe_protocol(row)
     row["protocol"] |= {"snippet_length": 16, "pad_to_multiple_of": 16}
     text = describe_protocol(row)
-    assert "each video counted to a multiple of 16 frames, its last frame's score and label repeated" in text
+    assert "each video counted to a multiple of 16 frames, its last frame's score and label repeated (as RTFM's " \
+           "and SSRL's gt-sh.npy)" in text
     assert text.endswith("labels test")  # the labels' phrase stays last
+    row["protocol"]["padded_frame_label"] = "normal"  # UCF-Crime's gt-ucf.npy: 1 only on [start, end]
+    text = describe_protocol(row)
+    assert "each video counted to a multiple of 16 frames, its last frame's score repeated and the added frames " \
+           "labelled normal (as RTFM's and SSRL's gt-ucf.npy)" in text and "label repeated" not in text
