@@ -4,7 +4,7 @@ Reads the split's canonical labels and the per-video score files, applies the me
 protocol (normalisation, smoothing, unscored frames) and writes one JSON record: the numbers,
 the training seed, the protocol that produced them (a number that does not exist, e.g. a macro AUC
 without a two-class video, as null), the pooled ROC curve, the config that can change
-them with its hash, and the versions;
+them with its hash, the versions, and the code revisions (and checkpoints) the score files were made with;
 and, for a training stage that followed this split (``--checkpoint``), its best AUC during training.
 
 Run by hand: ``python -m pipelines.evaluate METHOD DATASET SPLIT LABELS.h5 OUT.json SCORES.h5 ... --run-config JSON``,
@@ -24,7 +24,7 @@ from pipelines.atomic import write_text
 from pipelines.labels import read_labels
 from pipelines.metrics import Protocol, VideoScores, evaluate
 from pipelines.provenance import config_hash, versions
-from pipelines.score import read_scores, scores_by_video
+from pipelines.score import read_scores, scored_with, scores_by_video
 from pipelines.training import load_checkpoint
 from pipelines.weak_methods import best_on_test
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="final checkpoint of a stage that followed this split while training: its best test AUC is recorded")
     args = parser.parse_args(argv)
     result = evaluate_split(args.method, json.loads(args.params_json), args.labels, args.scores)
-    record = {"method": args.method, "dataset": args.dataset, "split": args.split, "seed": args.seed, **result}
+    record = {"method": args.method, "dataset": args.dataset, "split": args.split, "seed": args.seed, **result,
+              "scored_with": scored_with(args.scores)}
     if args.checkpoint:
         best = best_on_test(load_checkpoint(args.checkpoint, args.method, mmap=True).get("notes"))
         if best and _frames_counted(best) != _frames_counted(result["protocol"]):

@@ -47,8 +47,8 @@ SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, "far", BEST_ON_T
 RUN_KEY = ["dataset", "method", "split"]
 
 
-def describe_protocol(record: dict) -> str:
-    """One line saying how the numbers of a record were computed."""
+def describe_protocol(record: dict, notes: tuple[str, ...] = ()) -> str:
+    """One line saying how the numbers of a record were computed, with ``notes`` about its row."""
     p = record["protocol"]
     sigmas = ",".join(f"{s:g}" for s in p["smoothing_sigmas"]) or "none"
     parts = [
@@ -72,9 +72,25 @@ def describe_protocol(record: dict) -> str:
     if best and best.get("every"):
         parts.append(f"auc_micro_best_on_test: the best of test AUCs taken every {best['every']} iterations of "
                      "training (selected on the test split)")
+    parts.extend(notes)
     # last: the labels' phrase may end with NOT COMPARABLE and its reasons, which nothing may follow
     parts.append(f"labels {p['label_convention']}")
     return "; ".join(parts)
+
+
+def scoring_revisions(record: dict) -> list[str]:
+    """The code revisions the record's score files were made with ("not recorded" in an older record)."""
+    return sorted({made["vadbench_revision"] for made in record.get("scored_with", [{"vadbench_revision": "not recorded"}])})
+
+
+def mixed_revisions_note(members: list[dict]) -> tuple[str, ...]:
+    """A note for a row whose seeds' scores come from more than one code revision: its mean is over
+    scores of different code, which the row must say."""
+    revisions = {revision for r in members for revision in scoring_revisions(r)}
+    if len(revisions) < 2:
+        return ()
+    seeds = "; ".join(f"seed {r['seed']} {', '.join(map(_short_revision, scoring_revisions(r)))}" for r in members)
+    return (f"scores from {len(revisions)} code revisions: {seeds} (provenance.json: scored_with)",)
 
 
 def best_on_test_percent(record: dict) -> float:
@@ -129,7 +145,8 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
         best = pd.Series([best_on_test_percent(r) for r in members])
         row[BEST_ON_TEST] = round(best.mean(), 2) if best.notna().all() else float("nan")
         row |= {
-            "protocol": describe_protocol(first), "n_videos": first["n_videos"], "n_frames": first["n_frames"],
+            "protocol": describe_protocol(first, mixed_revisions_note(members)), "n_videos": first["n_videos"],
+            "n_frames": first["n_frames"],
             "seeds": " ".join(str(r["seed"]) for r in members), "config_hash": first["config_hash"],
             "row_labels": first["protocol"]["label_convention"],
         }
@@ -208,13 +225,14 @@ def read_record(path: Path) -> dict:
 
 def provenance(records: list[dict], eval_files: list[Path]) -> dict:
     """What the tables and plots were made from: every evaluation record (its file, row and row
-    hash, seed, code revision), the distinct package versions those records were computed with,
-    and the report step's own."""
+    hash, seed, code revision, and the revisions and checkpoints its scores were made with), the
+    distinct package versions those records were computed with, and the report step's own."""
     made_with = sorted({json.dumps(r.get("versions", {}), sort_keys=True) for r in records})
     return {
         "evaluation_records": [
             {"file": str(path), **{k: record[k] for k in (*RUN_KEY, "seed", "config_hash")},
-             "vadbench_revision": record.get("versions", {}).get("vadbench_revision", "not recorded")}
+             "vadbench_revision": record.get("versions", {}).get("vadbench_revision", "not recorded"),
+             "scored_with": record.get("scored_with", "not recorded")}
             for path, record in zip(eval_files, records)
         ],
         "versions_of_the_records": [json.loads(v) for v in made_with],

@@ -13,7 +13,7 @@ from pipelines.frame_store import FrameWriter
 from pipelines.labels import write_labels
 from pipelines.provenance import config_hash
 from pipelines.report import read_record
-from pipelines.score import write_scores
+from pipelines.score import read_scores, write_scores
 from pipelines.timeline import plot_timelines
 
 PED2_TEST_LENGTHS = [180, 180, 150, 180, 150, 180, 180, 180, 120, 150, 180, 180]
@@ -136,6 +136,24 @@ def test_a_record_whose_config_or_versions_are_missing_or_disagree_is_refused(pe
     out.write_text(json.dumps(record))
     with pytest.raises(ValueError, match=rf"{out}: {message}"):
         read_record(out)
+
+
+def test_a_record_names_the_code_revisions_and_checkpoints_its_scores_were_made_with(ped2_split, tmp_path):
+    """The record's versions are the evaluate job's own; the score files it read may come from other code."""
+    labels_file, seed_0, _, _ = ped2_split
+    for index, path in enumerate(seed_0):
+        result = read_scores(path)
+        revision = "a" * 40 if index < 8 else "b" * 40 + "+changes"
+        write_scores(path, result, {"checkpoint_sha256": "c" * 64, "versions": {"vadbench_revision": revision}})
+    out = tmp_path / "eval.json"
+    evaluate_main(["tde", "ped2", "test", str(labels_file), str(out), *map(str, seed_0), "--run-config", "{}"])
+    assert read_record(out)["scored_with"] == [
+        {"vadbench_revision": "a" * 40, "checkpoint_sha256": "c" * 64},
+        {"vadbench_revision": "b" * 40 + "+changes", "checkpoint_sha256": "c" * 64},
+    ]
+    write_scores(seed_0[0], read_scores(seed_0[0]), {"checkpoint_sha256": "none"})  # scored by hand, long ago
+    evaluate_main(["tde", "ped2", "test", str(labels_file), str(out), *map(str, seed_0), "--run-config", "{}"])
+    assert {"vadbench_revision": "not recorded"} in read_record(out)["scored_with"]
 
 
 def strict_json(text: str):

@@ -200,3 +200,20 @@ def test_the_protocol_column_says_when_frames_are_counted_to_whole_snippets():
     text = describe_protocol(row)
     assert "each video counted to a multiple of 16 frames, its last frame's score repeated and the added frames " \
            "labelled normal (as RTFM's and SSRL's gt-ucf.npy)" in text and "label repeated" not in text
+
+
+def test_a_row_whose_seeds_were_scored_by_different_code_says_so(tmp_path):
+    """The seeds of one row were averaged without a word when their scores came from different revisions."""
+    paths = []
+    for seed, revisions in ((0, ["ab" * 20]), (1, ["ab" * 20, "cd" * 20 + "+changes"]), (2, ["ab" * 20])):
+        paths.append(tmp_path / f"seed_{seed}.json")
+        scored_with = [{"vadbench_revision": revision, "checkpoint_sha256": f"{seed}" * 64} for revision in revisions]
+        paths[-1].write_text(json.dumps(record("std", seed, 0.6) | {"scored_with": scored_with}))
+    table = write_report(tmp_path / "report", PAPERS, paths)
+    assert ("scores from 2 code revisions: seed 0 abababababab; seed 1 abababababab, cdcdcdcdcdcd+changes; "
+            "seed 2 abababababab (provenance.json: scored_with)") in table.protocol[0]
+    assert table.protocol[0].endswith("labels test")
+    made_from = json.loads((tmp_path / "report" / "provenance.json").read_text())
+    assert [len(r["scored_with"]) for r in made_from["evaluation_records"]] == [1, 2, 1]
+    paths.pop(1)
+    assert "code revisions" not in write_report(tmp_path / "same", PAPERS, paths).protocol[0]
