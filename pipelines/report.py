@@ -4,7 +4,8 @@
 our micro and macro AUC and AP in percent, each the mean over the training seeds with its
 sample standard deviation (empty for one seed), the best micro AUC seen on the evaluation split
 during training where the method followed it (the papers' test-set selection; empty otherwise),
-beside the paper's number and reference, the
+beside the paper's number and reference (the number withheld, saying why, where the row's labels or
+smoothing differ from the paper's), the
 protocol in words, the number of videos and frames, the seeds and the config hash (of everything
 but the seed). ``auc_by_seed.csv`` has each seed's numbers. ``roc_<dataset>.png`` overlays the
 pooled ROC curves of every method on a dataset: the mean true-positive rate over the seeds at each
@@ -47,14 +48,18 @@ SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, "far", BEST_ON_T
 RUN_KEY = ["dataset", "method", "split"]
 
 
+def describe_sigmas(sigmas) -> str:
+    """Gaussian smoothing passes in words: "gaussian sigmas 1,2,3", or "none"."""
+    return "gaussian sigmas " + ",".join(f"{s:g}" for s in sigmas) if len(sigmas) else "none"
+
+
 def describe_protocol(record: dict, notes: tuple[str, ...] = ()) -> str:
     """One line saying how the numbers of a record were computed, with ``notes`` about its row."""
     p = record["protocol"]
-    sigmas = ",".join(f"{s:g}" for s in p["smoothing_sigmas"]) or "none"
     parts = [
         f"AUC micro-pooled over frames; macro skips {record['n_macro_skipped']} one-class videos",
         f"normalisation {p['normalisation']}",
-        f"gaussian sigmas {sigmas}",
+        describe_sigmas(p["smoothing_sigmas"]),
         f"first {p['skipped_start_frames']} frames of each video unscored",
     ]
     if p.get("snippet_length"):
@@ -148,27 +153,37 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
             "protocol": describe_protocol(first, mixed_revisions_note(members)), "n_videos": first["n_videos"],
             "n_frames": first["n_frames"],
             "seeds": " ".join(str(r["seed"]) for r in members), "config_hash": first["config_hash"],
-            "row_labels": first["protocol"]["label_convention"],
+            "row_labels": first["protocol"]["label_convention"], "row_sigmas": first["protocol"]["smoothing_sigmas"],
         }
         rows.append(row)
-    own = [c for c in COLUMNS if c not in ("paper_auc", "paper_far", "paper_ref")] + ["row_labels"]
+    own = [c for c in COLUMNS if c not in ("paper_auc", "paper_far", "paper_ref")] + ["row_labels", "row_sigmas"]
     table = pd.DataFrame(rows, columns=own).merge(papers, on=RUN_KEY, how="left")
     table["paper_ref"] = table["paper_ref"].fillna("")
-    withheld_papers_of_other_labels(table)
+    withheld_papers_of_other_protocols(table)
     return table[COLUMNS].sort_values(["dataset", "split", "method"]).reset_index(drop=True)
 
 
-def withheld_papers_of_other_labels(table: pd.DataFrame) -> None:
-    """Blank the paper's number beside a row scored under another label convention than the paper's
-    (Avenue's masks against Liu et al.'s labels differ on 441 frames), saying why in its reference.
-    ``papers``' ``label_convention`` is how the row's label convention must begin; empty: any."""
-    wanted = table.get("label_convention", pd.Series("", index=table.index)).fillna("")
-    for i in table.index[wanted != ""]:
-        row_labels = table.at[i, "row_labels"]
-        if not row_labels.startswith(wanted[i]):
-            shown = row_labels.split(",")[0]
-            table.at[i, "paper_ref"] += (f"; its {table.at[i, 'paper_auc']:g} is not shown: the paper's labels are "
-                                         f"{wanted[i]}, this row's {shown}")
+def withheld_papers_of_other_protocols(table: pd.DataFrame) -> None:
+    """Blank the paper's number beside a row scored under another protocol than the paper's, as far as
+    ``papers`` records it, saying why in its reference: another label convention (Avenue's masks
+    against Liu et al.'s labels differ on 441 frames; ``label_convention`` is how the row's must begin)
+    or other smoothing (STG-NF's 85.9 is smoothed six times, 81.9 without; ``smoothing_sigmas``, the
+    sigmas in order or "none"). An empty cell: any."""
+    def column(name: str) -> pd.Series:
+        return table.get(name, pd.Series("", index=table.index)).fillna("").astype(str).str.strip()
+
+    labels, sigmas = column("label_convention"), column("smoothing_sigmas")
+    for i in table.index[table["paper_auc"].notna()]:
+        reasons = []
+        if labels[i] and not table.at[i, "row_labels"].startswith(labels[i]):
+            reasons.append(f"the paper's labels are {labels[i]}, this row's {table.at[i, 'row_labels'].split(',')[0]}")
+        if sigmas[i]:
+            paper = [] if sigmas[i] == "none" else [float(s) for s in sigmas[i].split()]
+            if paper != list(table.at[i, "row_sigmas"]):
+                reasons.append(f"the paper's smoothing is {describe_sigmas(paper)}, "
+                               f"this row's {describe_sigmas(table.at[i, 'row_sigmas'])}")
+        if reasons:
+            table.at[i, "paper_ref"] += f"; its {table.at[i, 'paper_auc']:g} is not shown: " + "; ".join(reasons)
             table.loc[i, ["paper_auc", "paper_far"]] = float("nan")
 
 

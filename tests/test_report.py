@@ -62,6 +62,29 @@ def test_a_paper_number_of_other_labels_is_not_shown_beside_a_row():
     assert table.loc["std"].paper_auc == 87.1 and "not shown" not in table.loc["std"].paper_ref
 
 
+def test_a_paper_number_of_another_smoothing_is_not_shown_beside_a_row():
+    """STG-NF's 85.9 is its six-pass smoothed number (81.9 without); it stood beside a row run with
+    smoothing_sigmas: []."""
+    def stg_nf(sigmas, convention="shanghaitech: test_frame_mask"):
+        row = record("stg_nf", 0, 0.6, dataset="shanghaitech", convention=convention)
+        row["protocol"]["smoothing_sigmas"] = sigmas
+        return row
+
+    table = build_table([stg_nf([])], pd.read_csv(PAPERS)).set_index("method")
+    assert np.isnan(table.loc["stg_nf"].paper_auc)
+    assert table.loc["stg_nf"].paper_ref.endswith("its 85.9 is not shown: the paper's smoothing is gaussian sigmas "
+                                                  "1,2,3,4,5,6, this row's none")
+    table = build_table([stg_nf([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])], pd.read_csv(PAPERS)).set_index("method")
+    assert table.loc["stg_nf"].paper_auc == 85.9 and "not shown" not in table.loc["stg_nf"].paper_ref
+    # Both differences are named; a paper that smooths nothing is withheld beside a smoothed row.
+    lgn = record("lgn_net", 0, 0.6, dataset="avenue", convention="avenue: masks")
+    lgn["protocol"]["smoothing_sigmas"] = [2.0]
+    table = build_table([lgn], pd.read_csv(PAPERS)).set_index("method")
+    assert table.loc["lgn_net"].paper_ref.endswith("its 89.3 is not shown: the paper's labels are avenue: liu2018, "
+                                                   "this row's avenue: masks; the paper's smoothing is none, this "
+                                                   "row's gaussian sigmas 2")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
