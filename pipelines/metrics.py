@@ -26,6 +26,9 @@ POOLINGS = ("micro", "macro")
 # "most_normal_in_split", the lowest score of the split's scored frames, before any smoothing: the
 # STG-NF / GENet protocol, where a frame without a person counts as the test set's most normal.
 EMPTY_FRAME_FILLS = ("none", "most_normal_in_split")
+# The label of the frames a video is padded with (Protocol.pad_to_multiple_of): its last label repeated
+# (ShanghaiTech's gt-sh.npy), or normal (UCF-Crime's gt-ucf.npy, 1 only on an event's [start, end]).
+PADDED_FRAME_LABELS = ("last", "normal")
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,10 @@ class Protocol:
     # AR-Net's FAR: the share of the normal videos' frames scored at or above this (None: not reported)
     false_alarm_threshold: float | None = None
     # Each video extended to a multiple of this many frames by repeating its last frame (score,
-    # label, masks), before anything else; 0: none. RTFM's and SSRL's ground-truth files do this
-    # with loop-padded snippet features: 16 * ceil(n/16) frames, the last label repeated.
+    # masks; the label as ``padded_frame_label`` says), before anything else; 0: none. RTFM's and
+    # SSRL's ground-truth files do this with loop-padded snippet features: 16 * ceil(n/16) frames.
     pad_to_multiple_of: int = 0
+    padded_frame_label: str = "last"
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -76,6 +80,8 @@ class Protocol:
             raise ValueError(f"Protocol.snippet_length must be >= 1, got {self.snippet_length}")
         if self.pad_to_multiple_of < 0:
             raise ValueError(f"Protocol.pad_to_multiple_of must be >= 0, got {self.pad_to_multiple_of}")
+        if self.padded_frame_label not in PADDED_FRAME_LABELS:
+            raise ValueError(f"Protocol.padded_frame_label must be one of {PADDED_FRAME_LABELS}, got {self.padded_frame_label!r}")
 
     def as_dict(self) -> dict:
         """Plain JSON-serialisable dict of every field (sigmas as a list)."""
@@ -195,23 +201,24 @@ def _counted_frames(video: VideoScores, protocol: Protocol) -> np.ndarray:
     return counted
 
 
-def padded_to_multiple(video: VideoScores, multiple: int) -> VideoScores:
-    """``video`` extended to a multiple of ``multiple`` frames by repeating its last frame's label,
-    score and masks (unchanged when it already is one, or when its arrays disagree in length, which
-    the evaluation then reports)."""
+def padded_to_multiple(video: VideoScores, multiple: int, label: str = "last") -> VideoScores:
+    """``video`` extended to a multiple of ``multiple`` frames by repeating its last frame's score and
+    masks, and its last label or, with ``label`` "normal", 0 (unchanged when it already is one, or
+    when its arrays disagree in length, which the evaluation then reports)."""
     labels, scores = np.asarray(video.labels).ravel(), np.asarray(video.scores).ravel()
     extra = -labels.size % multiple if multiple else 0
     if not extra or not labels.size or labels.size != scores.size:
         return video
 
-    def extended(array):
+    def extended(array, fill=None):
         if array is None:
             return None
         array = np.asarray(array).ravel()
-        return np.concatenate([array, np.repeat(array[-1:], extra)]) if array.size == labels.size else array
+        added = np.repeat(array[-1:], extra) if fill is None else np.full(extra, fill, array.dtype)
+        return np.concatenate([array, added]) if array.size == labels.size else array
 
-    return dataclasses.replace(video, labels=extended(labels), scores=extended(scores), scored=extended(video.scored),
-                               empty=extended(video.empty))
+    return dataclasses.replace(video, labels=extended(labels, 0 if label == "normal" else None), scores=extended(scores),
+                               scored=extended(video.scored), empty=extended(video.empty))
 
 
 def fill_empty_frames(videos: Sequence[VideoScores], protocol: Protocol) -> list[VideoScores]:
@@ -282,7 +289,7 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     ``false_alarm_threshold``): the share of the normal videos' scored frames at or above it.
 
     Each video is first extended to a multiple of ``protocol.pad_to_multiple_of`` frames (its last
-    frame repeated), where the protocol asks for it. Frames marked ``empty`` then take the protocol's fill (:func:`fill_empty_frames`), which
+    frame repeated, the label as ``protocol.padded_frame_label`` says), where the protocol asks for it. Frames marked ``empty`` then take the protocol's fill (:func:`fill_empty_frames`), which
     depends on every video given: pass the whole split.
 
     Raises ValueError, naming the video, for label/score length mismatch, labels other than
@@ -296,7 +303,7 @@ def evaluate(videos: Sequence[VideoScores], protocol: Protocol) -> dict:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"videos listed more than once: {duplicates}")
-    videos = [padded_to_multiple(video, protocol.pad_to_multiple_of) for video in videos]
+    videos = [padded_to_multiple(video, protocol.pad_to_multiple_of, protocol.padded_frame_label) for video in videos]
     videos = fill_empty_frames(videos, protocol)
 
     all_labels, all_scores, per_video_auc, normal_scores = [], [], [], []

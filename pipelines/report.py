@@ -4,7 +4,8 @@
 our micro and macro AUC and AP in percent, each the mean over the training seeds with its
 sample standard deviation (empty for one seed), the best micro AUC seen on the evaluation split
 during training where the method followed it (the papers' test-set selection; empty otherwise),
-beside the paper's number and reference, the
+beside the paper's number and reference (the number withheld, saying why, where the row's labels or
+smoothing differ from the paper's), the
 protocol in words, the number of videos and frames, the seeds and the config hash (of everything
 but the seed). ``auc_by_seed.csv`` has each seed's numbers. ``roc_<dataset>.png`` overlays the
 pooled ROC curves of every method on a dataset: the mean true-positive rate over the seeds at each
@@ -27,8 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pipelines import json_text  # noqa: E402
 from pipelines.atomic import atomic_path, write_text  # noqa: E402
-from pipelines.provenance import versions  # noqa: E402
+from pipelines.provenance import config_hash, versions  # noqa: E402
 
 COLUMNS = [
     "dataset", "method", "split", "auc_micro", "auc_micro_std", "auc_macro", "auc_macro_std", "ap", "ap_std",
@@ -46,21 +48,26 @@ SEED_COLUMNS = ["dataset", "method", "split", "seed", *METRICS, "far", BEST_ON_T
 RUN_KEY = ["dataset", "method", "split"]
 
 
-def describe_protocol(record: dict) -> str:
-    """One line saying how the numbers of a record were computed."""
+def describe_sigmas(sigmas) -> str:
+    """Gaussian smoothing passes in words: "gaussian sigmas 1,2,3", or "none"."""
+    return "gaussian sigmas " + ",".join(f"{s:g}" for s in sigmas) if len(sigmas) else "none"
+
+
+def describe_protocol(record: dict, notes: tuple[str, ...] = ()) -> str:
+    """One line saying how the numbers of a record were computed, with ``notes`` about its row."""
     p = record["protocol"]
-    sigmas = ",".join(f"{s:g}" for s in p["smoothing_sigmas"]) or "none"
     parts = [
         f"AUC micro-pooled over frames; macro skips {record['n_macro_skipped']} one-class videos",
         f"normalisation {p['normalisation']}",
-        f"gaussian sigmas {sigmas}",
+        describe_sigmas(p["smoothing_sigmas"]),
         f"first {p['skipped_start_frames']} frames of each video unscored",
     ]
     if p.get("snippet_length"):
         parts.append(f"snippet scores expanded x{p['snippet_length']}")
     if p.get("pad_to_multiple_of"):
-        parts.append(f"each video counted to a multiple of {p['pad_to_multiple_of']} frames, its last frame's "
-                     "score and label repeated (RTFM's and SSRL's ground-truth files)")
+        added = ("score repeated and the added frames labelled normal (as RTFM's and SSRL's gt-ucf.npy)"
+                 if p.get("padded_frame_label") == "normal" else "score and label repeated (as RTFM's and SSRL's gt-sh.npy)")
+        parts.append(f"each video counted to a multiple of {p['pad_to_multiple_of']} frames, its last frame's {added}")
     if p.get("empty_frame_fill", "none") == "most_normal_in_split":
         parts.append("frames without a person take the split's most normal score")
     if p.get("false_alarm_threshold") is not None:
@@ -70,9 +77,25 @@ def describe_protocol(record: dict) -> str:
     if best and best.get("every"):
         parts.append(f"auc_micro_best_on_test: the best of test AUCs taken every {best['every']} iterations of "
                      "training (selected on the test split)")
+    parts.extend(notes)
     # last: the labels' phrase may end with NOT COMPARABLE and its reasons, which nothing may follow
     parts.append(f"labels {p['label_convention']}")
     return "; ".join(parts)
+
+
+def scoring_revisions(record: dict) -> list[str]:
+    """The code revisions the record's score files were made with ("not recorded" in an older record)."""
+    return sorted({made["vadbench_revision"] for made in record.get("scored_with", [{"vadbench_revision": "not recorded"}])})
+
+
+def mixed_revisions_note(members: list[dict]) -> tuple[str, ...]:
+    """A note for a row whose seeds' scores come from more than one code revision: its mean is over
+    scores of different code, which the row must say."""
+    revisions = {revision for r in members for revision in scoring_revisions(r)}
+    if len(revisions) < 2:
+        return ()
+    seeds = "; ".join(f"seed {r['seed']} {', '.join(map(_short_revision, scoring_revisions(r)))}" for r in members)
+    return (f"scores from {len(revisions)} code revisions: {seeds} (provenance.json: scored_with)",)
 
 
 def best_on_test_percent(record: dict) -> float:
@@ -127,29 +150,40 @@ def build_table(records: list[dict], papers: pd.DataFrame) -> pd.DataFrame:
         best = pd.Series([best_on_test_percent(r) for r in members])
         row[BEST_ON_TEST] = round(best.mean(), 2) if best.notna().all() else float("nan")
         row |= {
-            "protocol": describe_protocol(first), "n_videos": first["n_videos"], "n_frames": first["n_frames"],
+            "protocol": describe_protocol(first, mixed_revisions_note(members)), "n_videos": first["n_videos"],
+            "n_frames": first["n_frames"],
             "seeds": " ".join(str(r["seed"]) for r in members), "config_hash": first["config_hash"],
-            "row_labels": first["protocol"]["label_convention"],
+            "row_labels": first["protocol"]["label_convention"], "row_sigmas": first["protocol"]["smoothing_sigmas"],
         }
         rows.append(row)
-    own = [c for c in COLUMNS if c not in ("paper_auc", "paper_far", "paper_ref")] + ["row_labels"]
+    own = [c for c in COLUMNS if c not in ("paper_auc", "paper_far", "paper_ref")] + ["row_labels", "row_sigmas"]
     table = pd.DataFrame(rows, columns=own).merge(papers, on=RUN_KEY, how="left")
     table["paper_ref"] = table["paper_ref"].fillna("")
-    withheld_papers_of_other_labels(table)
+    withheld_papers_of_other_protocols(table)
     return table[COLUMNS].sort_values(["dataset", "split", "method"]).reset_index(drop=True)
 
 
-def withheld_papers_of_other_labels(table: pd.DataFrame) -> None:
-    """Blank the paper's number beside a row scored under another label convention than the paper's
-    (Avenue's masks against Liu et al.'s labels differ on 441 frames), saying why in its reference.
-    ``papers``' ``label_convention`` is how the row's label convention must begin; empty: any."""
-    wanted = table.get("label_convention", pd.Series("", index=table.index)).fillna("")
-    for i in table.index[wanted != ""]:
-        row_labels = table.at[i, "row_labels"]
-        if not row_labels.startswith(wanted[i]):
-            shown = row_labels.split(",")[0]
-            table.at[i, "paper_ref"] += (f"; its {table.at[i, 'paper_auc']:g} is not shown: the paper's labels are "
-                                         f"{wanted[i]}, this row's {shown}")
+def withheld_papers_of_other_protocols(table: pd.DataFrame) -> None:
+    """Blank the paper's number beside a row scored under another protocol than the paper's, as far as
+    ``papers`` records it, saying why in its reference: another label convention (Avenue's masks
+    against Liu et al.'s labels differ on 441 frames; ``label_convention`` is how the row's must begin)
+    or other smoothing (STG-NF's 85.9 is smoothed six times, 81.9 without; ``smoothing_sigmas``, the
+    sigmas in order or "none"). An empty cell: any."""
+    def column(name: str) -> pd.Series:
+        return table.get(name, pd.Series("", index=table.index)).fillna("").astype(str).str.strip()
+
+    labels, sigmas = column("label_convention"), column("smoothing_sigmas")
+    for i in table.index[table["paper_auc"].notna()]:
+        reasons = []
+        if labels[i] and not table.at[i, "row_labels"].startswith(labels[i]):
+            reasons.append(f"the paper's labels are {labels[i]}, this row's {table.at[i, 'row_labels'].split(',')[0]}")
+        if sigmas[i]:
+            paper = [] if sigmas[i] == "none" else [float(s) for s in sigmas[i].split()]
+            if paper != list(table.at[i, "row_sigmas"]):
+                reasons.append(f"the paper's smoothing is {describe_sigmas(paper)}, "
+                               f"this row's {describe_sigmas(table.at[i, 'row_sigmas'])}")
+        if reasons:
+            table.at[i, "paper_ref"] += f"; its {table.at[i, 'paper_auc']:g} is not shown: " + "; ".join(reasons)
             table.loc[i, ["paper_auc", "paper_far"]] = float("nan")
 
 
@@ -182,27 +216,38 @@ def plot_roc(records: list[dict], dataset: str, out: Path, source: str = "") -> 
 
 
 def read_record(path: Path) -> dict:
+    """One evaluation record, refused by name when it is cut, lacks a field the report needs (the
+    config and versions a row is regenerated from among them) or its config hash is not its config's."""
     try:
         record = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable evaluation record ({err}); rerun its evaluate job") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path}: not an evaluation record (a JSON {type(record).__name__}); rerun its evaluate job")
-    missing = [k for k in (*RUN_KEY, "seed", *METRICS, *SHARED, "roc") if k not in record]
+    missing = [k for k in (*RUN_KEY, "seed", *METRICS, *SHARED, "roc", "config", "versions") if k not in record]
+    if not missing and "vadbench_revision" not in (record["versions"] if isinstance(record["versions"], dict) else {}):
+        missing = ["versions.vadbench_revision"]
     if missing:
         raise ValueError(f"{path}: evaluation record without {', '.join(missing)}; rerun its evaluate job")
+    for key in (*METRICS, "far"):  # written null where the number does not exist
+        if key in record and record[key] is None:
+            record[key] = float("nan")
+    if config_hash(record["config"]) != record["config_hash"]:
+        raise ValueError(f"{path}: config_hash {record['config_hash']} is not the hash of its config "
+                         f"({config_hash(record['config'])}); rerun its evaluate job")
     return record
 
 
 def provenance(records: list[dict], eval_files: list[Path]) -> dict:
     """What the tables and plots were made from: every evaluation record (its file, row and row
-    hash, seed, code revision), the distinct package versions those records were computed with,
-    and the report step's own."""
+    hash, seed, code revision, and the revisions and checkpoints its scores were made with), the
+    distinct package versions those records were computed with, and the report step's own."""
     made_with = sorted({json.dumps(r.get("versions", {}), sort_keys=True) for r in records})
     return {
         "evaluation_records": [
             {"file": str(path), **{k: record[k] for k in (*RUN_KEY, "seed", "config_hash")},
-             "vadbench_revision": record.get("versions", {}).get("vadbench_revision", "not recorded")}
+             "vadbench_revision": record.get("versions", {}).get("vadbench_revision", "not recorded"),
+             "scored_with": record.get("scored_with", "not recorded")}
             for path, record in zip(eval_files, records)
         ],
         "versions_of_the_records": [json.loads(v) for v in made_with],
@@ -246,7 +291,7 @@ def write_report(out_dir: Path, papers_csv: Path, eval_files: list[Path]) -> pd.
     table = build_table(records, pd.read_csv(papers_csv))
     made_from = provenance(records, eval_files)
     footer = provenance_line(made_from)
-    write_text(out_dir / "provenance.json", json.dumps(made_from, indent=1, sort_keys=True) + "\n")
+    write_text(out_dir / "provenance.json", json_text.dumps(made_from, indent=1, sort_keys=True) + "\n")
     write_text(out_dir / "auc_by_seed.csv", seed_table(records).round(2).to_csv(index=False))
     write_text(out_dir / "auc_table.csv", table.to_csv(index=False))
     # Empty cells, not "nan", where a number does not exist (the std of one seed, a paper without the dataset).

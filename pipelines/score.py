@@ -82,6 +82,23 @@ def read_scores(path: Path) -> VideoScore:
     return VideoScore(scores, scored, empty)
 
 
+def scored_with(score_files: list[Path]) -> list[dict[str, str]]:
+    """The distinct code revisions (with the checkpoint's sha256, where one was used) that the score
+    files record they were made with; "not recorded" for a file written without them."""
+    found = set()
+    for path in score_files:
+        try:
+            with h5py.File(path, "r") as handle:
+                attrs = h5attrs.read(handle.attrs)
+        except OSError as err:
+            raise ValueError(f"{path}: not a readable scores file ({err}); delete it and rerun its score job") from None
+        made = {"vadbench_revision": (attrs.get("versions") or {}).get("vadbench_revision", "not recorded")}
+        if attrs.get("checkpoint_sha256", "none") != "none":
+            made["checkpoint_sha256"] = attrs["checkpoint_sha256"]
+        found.add(tuple(made.items()))
+    return [dict(made) for made in sorted(found)]
+
+
 def scores_by_video(score_files: list[Path]) -> dict[str, Path]:
     """Score files by video name (the file's stem); two files of one name (another seed's or
     method's folder given too) are refused rather than one silently replacing the other."""

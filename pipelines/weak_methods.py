@@ -19,6 +19,7 @@ import numpy as np
 
 from models.base import EvaluationSet, TrainInputs, VideoScore
 from pipelines.atomic import atomic_path
+from pipelines.datasets import get_adapter
 from pipelines.features.store import FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY, FeatureReader, FeatureSource
 from pipelines.labels import read_labels
 from pipelines.metrics import Protocol, VideoScores, evaluate, expand_snippets, with_dataset_note
@@ -135,7 +136,7 @@ def frame_scores(snippet_scores: np.ndarray, n_frames: int, tail: str) -> VideoS
     """Frame scores of one video from its snippet scores, each repeated over its 16 frames.
 
     Loop-padded features (tail "loop_pad", T = ceil(n/16)) score every frame, the last snippet its partial
-    window; the protocol then counts 16T frames, the last repeated (see :func:`protocol`). Features
+    window; the protocol then counts 16T frames, the last score repeated (see :func:`protocol`). Features
     without the partial tail (tail "drop", T = floor(n/16), AR-Net) leave the last
     n - 16T frames unscored, as AR-Net's evaluation cuts the ground truth to 16T frames.
     """
@@ -154,24 +155,28 @@ def frame_scores(snippet_scores: np.ndarray, n_frames: int, tail: str) -> VideoS
     return VideoScore(frames, scored)
 
 
-def padding_of(tail: str | None) -> int:
-    """Protocol.pad_to_multiple_of for features of ``tail``: whole snippets for loop-padded ones."""
-    return FRAMES_PER_SNIPPET if tail == "loop_pad" else 0
+def padding_of(tail: str | None, label_convention: str) -> dict[str, Any]:
+    """The Protocol's frame padding for features of ``tail``: whole snippets for loop-padded ones, the
+    added frames labelled as the dataset's adapter says (``padded_frame_label``); the dataset is the
+    label convention's prefix (every adapter's convention starts ``<dataset>:``)."""
+    if tail != "loop_pad":
+        return {"pad_to_multiple_of": 0, "padded_frame_label": "last"}
+    dataset = get_adapter(label_convention.partition(":")[0], {})
+    return {"pad_to_multiple_of": FRAMES_PER_SNIPPET, "padded_frame_label": dataset.padded_frame_label}
 
 
 def protocol(params: dict[str, Any], label_convention: str) -> Protocol:
     """Pooled frame AUC of snippet scores expanded x16, labelled with the features they were obtained on.
 
     With loop-padded features (the dataset's tail in ``params[FEATURE_TAIL_KEY]``) each video counts
-    16 * ceil(n/16) frames, its last frame's score and label repeated: what RTFM's and SSRL's ground
-    truth files (gt-sh.npy, gt-ucf.npy) hold and their AUCs were computed on. The dataset is the label
-    convention's prefix (every adapter's convention starts ``<dataset>:``).
+    16 * ceil(n/16) frames, its last frame's score repeated and the added frames labelled as the
+    dataset's ground-truth file of RTFM and SSRL does: its last label (gt-sh.npy) or normal (gt-ucf.npy).
     """
     described = with_dataset_note(label_convention, params, FEATURE_SOURCE_KEY,
                                   "features not recorded (run outside the workflow)")
     tail = params.get(FEATURE_TAIL_KEY, {}).get(label_convention.partition(":")[0])
     return Protocol(pooling="micro", label_convention=described, snippet_length=FRAMES_PER_SNIPPET,
-                    pad_to_multiple_of=padding_of(tail))
+                    **padding_of(tail, label_convention))
 
 
 TEST_CURVE_NOTE = "test_curve"
@@ -209,9 +214,10 @@ class EvaluationCurve:
         if len(tails) > 1:
             raise ValueError(f"{evaluation.labels}: the evaluation features mix snippet tails {sorted(tails)}")
         self.protocol = dataclasses.replace(protocol_of(attrs["label_convention"]),
-                                            pad_to_multiple_of=padding_of(next(iter(tails), None)))
+                                            **padding_of(next(iter(tails), None), attrs["label_convention"]))
         notes.setdefault(TEST_CURVE_NOTE, {"every": evaluation.every, "iterations": [], "auc_micro": [],
-                                           "pad_to_multiple_of": self.protocol.pad_to_multiple_of})
+                                           "pad_to_multiple_of": self.protocol.pad_to_multiple_of,
+                                           "padded_frame_label": self.protocol.padded_frame_label})
 
     def due(self, iteration: int) -> bool:
         return self.evaluation is not None and iteration > self.after and iteration % self.evaluation.every == 0
@@ -244,11 +250,13 @@ class EvaluationCurve:
 
 
 def best_on_test(notes: dict[str, Any]) -> dict[str, Any] | None:
-    """The best point of a stage's test curve ({auc_micro, iteration, every, pad_to_multiple_of: how its
-    frames were counted, None in a curve recorded before that was noted}), or None without one."""
+    """The best point of a stage's test curve ({auc_micro, iteration, every, pad_to_multiple_of and
+    padded_frame_label: how its frames were counted, None in a curve recorded before that was noted;
+    a padded curve recorded before its label was noted repeated the last one}), or None without one."""
     curve = (notes or {}).get(TEST_CURVE_NOTE)
     if not curve or not curve["auc_micro"]:
         return None
     index = int(np.argmax(curve["auc_micro"]))
     return {"auc_micro": curve["auc_micro"][index], "iteration": curve["iterations"][index], "every": curve["every"],
-            "pad_to_multiple_of": curve.get("pad_to_multiple_of")}
+            "pad_to_multiple_of": curve.get("pad_to_multiple_of"),
+            "padded_frame_label": curve.get("padded_frame_label", "last")}

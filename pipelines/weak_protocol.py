@@ -17,7 +17,8 @@ TRAIN_SEGMENTS = 32
 
 SnippetRule = Literal["pad_last", "truncate"]
 # "pad_last": features keep the final partial 16-frame window (loop-padded), so T = ceil(n/16) and
-# the labels are extended to 16*T by repeating the last label (RTFM/SSRL, gt-sh.npy).
+# the labels are extended to 16*T by repeating the last label (RTFM/SSRL, gt-sh.npy; UCF-Crime's
+# gt-ucf.npy labels those frames normal instead, see DatasetAdapter.padded_frame_label).
 # "truncate": the extractor drops the partial window, so T = floor(n/16) and the labels are cut to
 # 16*T (AR-Net).
 SNIPPET_RULES: tuple[SnippetRule, ...] = ("pad_last", "truncate")

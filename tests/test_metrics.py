@@ -18,6 +18,7 @@ from pipelines.metrics import (
     fill_empty_frames,
     expand_snippets,
     minmax_per_video,
+    padded_to_multiple,
     postprocess,
     smooth,
 )
@@ -320,6 +321,7 @@ def test_protocol_is_recorded_and_validated():
         "empty_frame_fill": "none",
         "false_alarm_threshold": None,
         "pad_to_multiple_of": 0,
+        "padded_frame_label": "last",
     }
     with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 0"):
         Protocol(pad_to_multiple_of=-16)
@@ -388,3 +390,18 @@ def test_padding_to_whole_snippets_repeats_each_videos_last_frame():
     assert padded["auc_micro"] == pytest.approx(32 / 48)  # 16 positives at 0.6; 16 negatives at 0.7 now
     whole = VideoScores("w", np.r_[np.zeros(8, int), np.ones(8, int)], np.linspace(0, 1, 16))
     assert evaluate([whole], Protocol(pad_to_multiple_of=16))["n_frames"] == 16  # already whole: unchanged
+
+
+def test_padded_frames_take_the_label_the_protocol_says():
+    """UCF-Crime's gt-ucf.npy labels the frames beyond a video normal (1 only on [start, end]);
+    ShanghaiTech's gt-sh.npy repeats the last label. The scores repeat the last frame's either way."""
+    video = VideoScores("a", np.r_[np.zeros(10, int), np.ones(10, int)], np.linspace(0, 1, 20))
+    last = padded_to_multiple(video, 16)
+    normal = padded_to_multiple(video, 16, "normal")
+    assert last.labels.tolist() == [0] * 10 + [1] * 22 and normal.labels.tolist() == [0] * 10 + [1] * 10 + [0] * 12
+    assert normal.scores.tolist() == last.scores.tolist() == np.r_[np.linspace(0, 1, 20), np.ones(12)].tolist()
+    record = evaluate([video], Protocol(pad_to_multiple_of=16, padded_frame_label="normal"))
+    assert record["protocol"]["padded_frame_label"] == "normal"
+    assert record["auc_micro"] < evaluate([video], Protocol(pad_to_multiple_of=16))["auc_micro"]
+    with pytest.raises(ValueError, match="padded_frame_label must be one of"):
+        Protocol(padded_frame_label="abnormal")

@@ -17,7 +17,7 @@ from tests.conftest import REPO
 PAPERS = REPO / "workflow" / "resources" / "paper_results.csv"
 
 
-def record(method: str, seed: int, noise: float, *, config_hash: str = "abc123def456", n_frames: int = 60,
+def record(method: str, seed: int, noise: float, *, config: dict | None = None, n_frames: int = 60,
            dataset: str = "ped2", convention: str = "test") -> dict:
     """An evaluation record as pipelines.evaluate writes it, from scores that separate the classes
     less as ``noise`` grows."""
@@ -29,7 +29,9 @@ def record(method: str, seed: int, noise: float, *, config_hash: str = "abc123de
         scores = (labels + noise * rng.standard_normal(n_frames)).astype(np.float32)
         videos.append(VideoScores(f"v{index}", labels, scores, np.ones(n_frames, bool)))
     result = evaluate(videos, Protocol(normalisation="minmax_per_video", label_convention=convention, skipped_start_frames=1))
-    return {"method": method, "dataset": dataset, "split": "test", "seed": seed, **result, "config_hash": config_hash}
+    config = {"method": {"name": method}} if config is None else config
+    return {"method": method, "dataset": dataset, "split": "test", "seed": seed, **result, "config": config,
+            "config_hash": config_hash(config), "versions": {"python": "3.11.7", "vadbench_revision": "cd" * 20}}
 
 
 def test_one_row_per_method_with_mean_and_sample_std_over_seeds():
@@ -60,10 +62,33 @@ def test_a_paper_number_of_other_labels_is_not_shown_beside_a_row():
     assert table.loc["std"].paper_auc == 87.1 and "not shown" not in table.loc["std"].paper_ref
 
 
+def test_a_paper_number_of_another_smoothing_is_not_shown_beside_a_row():
+    """STG-NF's 85.9 is its six-pass smoothed number (81.9 without); it stood beside a row run with
+    smoothing_sigmas: []."""
+    def stg_nf(sigmas, convention="shanghaitech: test_frame_mask"):
+        row = record("stg_nf", 0, 0.6, dataset="shanghaitech", convention=convention)
+        row["protocol"]["smoothing_sigmas"] = sigmas
+        return row
+
+    table = build_table([stg_nf([])], pd.read_csv(PAPERS)).set_index("method")
+    assert np.isnan(table.loc["stg_nf"].paper_auc)
+    assert table.loc["stg_nf"].paper_ref.endswith("its 85.9 is not shown: the paper's smoothing is gaussian sigmas "
+                                                  "1,2,3,4,5,6, this row's none")
+    table = build_table([stg_nf([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])], pd.read_csv(PAPERS)).set_index("method")
+    assert table.loc["stg_nf"].paper_auc == 85.9 and "not shown" not in table.loc["stg_nf"].paper_ref
+    # Both differences are named; a paper that smooths nothing is withheld beside a smoothed row.
+    lgn = record("lgn_net", 0, 0.6, dataset="avenue", convention="avenue: masks")
+    lgn["protocol"]["smoothing_sigmas"] = [2.0]
+    table = build_table([lgn], pd.read_csv(PAPERS)).set_index("method")
+    assert table.loc["lgn_net"].paper_ref.endswith("its 89.3 is not shown: the paper's labels are avenue: liu2018, "
+                                                   "this row's avenue: masks; the paper's smoothing is none, this "
+                                                   "row's gaussian sigmas 2")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"config_hash": "000000000000"}, r"lgn_net on ped2/test: seeds 0 and 1 differ in config_hash"),
+        ({"config": {"method": {"name": "other"}}}, r"lgn_net on ped2/test: seeds 0 and 1 differ in config_hash"),
         ({"n_frames": 50}, r"seeds 0 and 1 differ in n_frames"),
     ],
 )
@@ -118,7 +143,7 @@ def test_the_report_names_the_records_and_code_it_was_made_from(tmp_path):
     write_report(tmp_path / "report", PAPERS, paths)
     made_from = json.loads((tmp_path / "report" / "provenance.json").read_text())
     assert [(r["file"], r["seed"], r["config_hash"], r["vadbench_revision"]) for r in made_from["evaluation_records"]] \
-        == [(str(path), seed, "abc123def456", "ab" * 20) for seed, path in enumerate(paths)]
+        == [(str(path), seed, config_hash({"method": {"name": "std"}}), "ab" * 20) for seed, path in enumerate(paths)]
     assert made_from["versions_of_the_records"] == [made_with] and "vadbench_revision" in made_from["report"]
     footer = f"From 2 evaluation records of vadbench {'ab' * 6} (python 3.11.7, torch 2.13.0+cpu, numpy 2.4.6)"
     assert footer in (tmp_path / "report" / "auc_table.md").read_text()
@@ -130,16 +155,17 @@ def test_the_markdown_table_shows_each_cell_as_the_csv_does(tmp_path):
     """tabulate read a column of config hashes made of digits (or digits around one "e") as
     numbers: 012345678901 was printed as 1.23457e+10 and 00000000e042 as 0."""
     paths = []
-    for method, config_hash in (("std", "012345678901"), ("lgn_net", "00000000e042")):
+    # configs whose hashes are 014439261620 and 2682e2050452
+    for method, config in (("std", {"variant": 2056}), ("lgn_net", {"variant": 147})):
         paths.append(tmp_path / f"{method}.json")
         # 50.0 beside a number of two decimals: pandas' HTML printed it 50.00
-        paths[-1].write_text(json.dumps(record(method, 0, 0.6, config_hash=config_hash) | ({"auc_micro": 0.5} if method == "std" else {})))
+        paths[-1].write_text(json.dumps(record(method, 0, 0.6, config=config) | ({"auc_micro": 0.5} if method == "std" else {})))
     write_report(tmp_path / "report", PAPERS, paths)
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
             for line in (tmp_path / "report" / "auc_table.md").read_text().splitlines() if "| ped2" in line]
     csv = pd.read_csv(tmp_path / "report" / "auc_table.csv", dtype=str, keep_default_na=False).values.tolist()
     assert rows == csv, (rows, csv)
-    assert {row[-1] for row in rows} == {"012345678901", "00000000e042"}
+    assert {row[-1] for row in rows} == {"014439261620", "2682e2050452"}
     # The HTML table too: pandas printed a column's numbers to its longest one's decimals (97.1 as 97.10).
     page = (tmp_path / "report" / "auc_table.html").read_text()
     html_rows = [[html.unescape(cell) for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
@@ -190,5 +216,27 @@ def test_the_protocol_column_says_when_frames_are_counted_to_whole_snippets():
     assert "multiple of" not in describe_protocol(row)
     row["protocol"] |= {"snippet_length": 16, "pad_to_multiple_of": 16}
     text = describe_protocol(row)
-    assert "each video counted to a multiple of 16 frames, its last frame's score and label repeated" in text
+    assert "each video counted to a multiple of 16 frames, its last frame's score and label repeated (as RTFM's " \
+           "and SSRL's gt-sh.npy)" in text
     assert text.endswith("labels test")  # the labels' phrase stays last
+    row["protocol"]["padded_frame_label"] = "normal"  # UCF-Crime's gt-ucf.npy: 1 only on [start, end]
+    text = describe_protocol(row)
+    assert "each video counted to a multiple of 16 frames, its last frame's score repeated and the added frames " \
+           "labelled normal (as RTFM's and SSRL's gt-ucf.npy)" in text and "label repeated" not in text
+
+
+def test_a_row_whose_seeds_were_scored_by_different_code_says_so(tmp_path):
+    """The seeds of one row were averaged without a word when their scores came from different revisions."""
+    paths = []
+    for seed, revisions in ((0, ["ab" * 20]), (1, ["ab" * 20, "cd" * 20 + "+changes"]), (2, ["ab" * 20])):
+        paths.append(tmp_path / f"seed_{seed}.json")
+        scored_with = [{"vadbench_revision": revision, "checkpoint_sha256": f"{seed}" * 64} for revision in revisions]
+        paths[-1].write_text(json.dumps(record("std", seed, 0.6) | {"scored_with": scored_with}))
+    table = write_report(tmp_path / "report", PAPERS, paths)
+    assert ("scores from 2 code revisions: seed 0 abababababab; seed 1 abababababab, cdcdcdcdcdcd+changes; "
+            "seed 2 abababababab (provenance.json: scored_with)") in table.protocol[0]
+    assert table.protocol[0].endswith("labels test")
+    made_from = json.loads((tmp_path / "report" / "provenance.json").read_text())
+    assert [len(r["scored_with"]) for r in made_from["evaluation_records"]] == [1, 2, 1]
+    paths.pop(1)
+    assert "code revisions" not in write_report(tmp_path / "same", PAPERS, paths).protocol[0]

@@ -91,6 +91,12 @@ def test_protocol_names_the_features_of_its_dataset():
     tails = {"feature_tail": {"shanghaitech": "loop_pad", "ucf_crime": "drop"}}
     assert protocol(tails, "shanghaitech: masks").pad_to_multiple_of == 16
     assert protocol(tails, "ucf_crime: annotation").pad_to_multiple_of == 0
+    # The padded frames are labelled as the dataset's ground-truth file does: gt-sh.npy repeats the last
+    # label, gt-ucf.npy labels them normal (1 only on [start, end]).
+    padded = {"feature_tail": {"shanghaitech": "loop_pad", "ucf_crime": "loop_pad"}}
+    assert protocol(padded, "shanghaitech: masks").padded_frame_label == "last"
+    ucf = protocol(padded, "ucf_crime: annotation")
+    assert (ucf.pad_to_multiple_of, ucf.padded_frame_label) == (16, "normal")
 
 
 def test_feature_source_says_when_numbers_do_not_compare():
@@ -365,16 +371,40 @@ def test_a_stage_that_follows_its_test_split_records_the_curve_the_papers_select
     from pipelines.evaluate import main as evaluate_main
 
     command = [method, "synthetic", "test", str(evaluation.labels), str(tmp_path / "row.json"), *map(str, scores),
-               "--checkpoint", str(followed)]
+               "--checkpoint", str(followed), "--run-config", "{}"]
     tail = json.dumps(params | {"feature_tail": {"synthetic": "loop_pad"}})
     assert evaluate_main([*command, "--params-json", tail]) == 0
     assert json.loads((tmp_path / "row.json").read_text())["best_on_test"]["pad_to_multiple_of"] == 16
     with pytest.raises(SystemExit, match=rf"{followed}: its training-time test curve counted each video to a "
-                                         r"multiple of 16 frames, this row counted each video's own frames"):
+                                         r"multiple of 16 frames, the added frames labelled as its last frame, this "
+                                         r"row counted each video's own frames"):
         evaluate_main([*command, "--params-json", json.dumps(params)])
+    # Labels of a dataset whose padded frames are normal (UCF-Crime's): the curve, made with the last
+    # label repeated, does not compare with the row.
+    with h5py.File(evaluation.labels, "a") as handle:
+        handle.attrs["label_convention"] = "ucf_crime: Temporal_Anomaly_Annotation.txt"
+    with pytest.raises(SystemExit, match=r"curve counted each video to a multiple of 16 frames, the added frames "
+                                         r"labelled as its last frame, this row .* the added frames labelled normal"):
+        evaluate_main([*command, "--params-json", json.dumps(params | {"feature_tail": {"ucf_crime": "loop_pad"}})])
     best = best_on_test(payload["notes"])
     assert best["auc_micro"] == max(curve["auc_micro"]) and best["iteration"] in (2, 4, 6)
     assert best_on_test(load_checkpoint(plain, method)["notes"]) is None
+
+
+@pytest.mark.parametrize(("convention", "label"), [("synthetic: test labels", "last"),
+                                                ("ucf_crime: Temporal_Anomaly_Annotation.txt", "normal")])
+def test_the_training_time_curve_labels_padded_frames_as_the_rows_do(tmp_path, convention, label):
+    """The curve counts loop-padded features' 16 * T frames (a training job is not handed the rows'
+    feature tail) and labels the added frames by the same dataset rule as the rows, recording it."""
+    from pipelines.weak_methods import TEST_CURVE_NOTE, EvaluationCurve
+
+    evaluation = _evaluation_split(tmp_path / "test", every=2)
+    with h5py.File(evaluation.labels, "a") as handle:
+        handle.attrs["label_convention"] = convention
+    notes = {}
+    curve = EvaluationCurve(evaluation, get_method("ssrl", {}).protocol, notes)
+    assert (curve.protocol.pad_to_multiple_of, curve.protocol.padded_frame_label) == (16, label)
+    assert notes[TEST_CURVE_NOTE]["padded_frame_label"] == label
 
 
 def test_a_resumed_stage_keeps_the_test_curve_of_before_its_restart(tmp_path, split, monkeypatch):

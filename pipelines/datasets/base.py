@@ -46,6 +46,9 @@ class DatasetAdapter(ABC):
     folder_fps: ClassVar[float | None] = None
     #: True when the workflow itself renders the raw data (nothing to find on disk beforehand).
     generated_by_workflow: ClassVar[bool] = False
+    #: The label of the frames the weak protocol pads a video with to whole snippets: "last" repeats its
+    #: last label (ShanghaiTech's gt-sh.npy), "normal" labels them 0 (UCF-Crime's gt-ucf.npy).
+    padded_frame_label: ClassVar[str] = "last"
 
     def __init__(self, config: dict[str, Any]):
         self.config = config

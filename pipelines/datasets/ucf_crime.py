@@ -33,6 +33,7 @@ class UCFCrime(DatasetAdapter):
         "labels": "Temporal_Anomaly_Annotation.txt (the official temporal annotation)",
     }
     label_convention = "ucf_crime: Temporal_Anomaly_Annotation.txt, [start, end] inclusive 0-based, 1 = abnormal"
+    padded_frame_label = "normal"  # gt-ucf.npy (make_gt_ucf.py): 1 only on [start, end]
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test", "weak_train", "weak_test")

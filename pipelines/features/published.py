@@ -20,7 +20,6 @@ Run by hand::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipelines import json_text
 from pipelines.atomic import atomic_path, write_text
 from pipelines.features import store
 from pipelines.features.presets import PRESETS, SSRL_PATCHES, n_snippets
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = compare(args.ours, args.published)
             _print_summary(summary)
             if args.json:
-                write_text(args.json, json.dumps(summary, indent=1))
+                write_text(args.json, json_text.dumps(summary, indent=1))
     except PublishedFeaturesError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -178,8 +178,8 @@ class FeatureSource:
     def describe(self, paper_feature_set: str) -> str:
         """One phrase for a report row, ending in NOT COMPARABLE and the reasons where that applies."""
         weights = ", ".join(f"{name} {value}" for name, value in self.backbones)
-        snippets = ("T = ceil(n/16), last snippet loop-padded, scored on 16 * ceil(n/16) frames, the last "
-                    "frame's score and label repeated as RTFM's gt files do" if self.tail == "loop_pad"
+        snippets = ("T = ceil(n/16), last snippet loop-padded, scored on 16 * ceil(n/16) frames as RTFM's gt "
+                    "files do" if self.tail == "loop_pad"
                     else "T = floor(n/16), frames after the last whole snippet unscored")
         text = f"features {self.feature_set} ({self.origin}; {weights}; {snippets})"
         if self.patches_reconstructed:
