@@ -434,3 +434,27 @@ def test_a_missing_ubnormal_test_video_names_its_label_file(shared_data, tmp_pat
     with pytest.raises(DatasetError, match=r"1 listed videos not found, e.g. normal_scene_10_scenario_2.mp4 "
                                            r"\(its labels: .*normal_scene_10_scenario_2_tracks.txt\)"):
         adapter.videos("test")
+
+
+def test_label_and_list_text_with_a_byte_order_mark_or_bytes_not_utf8(tmp_path):
+    """A byte-order mark stuck to the first name (then 'no annotation line' for a video that has one);
+    a byte that is not UTF-8 raised UnicodeDecodeError naming no file."""
+    lists, annotation = tmp_path / "lists", tmp_path / "Temporal_Anomaly_Annotation.txt"
+    lists.mkdir()
+    (lists / "Anomaly_Test.txt").write_text("\ufeffAbuse/Abuse028_x264.mp4\n", encoding="utf-8")
+    annotation.write_text("\ufeffAbuse028_x264.mp4  Abuse  165  240  -1  -1\n", encoding="utf-8")
+    adapter = get_adapter("ucf_crime", {"root": str(tmp_path), "lists": str(lists), "labels": str(annotation)})
+    assert [v.name for v in adapter.videos("test")] == ["Abuse028_x264"]
+    assert adapter.frame_labels("test", {"Abuse028_x264": 300})["Abuse028_x264"].sum() == 76
+    (tmp_path / "SH_Test.txt").write_text("\ufeff01_0014\n", encoding="utf-8")
+    shanghaitech = get_adapter("shanghaitech", {"root": str(tmp_path), "labels": str(tmp_path), "weak_lists": str(tmp_path)})
+    assert [v.source.parent.name for v in shanghaitech.videos("weak_test")] == ["frames"]  # a test video, by its id
+    annotation.write_bytes(b"Abuse028_x264.mp4  Abuse  165  240  -1  -1\nArrest001_x264.mp4  Arrest \xe9  -1  -1  -1\n")
+    with pytest.raises(LabelError, match=r"Temporal_Anomaly_Annotation.txt: not UTF-8 text \(byte 0xe9 at offset 70\)"):
+        adapter.frame_labels("test", {"Abuse028_x264": 300})
+    (lists / "Anomaly_Test.txt").write_bytes(b"Abuse/Abuse\xff028_x264.mp4\n")
+    with pytest.raises(DatasetError, match=r"Anomaly_Test.txt: not UTF-8 text \(byte 0xff at offset 11\)"):
+        adapter.videos("test")
+    (tmp_path / "SH_Test.txt").write_bytes(b"01_0014\x80\n")
+    with pytest.raises(DatasetError, match=r"SH_Test.txt: not UTF-8 text"):
+        shanghaitech.videos("weak_test")

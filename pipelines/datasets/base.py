@@ -184,6 +184,17 @@ def sorted_children(folder: Path, *, dirs: bool = False, suffixes: tuple[str, ..
     return files
 
 
+def read_text(path: Path, error: type[ValueError] = LabelError) -> str:
+    """A label or list text file's content, read as UTF-8. A byte-order mark (some editors write one)
+    is dropped, since it would stick to the first name and make it match nothing; a file that is not
+    UTF-8 is an ``error`` naming it, where Python's UnicodeDecodeError names no file."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                    "save it as UTF-8") from err
+
+
 def load_npy(path: Path) -> np.ndarray:
     """A label array from a .npy file (never unpickled), with a clear error when unreadable."""
     if Path(path).is_dir():

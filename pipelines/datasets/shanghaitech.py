@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import register
-from pipelines.datasets.base import DatasetAdapter, DatasetError, Video, check_count, load_npy, sorted_children
+from pipelines.datasets.base import (
+    DatasetAdapter,
+    DatasetError,
+    Video,
+    check_count,
+    load_npy,
+    read_text,
+    sorted_children,
+)
 
 _WEAK_LISTS = {"weak_train": "SH_Train.txt", "weak_test": "SH_Test.txt"}
 _TEST_ID = re.compile(r"^\d\d_\d{4}$")
@@ -54,7 +62,7 @@ class ShanghaiTech(DatasetAdapter):
         path = self.path("weak_lists") / _WEAK_LISTS[split]
         if not path.is_file():
             raise DatasetError(f"datasets.shanghaitech.weak_lists: {path} not found")
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        ids = [line.strip() for line in read_text(path, DatasetError).splitlines() if line.strip()]
         repeated = sorted({video for video in ids if ids.count(video) > 1})
         if repeated:
             raise DatasetError(f"{path}: {', '.join(repeated[:5])} listed more than once; a video may appear once")

@@ -21,7 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import register
-from pipelines.datasets.base import DatasetAdapter, DatasetError, LabelError, Video, binary_labels, check_count, load_npy
+from pipelines.datasets.base import (
+    DatasetAdapter,
+    DatasetError,
+    LabelError,
+    Video,
+    binary_labels,
+    check_count,
+    load_npy,
+    read_text,
+)
 
 _NPY_MAGIC = b"\x93NUMPY"
 _SUFFIX = "_tracks.txt"
@@ -70,7 +79,7 @@ class UBnormal(DatasetAdapter):
             if not required:
                 return None
             raise DatasetError(f"datasets.ubnormal.labels: {path} not found")
-        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        return {line.strip() for line in read_text(path, DatasetError).splitlines() if line.strip()}
 
     def _normal_lists(self) -> tuple[str, set[str] | None, set[str], Path | None]:
         """(the rule choosing the normal training videos, the official training list or None, the
