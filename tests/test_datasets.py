@@ -291,6 +291,7 @@ def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path
     np.save(labels / "test.npy", np.ones(5))
     (labels / "test.npy").rename(labels / "normal_scene_1_scenario_3_tracks.txt")  # a test video's labels
     (labels / "abnormal_test_video_names.txt").write_text("")
+    (labels / "normal_test_video_names.txt").write_text("normal_scene_1_scenario_3\n")
     adapter = get_adapter("ubnormal", {"root": str(root), "labels": str(labels)})
 
     def train():
@@ -306,10 +307,13 @@ def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path
     # The lists that chose the videos are the split's label files, recorded and depended on.
     (labels / "abnormal_training_video_names.txt").write_text("")
     assert [p.name for p in adapter.label_files("weak_train")] == [
-        "abnormal_test_video_names.txt", "normal_training_video_names.txt", "abnormal_training_video_names.txt"]
+        "abnormal_test_video_names.txt", "normal_test_video_names.txt", "normal_training_video_names.txt",
+        "abnormal_training_video_names.txt"]
     (labels / "normal_training_video_names.txt").unlink()
-    assert [p.name for p in adapter.label_files("train")] == ["abnormal_test_video_names.txt", "normal_validation_video_names.txt"]
-    assert [p.name for p in adapter.label_files("test")] == ["abnormal_test_video_names.txt", "normal_scene_1_scenario_3_tracks.txt"]
+    assert [p.name for p in adapter.label_files("train")] == [
+        "abnormal_test_video_names.txt", "normal_test_video_names.txt", "normal_validation_video_names.txt"]
+    assert [p.name for p in adapter.label_files("test")] == [
+        "abnormal_test_video_names.txt", "normal_test_video_names.txt", "normal_scene_1_scenario_3_tracks.txt"]
 
 
 def test_a_ubnormal_video_in_two_scene_folders_is_refused(tmp_path):
@@ -380,7 +384,7 @@ def test_a_damaged_ubnormal_test_label_file_is_refused_not_moved_out_of_the_test
 def test_ubnormal_test_labels_must_match_the_test_list(shared_data, tmp_path):
     adapter, labels = _ubnormal_copy(shared_data, tmp_path)
     (labels / "abnormal_scene_1_scenario_1_tracks.txt").unlink()
-    with pytest.raises(LabelError, match=r"no label file for 1 test videos of abnormal_test_video_names.txt, e.g. abnormal_scene_1_scenario_1_tracks.txt"):
+    with pytest.raises(LabelError, match=r"gt: no label file for 1 test videos of abnormal_test_video_names.txt: abnormal_scene_1_scenario_1 "):
         adapter.videos("test")
     listed = (labels / "abnormal_test_video_names.txt").read_text().split()
     (labels / "abnormal_test_video_names.txt").write_text("\n".join(n for n in listed if n != "abnormal_scene_1_scenario_2"))
@@ -458,3 +462,28 @@ def test_label_and_list_text_with_a_byte_order_mark_or_bytes_not_utf8(tmp_path):
     (tmp_path / "SH_Test.txt").write_bytes(b"01_0014\x80\n")
     with pytest.raises(DatasetError, match=r"SH_Test.txt: not UTF-8 text"):
         shanghaitech.videos("weak_test")
+
+
+def test_ubnormal_normal_test_videos_follow_the_official_list_not_the_label_files_present(shared_data, tmp_path):
+    """A normal video was a test video because its label file was there: with the file missing, it
+    moved into the training split without a word."""
+    from pipelines.datasets.ubnormal import NORMAL_TEST_VIDEOS
+
+    real = {p.name.removesuffix("_tracks.txt") for p in (shared_data / "gt" / "ubnormal").glob("normal_*_tracks.txt")}
+    assert NORMAL_TEST_VIDEOS == real and len(real) == 53
+    adapter, labels = _ubnormal_copy(shared_data, tmp_path)
+    for name in ("normal_scene_10_scenario_2", "normal_scene_29_scenario_6"):
+        (labels / f"{name}_tracks.txt").unlink()
+    for split in ("test", "train"):
+        with pytest.raises(LabelError, match=r"gt: no label file for 2 test videos of normal_test_video_names.txt \(UBnormal's, "
+                                             r"kept as NORMAL_TEST_VIDEOS\): normal_scene_10_scenario_2, normal_scene_29_scenario_6 "):
+            adapter.videos(split)
+    # The list the dataset ships is read when the labels folder holds it; a normal label file outside it is refused.
+    listed = sorted(NORMAL_TEST_VIDEOS - {"normal_scene_10_scenario_2", "normal_scene_29_scenario_6", "normal_scene_3_scenario_1"})
+    (labels / "normal_test_video_names.txt").write_text("\n".join(listed) + "\n")
+    with pytest.raises(LabelError, match=r"normal_scene_3_scenario_1_tracks.txt: a label file for normal video "
+                                         r"normal_scene_3_scenario_1, which is not a test video of normal_test_video_names.txt"):
+        adapter.videos("test")
+    (labels / "normal_scene_3_scenario_1_tracks.txt").unlink()
+    assert len(adapter.videos("test")) == 208 and "normal_scene_3_scenario_1" in {v.name for v in adapter.videos("train")}
+    assert labels / "normal_test_video_names.txt" in adapter.label_files("test")
