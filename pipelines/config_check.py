@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from pipelines.datasets import DatasetError, adapter_names, get_adapter
+from pipelines.datasets import DatasetError, LabelError, adapter_names, get_adapter
 
 
 # libyaml's safe loader when PyYAML was built with it (same rules as yaml.safe_load, about 7x faster on the
@@ -106,7 +106,7 @@ def no_videos_message(adapter, entry: dict, split: str) -> str:
     return f"datasets.{adapter.name}: no videos of its {split} split found{where}{hint}"
 
 
-def dataset_config_error(name: str, err: DatasetError) -> ConfigError:
+def dataset_config_error(name: str, err: DatasetError | LabelError) -> ConfigError:
     """A dataset adapter's error as a config error naming the key: the one the message starts with
     (``datasets.<name>.<key>: ...``), or the dataset's entry."""
     key, _, problem = str(err).partition(": ")
@@ -138,7 +138,7 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
                 missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
                 if missing:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")
-        except DatasetError as err:
+        except (DatasetError, LabelError) as err:
             raise dataset_config_error(name, err) from err
     if not any(entry.get("enabled") for entry in config["datasets"].values()):
         raise ConfigError("config key 'datasets': no dataset is enabled")

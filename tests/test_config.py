@@ -188,3 +188,26 @@ def test_a_misspelled_dataset_in_a_section_keyed_by_dataset_is_named(config, sec
     target["synthetc"] = entry
     with pytest.raises(ConfigError, match=rf"config key '{'.'.join(section)}.synthetc': unknown name; known: avenue, ped2"):
         validate(config, SCHEMA, RULES)
+
+
+def _avenue_root(root, test=range(1, 22)):
+    """Avenue's layout with empty placeholder videos: one training video, test videos numbered as published."""
+    for folder, numbers in (("training_videos", [1]), ("testing_videos", test)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in numbers:
+            (root / folder / f"{i:02d}.avi").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize(("convention", "labels", "problem"), [
+    ("masks", "frame_labels_avenue.npy", r"frame_labels_avenue.npy is not a folder, but label_convention masks reads"),
+    ("liu2018", "testing_label_mask", r"testing_label_mask is a folder, but label_convention liu2018 reads the file"),
+])
+def test_avenue_labels_of_the_wrong_kind_for_the_convention_are_refused_before_the_dag(config, shared_data, tmp_path,
+                                                                                         convention, labels, problem):
+    """The file given for masks passed as 'label file .../frame_labels_avenue.npy/1_label.mat not found';
+    the folder given for liu2018 passed, and its labels job failed."""
+    config["datasets"]["avenue"].update(enabled=True, root=str(_avenue_root(tmp_path)), label_convention=convention,
+                                        labels=str(shared_data / "gt" / "avenue" / labels))
+    with pytest.raises(ConfigError, match=rf"config key 'datasets.avenue.labels': .*{problem}"):
+        validate(config, SCHEMA, RULES)

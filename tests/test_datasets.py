@@ -218,14 +218,22 @@ def test_avenue_both_conventions(shared_data):
         masks.frame_labels("test", {"02": counts["02"], "03": 924})
 
 
-def test_avenue_labels_that_do_not_fit_the_convention_say_what_to_name(shared_data):
+def test_avenue_labels_that_do_not_fit_the_convention_say_what_to_name(shared_data, tmp_path):
+    """Checked where the label files are named too (what validation asks), not only in the labels job."""
     gt = shared_data / "gt" / "avenue"
-    folder_as_liu = get_adapter("avenue", {"labels": str(gt / "testing_label_mask"), "label_convention": "liu2018"})
-    with pytest.raises(LabelError, match=r"testing_label_mask is a folder, but label_convention liu2018 reads .*frame_labels_avenue.npy"):
-        folder_as_liu.frame_labels("test", {"01": 1439})
-    file_as_masks = get_adapter("avenue", {"labels": str(gt / "frame_labels_avenue.npy")})
-    with pytest.raises(LabelError, match=r"frame_labels_avenue.npy is not a folder, but label_convention masks reads"):
-        file_as_masks.frame_labels("test", {"01": 1439})
+    (tmp_path / "testing_videos").mkdir()
+    (tmp_path / "testing_videos" / "01.avi").touch()
+    folder_as_liu = get_adapter("avenue", {"root": str(tmp_path), "labels": str(gt / "testing_label_mask"),
+                                           "label_convention": "liu2018"})
+    file_as_masks = get_adapter("avenue", {"root": str(tmp_path), "labels": str(gt / "frame_labels_avenue.npy")})
+    for adapter, problem in (
+        (folder_as_liu, r"testing_label_mask is a folder, but label_convention liu2018 reads .*frame_labels_avenue.npy"),
+        (file_as_masks, r"frame_labels_avenue.npy is not a folder, but label_convention masks reads"),
+    ):
+        with pytest.raises(LabelError, match=problem):
+            adapter.frame_labels("test", {"01": 1439})
+        with pytest.raises(LabelError, match=problem):
+            adapter.label_files("test")
 
 
 def test_avenue_unknown_convention(shared_data):

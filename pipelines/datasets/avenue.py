@@ -79,10 +79,27 @@ class Avenue(DatasetAdapter):
             return [Video(p.stem, p) for p in sorted_children(videos, suffixes=(".avi", ".mp4"))]
         return [Video(p.name, p) for p in sorted_children(root / _FRAME_FOLDERS[split], dirs=True)]
 
+    def _labels(self) -> Path:
+        """The configured labels path, after checking it is the kind the convention reads (a file for
+        liu2018, a folder for masks): otherwise validation passed and the labels job failed, or a mask
+        was looked for inside the .npy file."""
+        labels = self.path("labels")
+        if self.convention == "liu2018" and labels.is_dir():
+            raise LabelError(
+                f"datasets.avenue.labels: {labels} is a folder, but label_convention liu2018 reads the file "
+                "frame_labels_avenue.npy (Liu et al. 2018); name that file, or set label_convention: masks"
+            )
+        if self.convention == "masks" and not labels.is_dir():
+            raise LabelError(
+                f"datasets.avenue.labels: {labels} is not a folder, but label_convention masks reads the dataset's "
+                "testing_label_mask/<N>_label.mat files; name that folder, or set label_convention: liu2018"
+            )
+        return labels
+
     def label_files(self, split: str) -> list[Path]:
         if split != "test":
             return []
-        labels = self.path("labels")
+        labels = self._labels()
         if self.convention == "liu2018":
             return [labels]
         return [self._mask_file(labels, v.name) for v in self.videos("test")]
@@ -102,19 +119,9 @@ class Avenue(DatasetAdapter):
         self.check_split(split)
         if split == "train":
             return {name: np.zeros(n, np.uint8) for name, n in n_frames.items()}
-        labels = self.path("labels")
+        labels = self._labels()
         if self.convention == "liu2018":
-            if labels.is_dir():
-                raise LabelError(
-                    f"datasets.avenue.labels: {labels} is a folder, but label_convention liu2018 reads the file "
-                    "frame_labels_avenue.npy (Liu et al. 2018); name that file, or set label_convention: masks"
-                )
             return split_concatenated(self.name, load_npy(labels), n_frames, labels, TEST_LENGTHS)
-        if not labels.is_dir():
-            raise LabelError(
-                f"datasets.avenue.labels: {labels} is not a folder, but label_convention masks reads the dataset's "
-                "testing_label_mask/<N>_label.mat files; name that folder, or set label_convention: liu2018"
-            )
         out = {}
         for name, n in n_frames.items():
             mask_file = self._mask_file(labels, name)
