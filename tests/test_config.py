@@ -146,14 +146,15 @@ def test_a_split_without_videos_is_refused_before_the_dag_is_built(config, share
 
 
 def test_avenue_videos_not_named_by_number_are_refused_by_name(config, shared_data, tmp_path):
-    """Avenue's mask files are found by the video's number; `Test001` stopped the DAG build with
-    int()'s ValueError."""
+    """Avenue's test videos are its published 01 .. 21, whose mask files are found by number; `Test001`
+    stopped the DAG build with int()'s ValueError."""
     for folder, name in (("training_videos", "01.avi"), ("testing_videos", "Test001.avi")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / name).write_bytes(b"")
     masks = shared_data / "gt" / "avenue" / "testing_label_mask"
     config["datasets"]["avenue"].update(enabled=True, root=str(tmp_path), labels=str(masks))
-    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue': test video 'Test001' is not named by its number"):
+    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue.root': .*testing_videos does not hold the 21 published "
+                                          r"test videos \(01 \.\. 21\); missing 21: 01, 02, .*; not published: Test001"):
         validate(config, SCHEMA, RULES)
 
 
@@ -211,3 +212,17 @@ def test_avenue_labels_of_the_wrong_kind_for_the_convention_are_refused_before_t
                                         labels=str(shared_data / "gt" / "avenue" / labels))
     with pytest.raises(ConfigError, match=rf"config key 'datasets.avenue.labels': .*{problem}"):
         validate(config, SCHEMA, RULES)
+
+
+def test_a_test_subset_names_its_videos_as_quoted_strings(config, shared_data, tmp_path):
+    """YAML reads an unquoted 01 as the number 1, which names no video."""
+    masks = shared_data / "gt" / "avenue" / "testing_label_mask"
+    config["datasets"]["avenue"].update(enabled=True, root=str(_avenue_root(tmp_path, test=[1, 2])), labels=str(masks))
+    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue.root': .*testing_videos does not hold the 21 published "
+                                          r"test videos \(01 \.\. 21\); missing 19: 03, .* name it in datasets.avenue.test_subset"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+    config["datasets"]["avenue"]["test_subset"] = [1, 2]
+    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue.test_subset.0': 1 is not of type 'string'"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+    config["datasets"]["avenue"]["test_subset"] = ["01", "02"]
+    assert validate(config, SCHEMA, RULES)["datasets"]["avenue"]["test_subset"] == ["01", "02"]

@@ -495,3 +495,61 @@ def test_ubnormal_normal_test_videos_follow_the_official_list_not_the_label_file
     (labels / "normal_scene_3_scenario_1_tracks.txt").unlink()
     assert len(adapter.videos("test")) == 208 and "normal_scene_3_scenario_1" in {v.name for v in adapter.videos("train")}
     assert labels / "normal_test_video_names.txt" in adapter.label_files("test")
+
+
+def test_a_shanghaitech_test_set_with_videos_missing_is_refused_unless_a_subset_is_named(shared_data, tmp_path):
+    """The one-class test split was whatever folders testing/frames held: part of the test set was
+    scored, and set beside the paper's number, without a word."""
+    from pipelines.datasets.shanghaitech import TEST_VIDEOS
+
+    masks = shared_data / "gt" / "shanghaitech" / "test_frame_mask"
+    assert TEST_VIDEOS == {p.stem for p in masks.glob("*.npy")} and len(TEST_VIDEOS) == 107
+    frames = tmp_path / "testing" / "frames"
+    for name in sorted(TEST_VIDEOS - {"01_0014", "12_0175"}) + ["13_0001"]:
+        (frames / name).mkdir(parents=True)
+    config = {"root": str(tmp_path), "labels": str(masks)}
+    with pytest.raises(DatasetError, match=rf"datasets.shanghaitech.root: {frames} does not hold the 107 published test videos "
+                                           r"\(01_0014 \.\. 12_0175\); missing 2: 01_0014, 12_0175; not published: 13_0001; "
+                                           r"to score part of the test set, name it in datasets.shanghaitech.test_subset"):
+        get_adapter("shanghaitech", config).videos("test")
+    (frames / "13_0001").rmdir()
+    subset = get_adapter("shanghaitech", config | {"test_subset": ["01_0015", "05_0017"]})
+    assert [v.name for v in subset.videos("test")] == ["01_0015", "05_0017"]
+    assert subset.label_convention.endswith("; one-class test split: only 2 published videos (01_0015, 05_0017)")
+    assert [p.name for p in subset.label_files("test")] == ["01_0015.npy", "05_0017.npy"]
+    with pytest.raises(DatasetError, match=r"does not hold the videos test_subset names; missing 1: 01_0014$"):
+        get_adapter("shanghaitech", config | {"test_subset": ["01_0014", "01_0015"]}).videos("test")
+    with pytest.raises(DatasetError, match=r"datasets.shanghaitech.test_subset: 01_014 not among the 107 published test videos"):
+        get_adapter("shanghaitech", config | {"test_subset": ["01_014"]}).videos("test")
+
+
+def test_an_avenue_test_set_with_videos_missing_is_refused_unless_a_subset_is_named(shared_data, tmp_path):
+    gt = shared_data / "gt" / "avenue"
+    (tmp_path / "testing_videos").mkdir()
+    for i in (*range(1, 8), *range(9, 22)):
+        (tmp_path / "testing_videos" / f"{i:02d}.avi").touch()
+    masks = {"root": str(tmp_path), "labels": str(gt / "testing_label_mask")}
+    for config in (masks, masks | {"labels": str(gt / "frame_labels_avenue.npy"), "label_convention": "liu2018"}):
+        with pytest.raises(DatasetError, match=r"datasets.avenue.root: .*testing_videos does not hold the 21 published test "
+                                               r"videos \(01 \.\. 21\); missing 1: 08; to score part"):
+            get_adapter("avenue", config).videos("test")
+    (tmp_path / "testing_videos" / "22.avi").touch()
+    with pytest.raises(DatasetError, match=r"missing 1: 08; not published: 22;"):
+        get_adapter("avenue", masks).videos("test")
+    subset = get_adapter("avenue", masks | {"test_subset": ["21", "03"]})
+    with pytest.raises(DatasetError, match=r"does not hold the videos test_subset names; not published: 22$"):
+        subset.videos("test")
+    (tmp_path / "testing_videos" / "22.avi").unlink()
+    assert [v.name for v in subset.videos("test")] == ["03", "21"]
+    assert [p.name for p in subset.label_files("test")] == ["3_label.mat", "21_label.mat"]
+    assert subset.label_convention.startswith("avenue: masks,") and subset.label_convention.endswith("only 2 published videos (03, 21)")
+    # liu2018's file holds all 21 videos end to end: a subset's labels are cut from it at the published lengths.
+    liu = {"labels": str(gt / "frame_labels_avenue.npy"), "label_convention": "liu2018"}
+    from pipelines.datasets.avenue import TEST_LENGTHS
+
+    every = get_adapter("avenue", liu).frame_labels("test", dict(TEST_LENGTHS))
+    few = get_adapter("avenue", liu | {"test_subset": ["03", "21"]}).frame_labels("test", {"03": 923, "21": 76})
+    assert list(few) == ["03", "21"] and all(np.array_equal(few[name], every[name]) for name in few)
+    assert few["03"].any()
+    with pytest.raises(LabelError, match=r"avenue/21: the video has 77 frames, but .*frame_labels_avenue.npy holds labels for 76"):
+        get_adapter("avenue", liu | {"test_subset": ["21"]}).frame_labels("test", {"21": 77})
