@@ -3,7 +3,7 @@
 JSON-schema validation (``workflow/schemas/config.schema.yaml``, with each method's keys in
 ``workflow/schemas/methods/<method>.schema.yaml``) fills defaults and rejects misspelled or
 unknown keys; then every enabled dataset must have a rule file and an adapter,
-and its raw paths must exist.
+and its raw paths must exist: the label files and every video its splits list.
 """
 from __future__ import annotations
 
@@ -129,15 +129,22 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
             raise ConfigError(f"config key 'datasets.{name}': no rule file {rule_file} or adapter for this dataset")
         adapter = get_adapter(name, entry)
         try:
+            absent: dict[str, str] = {}  # a listed video's missing source -> its split
             for split in adapter.splits():
                 videos = adapter.videos(split)
                 if adapter.generated_by_workflow:
                     break  # rendered by its own rules: one listing checks its parameters, nothing is on disk yet
                 if not videos and split in EVALUATION_SPLITS:  # training splits: see no_videos_message
                     raise DatasetError(no_videos_message(adapter, entry, split))
+                for video in videos:  # videos named by a list (UCF-Crime, the weak ShanghaiTech split)
+                    if not Path(video.source).exists():
+                        absent.setdefault(str(video.source), split)
                 missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
                 if missing:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")
+            if absent:
+                first = next(iter(absent))
+                raise adapter.missing_videos(list(absent), f" (of the {absent[first]} split)")
         except (DatasetError, LabelError) as err:
             raise dataset_config_error(name, err) from err
     if not any(entry.get("enabled") for entry in config["datasets"].values()):

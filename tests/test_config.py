@@ -226,3 +226,39 @@ def test_a_test_subset_names_its_videos_as_quoted_strings(config, shared_data, t
         validate(copy.deepcopy(config), SCHEMA, RULES)
     config["datasets"]["avenue"]["test_subset"] = ["01", "02"]
     assert validate(config, SCHEMA, RULES)["datasets"]["avenue"]["test_subset"] == ["01", "02"]
+
+
+def _enable_only(config, name, **entry):
+    for other in config["datasets"].values():
+        other["enabled"] = False
+    config["datasets"][name].update(enabled=True, **entry)
+
+
+def test_videos_named_by_lists_must_be_under_the_root_before_the_dag(config, shared_data, tmp_path):
+    """UCF-Crime's and the weak ShanghaiTech split's videos come from lists: under a wrong root the
+    DAG build ended in Snakemake's MissingInputException, naming no config key."""
+    gt = shared_data / "gt" / "ucf_crime"
+    _enable_only(config, "ucf_crime", root=str(tmp_path / "ucf"), lists=str(gt),
+                 labels=str(gt / "Temporal_Anomaly_Annotation.txt"))
+    (tmp_path / "ucf").mkdir()
+    with pytest.raises(ConfigError, match=rf"config key 'datasets.ucf_crime.root': 1900 listed videos not found, e.g. "
+                                          rf"{tmp_path}/ucf/\S+\.mp4 \(of the \w+ split\); expected: the UCF-Crime folder holding"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+    listed = [line for name in ("Anomaly_Train.txt", "Anomaly_Test.txt") for line in (gt / name).read_text().split()]
+    for entry in listed:
+        (tmp_path / "ucf" / entry).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ucf" / entry).touch()
+    validate(copy.deepcopy(config), SCHEMA, RULES)
+    (tmp_path / "ucf" / "Abuse" / "Abuse028_x264.mp4").unlink()
+    with pytest.raises(ConfigError, match=rf"1 listed videos not found, e.g. {tmp_path}/ucf/Abuse/Abuse028_x264.mp4 \(of the test split\)"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+
+    root = tmp_path / "shanghaitech"
+    (root / "training" / "videos").mkdir(parents=True)
+    for mask in (shared_data / "gt" / "shanghaitech" / "test_frame_mask").glob("*.npy"):
+        (root / "testing" / "frames" / mask.stem).mkdir(parents=True)
+    _enable_only(config, "shanghaitech", root=str(root), labels=str(shared_data / "gt" / "shanghaitech" / "test_frame_mask"),
+                 weak_lists=str(shared_data / "lists" / "shanghaitech_weak"))
+    with pytest.raises(ConfigError, match=rf"config key 'datasets.shanghaitech.root': 330 listed videos not found, e.g. "
+                                          rf"{root}/training/videos/\d\d_\d\d\d.avi \(of the weak_train split\); expected: "):
+        validate(config, SCHEMA, RULES)

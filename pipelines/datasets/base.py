@@ -93,6 +93,13 @@ class DatasetAdapter(ABC):
         if split not in self.splits():
             raise DatasetError(f"{self.name}: no split {split!r}; it has {', '.join(self.splits())}")
 
+    def missing_videos(self, missing: list[str], note: str = "") -> DatasetError:
+        """One error for the listed videos not found under ``root``: the key, how many, the first
+        (with ``note``) and what the folder must hold. A wrong root otherwise surfaced as Snakemake's
+        MissingInputException, naming no config key."""
+        hint = f"; expected: {self.expects['root']}" if "root" in self.expects else ""
+        return DatasetError(f"datasets.{self.name}.root: {len(missing)} listed videos not found, e.g. {missing[0]}{note}{hint}")
+
     def published_test_set(self, folder: Path, found: list[Video], published: Collection[str]) -> list[Video]:
         """The test videos ``found`` in ``folder``, checked to be the dataset's published test set or the
         part of it that the config key ``test_subset`` names (a smoke run's few videos). A test set

@@ -183,8 +183,7 @@ class UBnormal(DatasetAdapter):
         if missing:
             where = (f" (its labels: {self._label_file(missing[0])})" if split in ("test", "weak_test")
                      else " (named in the split lists)")
-            raise DatasetError(f"datasets.ubnormal.root: {len(missing)} listed videos not found, e.g. "
-                               f"{missing[0]}.mp4{where}")
+            raise self.missing_videos([f"{name}.mp4" for name in missing], where)
         return [Video(name, available[name]) for name in sorted(chosen)]
 
     def _label_file(self, video: str) -> Path:
