@@ -77,6 +77,9 @@ class UCFCrime(DatasetAdapter):
             for start, end in events[name]:
                 if end >= n:
                     raise LabelError(f"ucf_crime/{name}: event {start}..{end} in {source} ends past the video's {n} frames")
+                # The RTFM/SSRL ground-truth recipe (make_gt_ucf.py), which their AUCs were computed against,
+                # reads the numbers as 0-based inclusive frame indices; Sultani et al.'s MATLAB evaluator reads
+                # them 1-based.
                 labels[start : end + 1] = 1
             out[name] = labels
         return out
