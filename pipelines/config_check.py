@@ -3,7 +3,7 @@
 JSON-schema validation (``workflow/schemas/config.schema.yaml``, with each method's keys in
 ``workflow/schemas/methods/<method>.schema.yaml``) fills defaults and rejects misspelled or
 unknown keys; then every enabled dataset must have a rule file and an adapter,
-and its raw paths must exist.
+and its raw paths must exist: the label files and every video its splits list.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from pipelines.datasets import DatasetError, adapter_names, get_adapter
+from pipelines.datasets import DatasetError, LabelError, adapter_names, get_adapter
 
 
 # libyaml's safe loader when PyYAML was built with it (same rules as yaml.safe_load, about 7x faster on the
@@ -106,7 +106,7 @@ def no_videos_message(adapter, entry: dict, split: str) -> str:
     return f"datasets.{adapter.name}: no videos of its {split} split found{where}{hint}"
 
 
-def dataset_config_error(name: str, err: DatasetError) -> ConfigError:
+def dataset_config_error(name: str, err: DatasetError | LabelError) -> ConfigError:
     """A dataset adapter's error as a config error naming the key: the one the message starts with
     (``datasets.<name>.<key>: ...``), or the dataset's entry."""
     key, _, problem = str(err).partition(": ")
@@ -129,16 +129,23 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
             raise ConfigError(f"config key 'datasets.{name}': no rule file {rule_file} or adapter for this dataset")
         adapter = get_adapter(name, entry)
         try:
+            absent: dict[str, str] = {}  # a listed video's missing source -> its split
             for split in adapter.splits():
                 videos = adapter.videos(split)
                 if adapter.generated_by_workflow:
                     break  # rendered by its own rules: one listing checks its parameters, nothing is on disk yet
                 if not videos and split in EVALUATION_SPLITS:  # training splits: see no_videos_message
                     raise DatasetError(no_videos_message(adapter, entry, split))
+                for video in videos:  # videos named by a list (UCF-Crime, the weak ShanghaiTech split)
+                    if not Path(video.source).exists():
+                        absent.setdefault(str(video.source), split)
                 missing = [str(p) for p in adapter.label_files(split) if not Path(p).exists()]
                 if missing:
                     raise DatasetError(f"datasets.{name}.labels: label file {missing[0]} not found")
-        except DatasetError as err:
+            if absent:
+                first = next(iter(absent))
+                raise adapter.missing_videos(list(absent), f" (of the {absent[first]} split)")
+        except (DatasetError, LabelError) as err:
             raise dataset_config_error(name, err) from err
     if not any(entry.get("enabled") for entry in config["datasets"].values()):
         raise ConfigError("config key 'datasets': no dataset is enabled")

@@ -146,14 +146,15 @@ def test_a_split_without_videos_is_refused_before_the_dag_is_built(config, share
 
 
 def test_avenue_videos_not_named_by_number_are_refused_by_name(config, shared_data, tmp_path):
-    """Avenue's mask files are found by the video's number; `Test001` stopped the DAG build with
-    int()'s ValueError."""
+    """Avenue's test videos are its published 01 .. 21, whose mask files are found by number; `Test001`
+    stopped the DAG build with int()'s ValueError."""
     for folder, name in (("training_videos", "01.avi"), ("testing_videos", "Test001.avi")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / name).write_bytes(b"")
     masks = shared_data / "gt" / "avenue" / "testing_label_mask"
     config["datasets"]["avenue"].update(enabled=True, root=str(tmp_path), labels=str(masks))
-    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue': test video 'Test001' is not named by its number"):
+    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue.root': .*testing_videos does not hold the 21 published "
+                                          r"test videos \(01 \.\. 21\); missing 21: 01, 02, .*; not published: Test001"):
         validate(config, SCHEMA, RULES)
 
 
@@ -187,4 +188,77 @@ def test_a_misspelled_dataset_in_a_section_keyed_by_dataset_is_named(config, sec
         target = target.setdefault(key, {})
     target["synthetc"] = entry
     with pytest.raises(ConfigError, match=rf"config key '{'.'.join(section)}.synthetc': unknown name; known: avenue, ped2"):
+        validate(config, SCHEMA, RULES)
+
+
+def _avenue_root(root, test=range(1, 22)):
+    """Avenue's layout with empty placeholder videos: one training video, test videos numbered as published."""
+    for folder, numbers in (("training_videos", [1]), ("testing_videos", test)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in numbers:
+            (root / folder / f"{i:02d}.avi").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize(("convention", "labels", "problem"), [
+    ("masks", "frame_labels_avenue.npy", r"frame_labels_avenue.npy is not a folder, but label_convention masks reads"),
+    ("liu2018", "testing_label_mask", r"testing_label_mask is a folder, but label_convention liu2018 reads the file"),
+])
+def test_avenue_labels_of_the_wrong_kind_for_the_convention_are_refused_before_the_dag(config, shared_data, tmp_path,
+                                                                                         convention, labels, problem):
+    """The file given for masks passed as 'label file .../frame_labels_avenue.npy/1_label.mat not found';
+    the folder given for liu2018 passed, and its labels job failed."""
+    config["datasets"]["avenue"].update(enabled=True, root=str(_avenue_root(tmp_path)), label_convention=convention,
+                                        labels=str(shared_data / "gt" / "avenue" / labels))
+    with pytest.raises(ConfigError, match=rf"config key 'datasets.avenue.labels': .*{problem}"):
+        validate(config, SCHEMA, RULES)
+
+
+def test_a_test_subset_names_its_videos_as_quoted_strings(config, shared_data, tmp_path):
+    """YAML reads an unquoted 01 as the number 1, which names no video."""
+    masks = shared_data / "gt" / "avenue" / "testing_label_mask"
+    config["datasets"]["avenue"].update(enabled=True, root=str(_avenue_root(tmp_path, test=[1, 2])), labels=str(masks))
+    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue.root': .*testing_videos does not hold the 21 published "
+                                          r"test videos \(01 \.\. 21\); missing 19: 03, .* name it in datasets.avenue.test_subset"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+    config["datasets"]["avenue"]["test_subset"] = [1, 2]
+    with pytest.raises(ConfigError, match=r"config key 'datasets.avenue.test_subset.0': 1 is not of type 'string'"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+    config["datasets"]["avenue"]["test_subset"] = ["01", "02"]
+    assert validate(config, SCHEMA, RULES)["datasets"]["avenue"]["test_subset"] == ["01", "02"]
+
+
+def _enable_only(config, name, **entry):
+    for other in config["datasets"].values():
+        other["enabled"] = False
+    config["datasets"][name].update(enabled=True, **entry)
+
+
+def test_videos_named_by_lists_must_be_under_the_root_before_the_dag(config, shared_data, tmp_path):
+    """UCF-Crime's and the weak ShanghaiTech split's videos come from lists: under a wrong root the
+    DAG build ended in Snakemake's MissingInputException, naming no config key."""
+    gt = shared_data / "gt" / "ucf_crime"
+    _enable_only(config, "ucf_crime", root=str(tmp_path / "ucf"), lists=str(gt),
+                 labels=str(gt / "Temporal_Anomaly_Annotation.txt"))
+    (tmp_path / "ucf").mkdir()
+    with pytest.raises(ConfigError, match=rf"config key 'datasets.ucf_crime.root': 1900 listed videos not found, e.g. "
+                                          rf"{tmp_path}/ucf/\S+\.mp4 \(of the \w+ split\); expected: the UCF-Crime folder holding"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+    listed = [line for name in ("Anomaly_Train.txt", "Anomaly_Test.txt") for line in (gt / name).read_text().split()]
+    for entry in listed:
+        (tmp_path / "ucf" / entry).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ucf" / entry).touch()
+    validate(copy.deepcopy(config), SCHEMA, RULES)
+    (tmp_path / "ucf" / "Abuse" / "Abuse028_x264.mp4").unlink()
+    with pytest.raises(ConfigError, match=rf"1 listed videos not found, e.g. {tmp_path}/ucf/Abuse/Abuse028_x264.mp4 \(of the test split\)"):
+        validate(copy.deepcopy(config), SCHEMA, RULES)
+
+    root = tmp_path / "shanghaitech"
+    (root / "training" / "videos").mkdir(parents=True)
+    for mask in (shared_data / "gt" / "shanghaitech" / "test_frame_mask").glob("*.npy"):
+        (root / "testing" / "frames" / mask.stem).mkdir(parents=True)
+    _enable_only(config, "shanghaitech", root=str(root), labels=str(shared_data / "gt" / "shanghaitech" / "test_frame_mask"),
+                 weak_lists=str(shared_data / "lists" / "shanghaitech_weak"))
+    with pytest.raises(ConfigError, match=rf"config key 'datasets.shanghaitech.root': 330 listed videos not found, e.g. "
+                                          rf"{root}/training/videos/\d\d_\d\d\d.avi \(of the weak_train split\); expected: "):
         validate(config, SCHEMA, RULES)

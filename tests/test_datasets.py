@@ -218,14 +218,22 @@ def test_avenue_both_conventions(shared_data):
         masks.frame_labels("test", {"02": counts["02"], "03": 924})
 
 
-def test_avenue_labels_that_do_not_fit_the_convention_say_what_to_name(shared_data):
+def test_avenue_labels_that_do_not_fit_the_convention_say_what_to_name(shared_data, tmp_path):
+    """Checked where the label files are named too (what validation asks), not only in the labels job."""
     gt = shared_data / "gt" / "avenue"
-    folder_as_liu = get_adapter("avenue", {"labels": str(gt / "testing_label_mask"), "label_convention": "liu2018"})
-    with pytest.raises(LabelError, match=r"testing_label_mask is a folder, but label_convention liu2018 reads .*frame_labels_avenue.npy"):
-        folder_as_liu.frame_labels("test", {"01": 1439})
-    file_as_masks = get_adapter("avenue", {"labels": str(gt / "frame_labels_avenue.npy")})
-    with pytest.raises(LabelError, match=r"frame_labels_avenue.npy is not a folder, but label_convention masks reads"):
-        file_as_masks.frame_labels("test", {"01": 1439})
+    (tmp_path / "testing_videos").mkdir()
+    (tmp_path / "testing_videos" / "01.avi").touch()
+    folder_as_liu = get_adapter("avenue", {"root": str(tmp_path), "labels": str(gt / "testing_label_mask"),
+                                           "label_convention": "liu2018"})
+    file_as_masks = get_adapter("avenue", {"root": str(tmp_path), "labels": str(gt / "frame_labels_avenue.npy")})
+    for adapter, problem in (
+        (folder_as_liu, r"testing_label_mask is a folder, but label_convention liu2018 reads .*frame_labels_avenue.npy"),
+        (file_as_masks, r"frame_labels_avenue.npy is not a folder, but label_convention masks reads"),
+    ):
+        with pytest.raises(LabelError, match=problem):
+            adapter.frame_labels("test", {"01": 1439})
+        with pytest.raises(LabelError, match=problem):
+            adapter.label_files("test")
 
 
 def test_avenue_unknown_convention(shared_data):
@@ -291,6 +299,7 @@ def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path
     np.save(labels / "test.npy", np.ones(5))
     (labels / "test.npy").rename(labels / "normal_scene_1_scenario_3_tracks.txt")  # a test video's labels
     (labels / "abnormal_test_video_names.txt").write_text("")
+    (labels / "normal_test_video_names.txt").write_text("normal_scene_1_scenario_3\n")
     adapter = get_adapter("ubnormal", {"root": str(root), "labels": str(labels)})
 
     def train():
@@ -306,10 +315,13 @@ def test_ubnormal_training_normals_follow_the_official_lists_when_given(tmp_path
     # The lists that chose the videos are the split's label files, recorded and depended on.
     (labels / "abnormal_training_video_names.txt").write_text("")
     assert [p.name for p in adapter.label_files("weak_train")] == [
-        "abnormal_test_video_names.txt", "normal_training_video_names.txt", "abnormal_training_video_names.txt"]
+        "abnormal_test_video_names.txt", "normal_test_video_names.txt", "normal_training_video_names.txt",
+        "abnormal_training_video_names.txt"]
     (labels / "normal_training_video_names.txt").unlink()
-    assert [p.name for p in adapter.label_files("train")] == ["abnormal_test_video_names.txt", "normal_validation_video_names.txt"]
-    assert [p.name for p in adapter.label_files("test")] == ["abnormal_test_video_names.txt", "normal_scene_1_scenario_3_tracks.txt"]
+    assert [p.name for p in adapter.label_files("train")] == [
+        "abnormal_test_video_names.txt", "normal_test_video_names.txt", "normal_validation_video_names.txt"]
+    assert [p.name for p in adapter.label_files("test")] == [
+        "abnormal_test_video_names.txt", "normal_test_video_names.txt", "normal_scene_1_scenario_3_tracks.txt"]
 
 
 def test_a_ubnormal_video_in_two_scene_folders_is_refused(tmp_path):
@@ -380,7 +392,7 @@ def test_a_damaged_ubnormal_test_label_file_is_refused_not_moved_out_of_the_test
 def test_ubnormal_test_labels_must_match_the_test_list(shared_data, tmp_path):
     adapter, labels = _ubnormal_copy(shared_data, tmp_path)
     (labels / "abnormal_scene_1_scenario_1_tracks.txt").unlink()
-    with pytest.raises(LabelError, match=r"no label file for 1 test videos of abnormal_test_video_names.txt, e.g. abnormal_scene_1_scenario_1_tracks.txt"):
+    with pytest.raises(LabelError, match=r"gt: no label file for 1 test videos of abnormal_test_video_names.txt: abnormal_scene_1_scenario_1 "):
         adapter.videos("test")
     listed = (labels / "abnormal_test_video_names.txt").read_text().split()
     (labels / "abnormal_test_video_names.txt").write_text("\n".join(n for n in listed if n != "abnormal_scene_1_scenario_2"))
@@ -434,3 +446,110 @@ def test_a_missing_ubnormal_test_video_names_its_label_file(shared_data, tmp_pat
     with pytest.raises(DatasetError, match=r"1 listed videos not found, e.g. normal_scene_10_scenario_2.mp4 "
                                            r"\(its labels: .*normal_scene_10_scenario_2_tracks.txt\)"):
         adapter.videos("test")
+
+
+def test_label_and_list_text_with_a_byte_order_mark_or_bytes_not_utf8(tmp_path):
+    """A byte-order mark stuck to the first name (then 'no annotation line' for a video that has one);
+    a byte that is not UTF-8 raised UnicodeDecodeError naming no file."""
+    lists, annotation = tmp_path / "lists", tmp_path / "Temporal_Anomaly_Annotation.txt"
+    lists.mkdir()
+    (lists / "Anomaly_Test.txt").write_text("\ufeffAbuse/Abuse028_x264.mp4\n", encoding="utf-8")
+    annotation.write_text("\ufeffAbuse028_x264.mp4  Abuse  165  240  -1  -1\n", encoding="utf-8")
+    adapter = get_adapter("ucf_crime", {"root": str(tmp_path), "lists": str(lists), "labels": str(annotation)})
+    assert [v.name for v in adapter.videos("test")] == ["Abuse028_x264"]
+    assert adapter.frame_labels("test", {"Abuse028_x264": 300})["Abuse028_x264"].sum() == 76
+    (tmp_path / "SH_Test.txt").write_text("\ufeff01_0014\n", encoding="utf-8")
+    shanghaitech = get_adapter("shanghaitech", {"root": str(tmp_path), "labels": str(tmp_path), "weak_lists": str(tmp_path)})
+    assert [v.source.parent.name for v in shanghaitech.videos("weak_test")] == ["frames"]  # a test video, by its id
+    annotation.write_bytes(b"Abuse028_x264.mp4  Abuse  165  240  -1  -1\nArrest001_x264.mp4  Arrest \xe9  -1  -1  -1\n")
+    with pytest.raises(LabelError, match=r"Temporal_Anomaly_Annotation.txt: not UTF-8 text \(byte 0xe9 at offset 70\)"):
+        adapter.frame_labels("test", {"Abuse028_x264": 300})
+    (lists / "Anomaly_Test.txt").write_bytes(b"Abuse/Abuse\xff028_x264.mp4\n")
+    with pytest.raises(DatasetError, match=r"Anomaly_Test.txt: not UTF-8 text \(byte 0xff at offset 11\)"):
+        adapter.videos("test")
+    (tmp_path / "SH_Test.txt").write_bytes(b"01_0014\x80\n")
+    with pytest.raises(DatasetError, match=r"SH_Test.txt: not UTF-8 text"):
+        shanghaitech.videos("weak_test")
+
+
+def test_ubnormal_normal_test_videos_follow_the_official_list_not_the_label_files_present(shared_data, tmp_path):
+    """A normal video was a test video because its label file was there: with the file missing, it
+    moved into the training split without a word."""
+    from pipelines.datasets.ubnormal import NORMAL_TEST_VIDEOS
+
+    real = {p.name.removesuffix("_tracks.txt") for p in (shared_data / "gt" / "ubnormal").glob("normal_*_tracks.txt")}
+    assert NORMAL_TEST_VIDEOS == real and len(real) == 53
+    adapter, labels = _ubnormal_copy(shared_data, tmp_path)
+    for name in ("normal_scene_10_scenario_2", "normal_scene_29_scenario_6"):
+        (labels / f"{name}_tracks.txt").unlink()
+    for split in ("test", "train"):
+        with pytest.raises(LabelError, match=r"gt: no label file for 2 test videos of normal_test_video_names.txt \(UBnormal's, "
+                                             r"kept as NORMAL_TEST_VIDEOS\): normal_scene_10_scenario_2, normal_scene_29_scenario_6 "):
+            adapter.videos(split)
+    # The list the dataset ships is read when the labels folder holds it; a normal label file outside it is refused.
+    listed = sorted(NORMAL_TEST_VIDEOS - {"normal_scene_10_scenario_2", "normal_scene_29_scenario_6", "normal_scene_3_scenario_1"})
+    (labels / "normal_test_video_names.txt").write_text("\n".join(listed) + "\n")
+    with pytest.raises(LabelError, match=r"normal_scene_3_scenario_1_tracks.txt: a label file for normal video "
+                                         r"normal_scene_3_scenario_1, which is not a test video of normal_test_video_names.txt"):
+        adapter.videos("test")
+    (labels / "normal_scene_3_scenario_1_tracks.txt").unlink()
+    assert len(adapter.videos("test")) == 208 and "normal_scene_3_scenario_1" in {v.name for v in adapter.videos("train")}
+    assert labels / "normal_test_video_names.txt" in adapter.label_files("test")
+
+
+def test_a_shanghaitech_test_set_with_videos_missing_is_refused_unless_a_subset_is_named(shared_data, tmp_path):
+    """The one-class test split was whatever folders testing/frames held: part of the test set was
+    scored, and set beside the paper's number, without a word."""
+    from pipelines.datasets.shanghaitech import TEST_VIDEOS
+
+    masks = shared_data / "gt" / "shanghaitech" / "test_frame_mask"
+    assert TEST_VIDEOS == {p.stem for p in masks.glob("*.npy")} and len(TEST_VIDEOS) == 107
+    frames = tmp_path / "testing" / "frames"
+    for name in sorted(TEST_VIDEOS - {"01_0014", "12_0175"}) + ["13_0001"]:
+        (frames / name).mkdir(parents=True)
+    config = {"root": str(tmp_path), "labels": str(masks)}
+    with pytest.raises(DatasetError, match=rf"datasets.shanghaitech.root: {frames} does not hold the 107 published test videos "
+                                           r"\(01_0014 \.\. 12_0175\); missing 2: 01_0014, 12_0175; not published: 13_0001; "
+                                           r"to score part of the test set, name it in datasets.shanghaitech.test_subset"):
+        get_adapter("shanghaitech", config).videos("test")
+    (frames / "13_0001").rmdir()
+    subset = get_adapter("shanghaitech", config | {"test_subset": ["01_0015", "05_0017"]})
+    assert [v.name for v in subset.videos("test")] == ["01_0015", "05_0017"]
+    assert subset.label_convention.endswith("; one-class test split: only 2 published videos (01_0015, 05_0017)")
+    assert [p.name for p in subset.label_files("test")] == ["01_0015.npy", "05_0017.npy"]
+    with pytest.raises(DatasetError, match=r"does not hold the videos test_subset names; missing 1: 01_0014$"):
+        get_adapter("shanghaitech", config | {"test_subset": ["01_0014", "01_0015"]}).videos("test")
+    with pytest.raises(DatasetError, match=r"datasets.shanghaitech.test_subset: 01_014 not among the 107 published test videos"):
+        get_adapter("shanghaitech", config | {"test_subset": ["01_014"]}).videos("test")
+
+
+def test_an_avenue_test_set_with_videos_missing_is_refused_unless_a_subset_is_named(shared_data, tmp_path):
+    gt = shared_data / "gt" / "avenue"
+    (tmp_path / "testing_videos").mkdir()
+    for i in (*range(1, 8), *range(9, 22)):
+        (tmp_path / "testing_videos" / f"{i:02d}.avi").touch()
+    masks = {"root": str(tmp_path), "labels": str(gt / "testing_label_mask")}
+    for config in (masks, masks | {"labels": str(gt / "frame_labels_avenue.npy"), "label_convention": "liu2018"}):
+        with pytest.raises(DatasetError, match=r"datasets.avenue.root: .*testing_videos does not hold the 21 published test "
+                                               r"videos \(01 \.\. 21\); missing 1: 08; to score part"):
+            get_adapter("avenue", config).videos("test")
+    (tmp_path / "testing_videos" / "22.avi").touch()
+    with pytest.raises(DatasetError, match=r"missing 1: 08; not published: 22;"):
+        get_adapter("avenue", masks).videos("test")
+    subset = get_adapter("avenue", masks | {"test_subset": ["21", "03"]})
+    with pytest.raises(DatasetError, match=r"does not hold the videos test_subset names; not published: 22$"):
+        subset.videos("test")
+    (tmp_path / "testing_videos" / "22.avi").unlink()
+    assert [v.name for v in subset.videos("test")] == ["03", "21"]
+    assert [p.name for p in subset.label_files("test")] == ["3_label.mat", "21_label.mat"]
+    assert subset.label_convention.startswith("avenue: masks,") and subset.label_convention.endswith("only 2 published videos (03, 21)")
+    # liu2018's file holds all 21 videos end to end: a subset's labels are cut from it at the published lengths.
+    liu = {"labels": str(gt / "frame_labels_avenue.npy"), "label_convention": "liu2018"}
+    from pipelines.datasets.avenue import TEST_LENGTHS
+
+    every = get_adapter("avenue", liu).frame_labels("test", dict(TEST_LENGTHS))
+    few = get_adapter("avenue", liu | {"test_subset": ["03", "21"]}).frame_labels("test", {"03": 923, "21": 76})
+    assert list(few) == ["03", "21"] and all(np.array_equal(few[name], every[name]) for name in few)
+    assert few["03"].any()
+    with pytest.raises(LabelError, match=r"avenue/21: the video has 77 frames, but .*frame_labels_avenue.npy holds labels for 76"):
+        get_adapter("avenue", liu | {"test_subset": ["21"]}).frame_labels("test", {"21": 77})

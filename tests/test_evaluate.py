@@ -197,7 +197,8 @@ def test_labels_are_written_only_for_frames_files_that_are_exactly_the_split(sha
     the job reported success; the evaluation then scored the videos it was given."""
     for video in ("01_0014", "01_0015"):
         (tmp_path / "raw" / "testing" / "frames" / video).mkdir(parents=True)
-    config = {"root": str(tmp_path / "raw"), "labels": str(shared_data / "gt" / "shanghaitech" / "test_frame_mask")}
+    config = {"root": str(tmp_path / "raw"), "labels": str(shared_data / "gt" / "shanghaitech" / "test_frame_mask"),
+              "test_subset": ["01_0014", "01_0015"]}
 
     def frames_file(video):
         n = np.load(shared_data / "gt" / "shanghaitech" / "test_frame_mask" / f"{video}.npy").size

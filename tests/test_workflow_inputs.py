@@ -105,9 +105,12 @@ def _avenue_like(root, lengths, seed=0):
 
 
 def _avenue_config(root):
+    """The config of an Avenue-like folder: its few test videos are named as the subset to score."""
     config = tiny_config()
     config["datasets"]["synthetic"]["enabled"] = False
-    config["datasets"]["avenue"].update(enabled=True, root=str(root), labels=str(root / "testing_label_mask"))
+    subset = sorted(p.stem for p in (root / "testing_videos").glob("*.avi"))
+    config["datasets"]["avenue"].update(enabled=True, root=str(root), labels=str(root / "testing_label_mask"),
+                                        test_subset=subset)
     return config
 
 

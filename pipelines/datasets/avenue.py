@@ -1,7 +1,8 @@
 """CUHK Avenue (Lu et al., ICCV 2013): videos and two label conventions.
 
 Layout under ``root``: ``training_videos/NN.avi`` and ``testing_videos/NN.avi`` (or frame
-folders ``training/frames/NN`` and ``testing/frames/NN``). Labels, chosen by
+folders ``training/frames/NN`` and ``testing/frames/NN``); the test videos are the 21 published
+ones, 01 .. 21, or the part of them that ``test_subset`` names. Labels, chosen by
 ``label_convention``:
 
 - ``masks``: the dataset's own ``testing_label_mask/N_label.mat`` (MATLAB v5, variable
@@ -59,7 +60,7 @@ class Avenue(DatasetAdapter):
     @property
     def label_convention(self) -> str:  # type: ignore[override]
         """The convention the labels were read with, as the reports record it."""
-        return self._CONVENTION_TEXT[self.convention]
+        return self._CONVENTION_TEXT[self.convention] + self.test_subset_note()
 
     @property
     def convention(self) -> str:
@@ -74,15 +75,35 @@ class Avenue(DatasetAdapter):
     def videos(self, split: str) -> list[Video]:
         self.check_split(split)
         root = self.path("root")
-        videos = root / _VIDEO_FOLDERS[split]
-        if videos.is_dir():
-            return [Video(p.stem, p) for p in sorted_children(videos, suffixes=(".avi", ".mp4"))]
-        return [Video(p.name, p) for p in sorted_children(root / _FRAME_FOLDERS[split], dirs=True)]
+        folder = root / _VIDEO_FOLDERS[split]
+        if folder.is_dir():
+            found = [Video(p.stem, p) for p in sorted_children(folder, suffixes=(".avi", ".mp4"))]
+        else:
+            folder = root / _FRAME_FOLDERS[split]
+            found = [Video(p.name, p) for p in sorted_children(folder, dirs=True)]
+        return self.published_test_set(folder, found, TEST_LENGTHS) if split == "test" else found
+
+    def _labels(self) -> Path:
+        """The configured labels path, after checking it is the kind the convention reads (a file for
+        liu2018, a folder for masks): otherwise validation passed and the labels job failed, or a mask
+        was looked for inside the .npy file."""
+        labels = self.path("labels")
+        if self.convention == "liu2018" and labels.is_dir():
+            raise LabelError(
+                f"datasets.avenue.labels: {labels} is a folder, but label_convention liu2018 reads the file "
+                "frame_labels_avenue.npy (Liu et al. 2018); name that file, or set label_convention: masks"
+            )
+        if self.convention == "masks" and not labels.is_dir():
+            raise LabelError(
+                f"datasets.avenue.labels: {labels} is not a folder, but label_convention masks reads the dataset's "
+                "testing_label_mask/<N>_label.mat files; name that folder, or set label_convention: liu2018"
+            )
+        return labels
 
     def label_files(self, split: str) -> list[Path]:
         if split != "test":
             return []
-        labels = self.path("labels")
+        labels = self._labels()
         if self.convention == "liu2018":
             return [labels]
         return [self._mask_file(labels, v.name) for v in self.videos("test")]
@@ -102,19 +123,12 @@ class Avenue(DatasetAdapter):
         self.check_split(split)
         if split == "train":
             return {name: np.zeros(n, np.uint8) for name, n in n_frames.items()}
-        labels = self.path("labels")
+        labels = self._labels()
         if self.convention == "liu2018":
-            if labels.is_dir():
-                raise LabelError(
-                    f"datasets.avenue.labels: {labels} is a folder, but label_convention liu2018 reads the file "
-                    "frame_labels_avenue.npy (Liu et al. 2018); name that file, or set label_convention: masks"
-                )
-            return split_concatenated(self.name, load_npy(labels), n_frames, labels, TEST_LENGTHS)
-        if not labels.is_dir():
-            raise LabelError(
-                f"datasets.avenue.labels: {labels} is not a folder, but label_convention masks reads the dataset's "
-                "testing_label_mask/<N>_label.mat files; name that folder, or set label_convention: liu2018"
-            )
+            # The file holds all 21 videos end to end: a test subset is cut from it at the published lengths.
+            counts = TEST_LENGTHS | n_frames if self.config.get("test_subset") else n_frames
+            cut = split_concatenated(self.name, load_npy(labels), counts, labels, TEST_LENGTHS)
+            return {name: cut[name] for name in n_frames}
         out = {}
         for name, n in n_frames.items():
             mask_file = self._mask_file(labels, name)

@@ -11,6 +11,7 @@ Canonical splits: ``train`` (normal videos for one-class training), ``test`` (fr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,6 +95,46 @@ class DatasetAdapter(ABC):
     def check_split(self, split: str) -> None:
         if split not in self.splits():
             raise DatasetError(f"{self.name}: no split {split!r}; it has {', '.join(self.splits())}")
+
+    def missing_videos(self, missing: list[str], note: str = "") -> DatasetError:
+        """One error for the listed videos not found under ``root``: the key, how many, the first
+        (with ``note``) and what the folder must hold. A wrong root otherwise surfaced as Snakemake's
+        MissingInputException, naming no config key."""
+        hint = f"; expected: {self.expects['root']}" if "root" in self.expects else ""
+        return DatasetError(f"datasets.{self.name}.root: {len(missing)} listed videos not found, e.g. {missing[0]}{note}{hint}")
+
+    def published_test_set(self, folder: Path, found: list[Video], published: Collection[str]) -> list[Video]:
+        """The test videos ``found`` in ``folder``, checked to be the dataset's published test set or the
+        part of it that the config key ``test_subset`` names (a smoke run's few videos). A test set
+        with videos missing was scored, and set beside the paper's number, without a word."""
+        published = set(published)
+        span = f"{min(published)} .. {max(published)}"
+        subset = self.config.get("test_subset")
+        unknown = sorted(set(subset or ()) - published)
+        if unknown:
+            raise DatasetError(f"datasets.{self.name}.test_subset: {_some(unknown)} not among the {len(published)} "
+                               f"published test videos ({span})")
+        wanted = set(subset) if subset else published
+        names = {video.name for video in found}
+        missing, extra = sorted(wanted - names), sorted(names - published)
+        if missing or extra:
+            what = "the videos test_subset names" if subset else f"the {len(published)} published test videos ({span})"
+            raise DatasetError(
+                f"datasets.{self.name}.root: {folder} does not hold {what}"
+                + (f"; missing {len(missing)}: {_some(missing)}" if missing else "")
+                + (f"; not published: {_some(extra)}" if extra else "")
+                + ("" if subset else f"; to score part of the test set, name it in datasets.{self.name}.test_subset")
+            )
+        return [video for video in found if video.name in wanted]
+
+    def test_subset_note(self) -> str:
+        """What the label convention records of a configured ``test_subset`` (empty without one)."""
+        subset = self.config.get("test_subset")
+        return f"; one-class test split: only {len(subset)} published videos ({', '.join(sorted(subset))})" if subset else ""
+
+
+def _some(names: list[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
 
 
 def binary_labels(labels: np.ndarray, where: str) -> np.ndarray:
@@ -185,6 +226,17 @@ def sorted_children(folder: Path, *, dirs: bool = False, suffixes: tuple[str, ..
                                f"{path.name}; keep one")
         by_stem[path.stem] = path
     return files
+
+
+def read_text(path: Path, error: type[ValueError] = LabelError) -> str:
+    """A label or list text file's content, read as UTF-8. A byte-order mark (some editors write one)
+    is dropped, since it would stick to the first name and make it match nothing; a file that is not
+    UTF-8 is an ``error`` naming it, where Python's UnicodeDecodeError names no file."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                    "save it as UTF-8") from err
 
 
 def load_npy(path: Path) -> np.ndarray:

@@ -6,8 +6,11 @@ distributes them, ``<video>_tracks.txt`` files that for test videos are really `
 ``obj_id,start,end`` track text files for abnormal training/validation videos, and the
 ``abnormal_{training,validation,test}_video_names.txt`` lists.
 
-Splits: ``test`` = videos with a .npy label file; ``train`` = the normal training videos;
-``weak_train`` = those plus the abnormal training videos (video label 1); ``weak_test`` = test.
+Splits: ``test`` = the videos of UBnormal's two test lists, ``abnormal_test_video_names.txt`` and
+``normal_test_video_names.txt`` (from the dataset's repository, ``scripts/``; when the labels folder
+lacks it, the same 53 names kept here as NORMAL_TEST_VIDEOS), each with its .npy label file;
+``train`` = the normal training videos; ``weak_train`` = those plus the abnormal training videos
+(video label 1); ``weak_test`` = test.
 The normal training videos are those of UBnormal's own ``normal_training_video_names.txt``
 (from the dataset's repository, ``scripts/``) when the labels folder holds it. STG-NF's
 distribution ships only the abnormal lists; then every normal video that is not a test video and
@@ -21,10 +24,41 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import register
-from pipelines.datasets.base import DatasetAdapter, DatasetError, LabelError, Video, binary_labels, check_count, load_npy
+from pipelines.datasets.base import (
+    DatasetAdapter,
+    DatasetError,
+    LabelError,
+    Video,
+    binary_labels,
+    check_count,
+    load_npy,
+    read_text,
+)
 
 _NPY_MAGIC = b"\x93NUMPY"
 _SUFFIX = "_tracks.txt"
+# UBnormal's scripts/normal_test_video_names.txt: the normal test videos, which STG-NF's distribution
+# labels (a .npy array each) but does not list.
+NORMAL_TEST_VIDEOS = frozenset("""
+    normal_scene_1_scenario1_10 normal_scene_3_scenario_1 normal_scene_3_scenario_5
+    normal_scene_3_scenario_7 normal_scene_4_scenario_1 normal_scene_4_scenario_5
+    normal_scene_4_scenario_8 normal_scene_5_scenario_8 normal_scene_7_scenario_3
+    normal_scene_7_scenario_3_fog normal_scene_7_scenario_4_fog normal_scene_8_scenario_2_fog
+    normal_scene_8_scenario_7 normal_scene_9_scenario_1 normal_scene_9_scenario_4_fog
+    normal_scene_9_scenario_6 normal_scene_9_scenario_8 normal_scene_10_scenario_2
+    normal_scene_10_scenario_3 normal_scene_10_scenario_8 normal_scene_10_scenario_9
+    normal_scene_11_scenario_2_fog normal_scene_11_scenario_4_fog normal_scene_12_scenario_2
+    normal_scene_13_scenario_1_fog normal_scene_14_scenario_2 normal_scene_14_scenario_4
+    normal_scene_15_scenario_6 normal_scene_17_scenario_2 normal_scene_17_scenario_3_1
+    normal_scene_17_scenario_4 normal_scene_18_scenario_1 normal_scene_18_scenario_4
+    normal_scene_20_scenario_2 normal_scene_20_scenario_4 normal_scene_20_scenario_9
+    normal_scene_21_scenario_2 normal_scene_21_scenario_3 normal_scene_21_scenario_5
+    normal_scene_22_scenario_5 normal_scene_23_scenario_4 normal_scene_23_scenario_5
+    normal_scene_23_scenario_7 normal_scene_24_scenario_1 normal_scene_24_scenario_6
+    normal_scene_25_scenario_4 normal_scene_25_scenario_7 normal_scene_26_scenario_4
+    normal_scene_26_scenario_8 normal_scene_27_scenario_4 normal_scene_28_scenario_2
+    normal_scene_29_scenario_1 normal_scene_29_scenario_6
+""".split())
 
 
 @register
@@ -70,7 +104,7 @@ class UBnormal(DatasetAdapter):
             if not required:
                 return None
             raise DatasetError(f"datasets.ubnormal.labels: {path} not found")
-        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        return {line.strip() for line in read_text(path, DatasetError).splitlines() if line.strip()}
 
     def _normal_lists(self) -> tuple[str, set[str] | None, set[str], Path | None]:
         """(the rule choosing the normal training videos, the official training list or None, the
@@ -95,31 +129,44 @@ class UBnormal(DatasetAdapter):
             return listed
         return {n for n in available if n.startswith("normal_") and n not in test | validation}
 
+    def _normal_test(self) -> tuple[set[str], str]:
+        """The normal test videos and the list they come from: normal_test_video_names.txt when the
+        labels folder holds it, else the same official list kept here."""
+        listed = self._names_file("test", "normal", required=False)
+        if listed is not None:
+            return listed, self._names_path("test", "normal").name
+        return set(NORMAL_TEST_VIDEOS), "normal_test_video_names.txt (UBnormal's, kept as NORMAL_TEST_VIDEOS)"
+
     def _test_names(self) -> set[str]:
-        """The test videos: every ``normal_*`` label file and those of abnormal_test_video_names.txt,
-        each of which must be a .npy array (the training and validation abnormal videos' files are
-        track text). A test file that is damaged or replaced would otherwise silently move its video
-        out of the test set (a normal one into training)."""
+        """The test videos: those of the normal and abnormal test lists, each of which must have a .npy
+        label array (the training and validation abnormal videos' files are track text). Recognised by
+        their label files alone, a test video whose file is missing, damaged or replaced would silently
+        leave the test set (a normal one for training); a normal video's label file outside the list
+        is refused too, since only test videos have one."""
         folder = self.path("labels")
         abnormal_test = self._names_file("test")
+        normal_test, normal_list = self._normal_test()
         names = set()
         for path in sorted(folder.glob(f"*{_SUFFIX}")):
             video = path.name[: -len(_SUFFIX)]
             with open(path, "rb") as handle:
                 is_array = handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC
-            is_test = video.startswith("normal_") or video in abnormal_test
-            if is_test and not is_array:
-                raise LabelError(f"{path}: not a .npy label array, as every test video's label file is "
-                                 f"({'a normal video' if video.startswith('normal_') else 'listed in abnormal_test_video_names.txt'}); "
-                                 "the file is damaged or not the one STG-NF distributes")
-            if is_array and not is_test:
+            listed_in = normal_list if video in normal_test else "abnormal_test_video_names.txt" if video in abnormal_test else None
+            if listed_in is None and video.startswith("normal_"):
+                raise LabelError(f"{path}: a label file for normal video {video}, which is not a test video of {normal_list}; "
+                                 "only test videos have label files (remove it, or list the video)")
+            if listed_in and not is_array:
+                raise LabelError(f"{path}: not a .npy label array, as every test video's label file is (listed in "
+                                 f"{listed_in}); the file is damaged or not the one STG-NF distributes")
+            if is_array and not listed_in:
                 raise LabelError(f"{path}: a .npy label array, but {video} is not in abnormal_test_video_names.txt")
-            if is_test:
+            if listed_in:
                 names.add(video)
-        missing = sorted(abnormal_test - names)
-        if missing:
-            raise LabelError(f"{folder}: no label file for {len(missing)} test videos of abnormal_test_video_names.txt, "
-                             f"e.g. {missing[0]}{_SUFFIX}")
+        for listed, source in ((abnormal_test, "abnormal_test_video_names.txt"), (normal_test, normal_list)):
+            missing = sorted(listed - names)
+            if missing:
+                raise LabelError(f"{folder}: no label file for {len(missing)} test videos of {source}: "
+                                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (<video>{_SUFFIX})")
         return names
 
     def videos(self, split: str) -> list[Video]:
@@ -136,8 +183,7 @@ class UBnormal(DatasetAdapter):
         if missing:
             where = (f" (its labels: {self._label_file(missing[0])})" if split in ("test", "weak_test")
                      else " (named in the split lists)")
-            raise DatasetError(f"datasets.ubnormal.root: {len(missing)} listed videos not found, e.g. "
-                               f"{missing[0]}.mp4{where}")
+            raise self.missing_videos([f"{name}.mp4" for name in missing], where)
         return [Video(name, available[name]) for name in sorted(chosen)]
 
     def _label_file(self, video: str) -> Path:
@@ -151,10 +197,12 @@ class UBnormal(DatasetAdapter):
         return self._lists_read(split)
 
     def _lists_read(self, split: str) -> list[Path]:
-        """The ``*_video_names.txt`` files a split's videos are chosen by: the test list always (test
+        """The ``*_video_names.txt`` files a split's videos are chosen by: the test lists always (test
         videos are never training videos), the normal list the training rule uses, and for
         ``weak_train`` the abnormal training list."""
         lists = [self._names_path("test")]
+        if self._names_path("test", "normal").is_file():
+            lists.append(self._names_path("test", "normal"))
         normal_list = self._normal_lists()[3] if split in ("train", "weak_train") else None
         if normal_list is not None:
             lists.append(normal_list)

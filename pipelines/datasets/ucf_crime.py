@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.datasets import register
-from pipelines.datasets.base import DatasetAdapter, DatasetError, LabelError, Video
+from pipelines.datasets.base import DatasetAdapter, DatasetError, LabelError, Video, read_text
 
 _LISTS = {"train": "Anomaly_Train.txt", "weak_train": "Anomaly_Train.txt", "test": "Anomaly_Test.txt", "weak_test": "Anomaly_Test.txt"}
 
@@ -42,7 +42,7 @@ class UCFCrime(DatasetAdapter):
         path = self.path("lists") / _LISTS[split]
         if not path.is_file():
             raise DatasetError(f"datasets.ucf_crime.lists: {path} not found")
-        entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        entries = [line.strip() for line in read_text(path, DatasetError).splitlines() if line.strip()]
         return [e for e in entries if _is_normal(e)] if split == "train" else entries
 
     def videos(self, split: str) -> list[Video]:
@@ -78,6 +78,9 @@ class UCFCrime(DatasetAdapter):
             for start, end in events[name]:
                 if end >= n:
                     raise LabelError(f"ucf_crime/{name}: event {start}..{end} in {source} ends past the video's {n} frames")
+                # The RTFM/SSRL ground-truth recipe (make_gt_ucf.py), which their AUCs were computed against,
+                # reads the numbers as 0-based inclusive frame indices; Sultani et al.'s MATLAB evaluator reads
+                # them 1-based.
                 labels[start : end + 1] = 1
             out[name] = labels
         return out
@@ -93,7 +96,7 @@ def read_temporal_annotation(path: Path) -> dict[str, list[tuple[int, int]]]:
     if not path.is_file():
         raise LabelError(f"{path}: label file not found")
     events: dict[str, list[tuple[int, int]]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
