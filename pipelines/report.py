@@ -168,13 +168,17 @@ def withheld_papers_of_other_protocols(table: pd.DataFrame) -> None:
     ``papers`` records it, saying why in its reference: another label convention (Avenue's masks
     against Liu et al.'s labels differ on 441 frames; ``label_convention`` is how the row's must begin)
     or other smoothing (STG-NF's 85.9 is smoothed six times, 81.9 without; ``smoothing_sigmas``, the
-    sigmas in order or "none"). An empty cell: any."""
+    sigmas in order or "none"), or another number of test videos (a ``test_subset`` run, or a split
+    with videos left out; ``paper_n_videos``). An empty cell: any."""
     def column(name: str) -> pd.Series:
-        return table.get(name, pd.Series("", index=table.index)).fillna("").astype(str).str.strip()
+        values = table.get(name, pd.Series("", index=table.index)).astype(object)
+        return values.where(values.notna(), "").astype(str).str.strip()
 
-    labels, sigmas = column("label_convention"), column("smoothing_sigmas")
+    labels, sigmas, videos = column("label_convention"), column("smoothing_sigmas"), column("paper_n_videos")
     for i in table.index[table["paper_auc"].notna()]:
         reasons = []
+        if videos[i] and int(float(videos[i])) != int(table.at[i, "n_videos"]):
+            reasons.append(f"the paper's test split has {int(float(videos[i]))} videos, this row's {table.at[i, 'n_videos']}")
         if labels[i] and not table.at[i, "row_labels"].startswith(labels[i]):
             reasons.append(f"the paper's labels are {labels[i]}, this row's {table.at[i, 'row_labels'].split(',')[0]}")
         if sigmas[i]:

@@ -29,6 +29,9 @@ def record(method: str, seed: int, noise: float, *, config: dict | None = None, 
         scores = (labels + noise * rng.standard_normal(n_frames)).astype(np.float32)
         videos.append(VideoScores(f"v{index}", labels, scores, np.ones(n_frames, bool)))
     result = evaluate(videos, Protocol(normalisation="minmax_per_video", label_convention=convention, skipped_start_frames=1))
+    # The row stands for the paper's whole test split (paper_n_videos) unless a test says otherwise.
+    published = pd.read_csv(PAPERS).query("dataset == @dataset and split == 'test'")["paper_n_videos"]
+    result["n_videos"] = int(published.iloc[0]) if len(published) else result["n_videos"]
     config = {"method": {"name": method}} if config is None else config
     return {"method": method, "dataset": dataset, "split": "test", "seed": seed, **result, "config": config,
             "config_hash": config_hash(config), "versions": {"python": "3.11.7", "vadbench_revision": "cd" * 20}}
@@ -83,6 +86,15 @@ def test_a_paper_number_of_another_smoothing_is_not_shown_beside_a_row():
     assert table.loc["lgn_net"].paper_ref.endswith("its 89.3 is not shown: the paper's labels are avenue: liu2018, "
                                                    "this row's avenue: masks; the paper's smoothing is none, this "
                                                    "row's gaussian sigmas 2")
+
+
+def test_a_paper_number_is_not_shown_beside_a_row_of_part_of_its_test_split():
+    """A test_subset run (or a split with videos left out) scores other videos than the paper did."""
+    part = record("lgn_net", 0, 0.6) | {"n_videos": 2}
+    table = build_table([part], pd.read_csv(PAPERS)).set_index("method")
+    assert np.isnan(table.loc["lgn_net"].paper_auc)
+    assert table.loc["lgn_net"].paper_ref.endswith("its 97.1 is not shown: the paper's test split has 12 videos, "
+                                                   "this row's 2")
 
 
 @pytest.mark.parametrize(
@@ -203,7 +215,7 @@ def test_timelines_shade_every_abnormal_run_a_whole_frame_wide():
 
 def test_ar_nets_published_false_alarm_rate_stands_beside_its_own():
     """AR-Net's paper gives its false alarm rate with its AUC (0.10 %); the table showed only ours."""
-    arnet = record("arnet", 0, 0.6, dataset="shanghaitech") | {"split": "weak_test", "far": 0.0021}
+    arnet = record("arnet", 0, 0.6, dataset="shanghaitech") | {"split": "weak_test", "far": 0.0021, "n_videos": 199}
     table = build_table([arnet, record("lgn_net", 0, 0.6)], pd.read_csv(PAPERS)).set_index("method")
     assert (table.at["arnet", "paper_auc"], table.at["arnet", "paper_far"], table.at["arnet", "far"]) == (91.24, 0.1, 0.21)
     assert np.isnan(table.at["lgn_net", "paper_far"]) and np.isnan(table.at["lgn_net", "far"])
