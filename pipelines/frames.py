@@ -26,6 +26,7 @@ import numpy as np
 import simplejpeg
 
 from pipelines.atomic import atomic_path
+from pipelines.ffmpeg_log import DecoderLog
 from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_count import write_frame_count
 from pipelines.frame_store import COMPRESSIONS, FrameWriter
@@ -92,8 +93,8 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
         height, width = params.size or info.frame_size
         channels = PIXEL_FORMATS[params.pixel_format]
         frame_bytes = decoded_height * decoded_width * channels
-        errors: list[bytes] = []
-        drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+        log = DecoderLog()
+        drain = threading.Thread(target=log.read, args=(process.stderr,), daemon=True)
         drain.start()
         _widen_pipe(process.stdout)
         # A reader thread keeps ffmpeg decoding while this thread compresses. Blocks travel in a ring
@@ -121,11 +122,10 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
                         break
                 returncode = process.wait()
                 drain.join()
-                message = _decoding_errors(b"".join(errors).decode(errors="replace"))
                 if writer.n_frames == 0:
-                    raise VideoError(f"{source}: the video has no frames (ffmpeg: {_last_lines(message, 1)})")
-                if returncode != 0 or message:
-                    raise VideoError(f"{source}: ffmpeg could not decode the whole video: {_last_lines(message)}")
+                    raise VideoError(f"{source}: the video has no frames (ffmpeg: {log.summary(1)})")
+                if returncode != 0 or log.count:
+                    raise VideoError(f"{source}: ffmpeg could not decode the whole video: {log.summary()}")
                 writer.set_attrs(
                     _provenance(source, "video", sha256_file(source), params, info.fps, info.frame_size)
                     | {"ffmpeg_version": ffmpeg_version(), "codec": info.codec, "rotation": info.rotation,
@@ -183,21 +183,6 @@ def _read_blocks(stream, free: "queue.Queue[bytearray]", filled: "queue.Queue[tu
                 return
     except Exception as err:  # noqa: BLE001 - handed to the writer, which raises it
         filled.put((buffer, err))
-
-
-# What the raw output muxer says about the timestamps it is handed (a source with repeated
-# timestamps): the frames are written all the same, and a raw pipe carries no timestamps.
-_OUTPUT_TIMESTAMP_NOTICE = re.compile(r"^\[rawvideo @ [^\]]*\] Application provided invalid, non monotonically increasing dts")
-
-
-def _decoding_errors(message: str) -> str:
-    """ffmpeg's error output less the output muxer's timestamp notices, which say nothing about decoding."""
-    return "\n".join(line for line in message.strip().splitlines() if not _OUTPUT_TIMESTAMP_NOTICE.match(line)).strip()
-
-
-def _last_lines(message: str, n: int = 3) -> str:
-    lines = [line for line in message.splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) if lines else "no message from ffmpeg"
 
 
 def natural_key(path: Path) -> list:
