@@ -1,40 +1,70 @@
 """ffmpeg's messages while it decodes one video, read line by line as they come.
 
-The output muxer's timestamp notices are dropped as they arrive and only the last lines are kept,
-so a source that makes ffmpeg print a line per frame does not grow memory with the video's length.
+ffmpeg runs at ``-loglevel level+info``: each message carries its level, so its errors are told
+apart from its description of the input and the output. From the output's description, which
+ffmpeg prints before it writes the first frame, comes the size of the frames it writes, so that its
+bytes are never read as frames of another size.
+The output muxer's timestamp notices are dropped as they arrive and only the last error lines are
+kept, so a source that makes ffmpeg print a line per frame does not grow memory with the video's length.
 """
 from __future__ import annotations
 
 import re
+import threading
 from collections import deque
 
-KEPT_LINES = 20  # the last lines kept for an error message
+from pipelines.ffmpeg_tools import STREAM_LINE
+
+KEPT_LINES = 20  # the last error lines kept for an error message
 _MAX_LINE = 1 << 16  # a longer line is read in pieces of this many bytes
 
+# "[h264 @ 0x..] [error] message", "[info] message"; a message's further lines carry no level.
+_LEVEL = re.compile(r"^(?P<context>(?:\[[^\]]*\] )*)\[(?P<level>panic|fatal|error|warning|info|verbose|debug|trace)\] ")
+_ERROR_LEVELS = ("panic", "fatal", "error")
 # What the raw output muxer says about the timestamps it is handed (a source with repeated
 # timestamps): the frames are written all the same, and a raw pipe carries no timestamps.
 _OUTPUT_TIMESTAMP_NOTICE = re.compile(r"^\[rawvideo @ [^\]]*\] Application provided invalid, non monotonically increasing dts")
 
 
 class DecoderLog:
-    """The decoding errors ffmpeg reports: how many lines, and the last few."""
+    """What ffmpeg says while it decodes: the (height, width) of the frames it writes, and its
+    errors (how many lines, and the last few)."""
 
     def __init__(self, keep: int = KEPT_LINES):
         self.count = 0
         self.last: deque[str] = deque(maxlen=keep)
+        self.output_size: tuple[int, int] | None = None
+        self.described = threading.Event()  # set once output_size is known, or ffmpeg has ended
+        self._level = "info"
+        self._in_output = False
 
     def read(self, stream) -> None:
         """Read ffmpeg's stderr (bytes) to its end; run in a thread, so that ffmpeg never waits on a full pipe."""
-        for raw in iter(lambda: stream.readline(_MAX_LINE), b""):
-            self.add(raw.decode(errors="replace"))
+        try:
+            for raw in iter(lambda: stream.readline(_MAX_LINE), b""):
+                self.add(raw.decode(errors="replace"))
+        finally:
+            self.described.set()
 
     def add(self, line: str) -> None:
+        tagged = _LEVEL.match(line)
+        if tagged:
+            self._level = tagged["level"]
+            line = tagged["context"] + line[tagged.end():]
         line = line.strip()
-        if line and not _OUTPUT_TIMESTAMP_NOTICE.match(line):
-            self.count += 1
-            self.last.append(line)
+        if not line:
+            return
+        if self._level in _ERROR_LEVELS:
+            if not _OUTPUT_TIMESTAMP_NOTICE.match(line):
+                self.count += 1
+                self.last.append(line)
+        elif "Output #0, " in line:  # may follow a warning's last line on the same line
+            self._in_output = True
+        elif self._in_output and self.output_size is None and (stream := STREAM_LINE.search(line)):
+            self.output_size = (int(stream["h"]), int(stream["w"]))
+            self.described.set()
 
     def summary(self, n: int = 3) -> str:
-        """The last ``n`` lines, for an error message."""
+        """The last ``n`` error lines, for an error message."""
         lines = list(self.last)[-n:]
         return " | ".join(lines) if lines else "no message from ffmpeg"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -65,6 +66,15 @@ def ffmpeg_version() -> str:
     return _first_version_line(ffmpeg_exe())
 
 
+@functools.cache
+def crops_by_container() -> bool:
+    """Whether this ffmpeg crops decoded frames by their container's cropping metadata unless told
+    not to: release 7.1 and newer, whose ``ffmpeg -h long`` lists ``-apply_cropping``."""
+    help_text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-h", "long"], capture_output=True, text=True,
+                               errors="replace").stdout
+    return "-apply_cropping[" in help_text
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """The first video stream: its coded size, and the rotation its metadata asks players for."""
@@ -73,23 +83,25 @@ class VideoInfo:
     height: int
     fps: float
     codec: str
-    rotation: int = 0  # degrees, from the stream's display matrix (phones record portrait video so)
+    rotation: int = 0  # degrees, 0..359, from the stream's display matrix (phones record portrait video so)
 
     @property
     def frame_size(self) -> tuple[int, int]:
-        """(height, width) of the frames ffmpeg decodes: it applies the rotation, so a quarter turn
-        swaps the coded sides."""
-        return (self.width, self.height) if self.rotation % 180 == 90 else (self.height, self.width)
+        """(height, width) of the frames ffmpeg decodes, a container's cropping aside: a rotation of
+        90 or 270 degrees swaps the coded sides, any other one turns the picture within them."""
+        return (self.width, self.height) if self.rotation in (90, 270) else (self.height, self.width)
 
 
-_STREAM_RE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
+STREAM_LINE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) (?:fps|tbr)")
 _ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees", re.IGNORECASE)
 
 
-def _quarter_turns(degrees: float) -> int:
-    """A rotation in degrees as 0, 90, 180 or 270 (the display matrices ffmpeg applies)."""
-    return int(round(degrees / 90.0)) % 4 * 90
+def _whole_degrees(degrees: float) -> int:
+    """A display rotation as ffmpeg takes it: rounded to whole degrees (halves away from zero), in
+    0..359. ffmpeg transposes the frames only when that is 90 or 270 (a 89.4 degree rotation is 89,
+    and turns the picture within the coded size)."""
+    return int(math.copysign(math.floor(abs(degrees) + 0.5), degrees)) % 360
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -110,7 +122,7 @@ def probe(path: str | Path) -> VideoInfo:
     )
     lines = proc.stderr.splitlines()
     for index, line in enumerate(lines):
-        stream = _STREAM_RE.search(line)
+        stream = STREAM_LINE.search(line)
         if stream:
             fps = _FPS_RE.search(line)
             rate = float(fps["fps"]) * (1000 if fps and fps["k"] else 1) if fps else 0.0
@@ -126,7 +138,7 @@ def _stream_rotation(following: list[str]) -> int:
             break
         rotation = _ROTATION_RE.search(line)
         if rotation:
-            return _quarter_turns(float(rotation["deg"]))
+            return _whole_degrees(float(rotation["deg"]))
     return 0
 
 
@@ -152,4 +164,4 @@ def _probe_with_ffprobe(ffprobe: str, path: Path) -> VideoInfo:
     rotation = next((float(d["rotation"]) for d in s.get("side_data_list", []) if "rotation" in d), None)
     if rotation is None:  # older ffprobe: a "rotate" tag, clockwise (the display matrix is counter-clockwise)
         rotation = -float(s.get("tags", {}).get("rotate", 0))
-    return VideoInfo(int(s["width"]), int(s["height"]), fps, s.get("codec_name", "unknown"), _quarter_turns(rotation))
+    return VideoInfo(int(s["width"]), int(s["height"]), fps, s.get("codec_name", "unknown"), _whole_degrees(rotation))

@@ -27,7 +27,7 @@ import simplejpeg
 
 from pipelines.atomic import atomic_path
 from pipelines.ffmpeg_log import DecoderLog
-from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
+from pipelines.ffmpeg_tools import VideoError, crops_by_container, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_count import write_frame_count
 from pipelines.frame_store import COMPRESSIONS, FrameWriter
 from pipelines.provenance import sha256_file, sha256_folder, versions
@@ -72,31 +72,48 @@ def extract(
 
 def _start_decoder(source: Path, params: FrameParams):
     """ffmpeg decoding ``source`` to raw frames of its own size on its stdout (``resized`` then
-    applies a configured size). The command does not depend on the probe, so decoding starts while
-    ffprobe reads the header."""
-    stream = ffmpeg.input(input_url(source))["v:0"]  # the stream probe() describes
+    applies a configured size), describing its input and output on stderr, each line with its level
+    (``DecoderLog`` reads it). A container's cropping (Matroska's PixelCrop, MP4's clap), which
+    ffmpeg 7.1 and newer apply by default while older releases and ``ffmpeg -i``'s size ignore it,
+    is not applied: a file gives the same frames with any ffmpeg. The command does not depend on
+    the probe, so decoding starts while ffprobe reads the header."""
+    cropping = {"apply_cropping": "codec"} if crops_by_container() else {}
+    stream = ffmpeg.input(input_url(source), **cropping)["v:0"]  # the stream probe() describes
     return (
         stream.output("pipe:", format="rawvideo", pix_fmt=params.pixel_format, fps_mode="passthrough")
-        .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-xerror")
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", "-xerror")
         .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
     )
 
 
 def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     process = _start_decoder(source, params)
+    log = DecoderLog()
+    drain = threading.Thread(target=log.read, args=(process.stderr,), daemon=True)
+    drain.start()
     free: queue.Queue[bytearray] = queue.Queue()
     reader = None
     try:
         info = probe(source)  # a missing or unreadable file stops here, naming it
-        # ffmpeg applies the stream's rotation, so its frames come out in the probe's frame_size.
+        _widen_pipe(process.stdout)
+        # ffmpeg states the size of the frames it writes before the first one: its bytes are read as
+        # frames only when that is the stream's size (turned by its rotation), never reshaped to another.
+        log.described.wait()
+        if log.output_size is None:  # ffmpeg ended before it wrote a frame
+            wrote = process.stdout.read(1)
+            process.wait()
+            drain.join()
+            if wrote:
+                raise VideoError(f"{source}: ffmpeg wrote frames without stating their size")
+            raise VideoError(f"{source}: the video has no frames (ffmpeg: {log.summary(1)})")
+        if log.output_size != info.frame_size:
+            (out_h, out_w), (stream_h, stream_w) = log.output_size, info.frame_size
+            raise VideoError(f"{source}: ffmpeg decodes {out_w}x{out_h} frames but the stream is {stream_w}x{stream_h} "
+                             f"(display rotation {info.rotation} degrees); its frames are not stored at another size")
         decoded_height, decoded_width = info.frame_size
         height, width = params.size or info.frame_size
         channels = PIXEL_FORMATS[params.pixel_format]
         frame_bytes = decoded_height * decoded_width * channels
-        log = DecoderLog()
-        drain = threading.Thread(target=log.read, args=(process.stderr,), daemon=True)
-        drain.start()
-        _widen_pipe(process.stdout)
         # A reader thread keeps ffmpeg decoding while this thread compresses. Blocks travel in a ring
         # of reused buffers: memory stays at RING blocks whatever the video's length, and no block's
         # pages are allocated (and zeroed by the kernel) anew.

@@ -472,3 +472,70 @@ def test_ffmpegs_messages_do_not_grow_memory_with_the_videos_length(tmp_path):
         finally:
             tracemalloc.stop()
     assert peaks[16000] - peaks[4000] < 200_000, peaks
+
+
+def _mkv_cropped_at_the_bottom(path, frames, rows):
+    """A lossless mkv of ``frames`` whose track asks for ``rows`` rows to be cropped off the bottom
+    (Matroska's PixelCropBottom). ffmpeg's muxer writes no cropping of its own: the DisplayHeight
+    element it writes for a 2:1 pixel aspect becomes PixelCropBottom, an element of the same size."""
+    _, height, width, _ = frames.shape
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                    "-i", "pipe:", "-vf", "setsar=2", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)],
+                    input=frames.tobytes(), check=True)
+    data = path.read_bytes()
+    display_height = bytes([0x54, 0xBA, 0x81])  # the element's ID, then its size: one byte
+    assert data.count(display_height) == 1, "ffmpeg's muxer no longer writes DisplayHeight as expected"
+    at = data.index(display_height)
+    path.write_bytes(data[:at] + bytes([0x54, 0xAA, 0x81, rows]) + data[at + 4 :])
+    return path
+
+
+def test_a_video_cropped_by_its_container_gives_its_whole_frames_with_any_ffmpeg(tmp_path):
+    """ffmpeg 7.1 and newer apply a container's cropping by default, while `ffmpeg -i` prints the
+    uncropped size: the store read 30 frames of 64x32 as 20 scrambled frames of 64x48. Older
+    releases ignore the cropping, so the frames are decoded whole with every ffmpeg."""
+    from pipelines.ffmpeg_tools import ffmpeg_version, release_of
+
+    frames = moving_square_frames(30)
+    video = _mkv_cropped_at_the_bottom(tmp_path / "cropped.mkv", frames, 16)
+    if (release_of(ffmpeg_version()) or (99, 0)) >= (7, 1):  # the file is what the test needs: ffmpeg crops it
+        cropped = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(video), "-f", "rawvideo",
+                                  "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+        assert len(cropped) == 30 * 32 * 64 * 3
+    assert probe(video).frame_size == (48, 64)
+    assert extract(video, tmp_path / "c.h5", FrameParams()) == 30
+    with FrameReader(tmp_path / "c.h5") as reader:
+        assert reader.shape == (30, 48, 64, 3) and np.array_equal(reader.clip(0, 30), frames)
+        assert reader.attrs["original_size"] == [48, 64]
+
+
+@pytest.mark.parametrize(("degrees", "size"), [(60, (48, 64)), (89.4, (48, 64)), (90.4, (64, 48))])
+def test_a_rotation_other_than_a_quarter_turn_keeps_the_coded_size(tmp_path, degrees, size):
+    """ffmpeg transposes the frames only for a rotation of 90 or 270 whole degrees; any other angle
+    turns the picture within the coded 64x48. Rounding to the nearest quarter turn took 60 degrees
+    for 90 and stored 64x48 bytes as 48x64 frames."""
+    plain = encode_video(tmp_path / "plain.mp4", moving_square_frames(6))
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-display_rotation", str(degrees), "-i", str(plain),
+                    "-c", "copy", str(turned)], check=True)
+    assert probe(turned).frame_size == size
+    assert extract(turned, tmp_path / "t.h5", FrameParams()) == 6
+    decoded = subprocess.run([ffmpeg_exe(), "-loglevel", "quiet", "-i", str(turned), "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    with FrameReader(tmp_path / "t.h5") as reader:
+        assert reader.shape == (6, *size, 3) and reader.clip(0, 6).tobytes() == decoded
+        assert reader.attrs["original_size"] == list(size)
+
+
+def test_frames_of_another_size_than_the_streams_are_refused_naming_both(tmp_path):
+    """`ffmpeg -i` prints a rotation to hundredths: 89.499 degrees reads 89.50, a quarter turn, while
+    ffmpeg itself rounds 89.499 to 89 and keeps the coded 64x48; the bytes of its frames were read as
+    frames of 48x64."""
+    plain = encode_video(tmp_path / "plain.mp4", moving_square_frames(6))
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "89.499", "-i", str(plain),
+                    "-c", "copy", str(turned)], check=True)
+    assert probe(turned).frame_size == (64, 48)
+    with pytest.raises(VideoError, match=rf"{turned}: ffmpeg decodes 64x48 frames but the stream is 48x64"):
+        extract(turned, tmp_path / "t.h5", FrameParams())
+    assert not (tmp_path / "t.h5").exists() and _leftovers(tmp_path) == []
