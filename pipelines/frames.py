@@ -3,7 +3,8 @@
 Streaming: frames travel from ffmpeg's pipe to HDF5 in fixed-size blocks, so memory does
 not grow with the video's length. The output is written under a temporary name and
 renamed when complete. A video that ffmpeg reports as damaged, or that yields no frame,
-is an error naming the file; nothing is written for it.
+is an error naming the file; nothing is written for it. One whose frames end clearly before the
+length it declares is stored with a warning (``pipelines.declared_length``).
 
 Run by hand: ``python -m pipelines.frames SOURCE OUT.h5 [--size H W] [--pixel-format gray]``.
 """
@@ -26,6 +27,7 @@ import numpy as np
 import simplejpeg
 
 from pipelines.atomic import atomic_path
+from pipelines.declared_length import declared_seconds, shortfall
 from pipelines.ffmpeg_log import DecoderLog
 from pipelines.ffmpeg_tools import VideoError, crops_by_container, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_count import write_frame_count
@@ -143,10 +145,15 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
                     raise VideoError(f"{source}: the video has no frames (ffmpeg: {log.summary(1)})")
                 if returncode != 0 or log.count:
                     raise VideoError(f"{source}: ffmpeg could not decode the whole video: {log.summary()}")
+                declared = declared_seconds(source, log.input_format, log.input_streams, log.declared_duration)
+                if warning := shortfall(source, declared, log.decoded_end, writer.n_frames):
+                    print(f"WARNING: {warning}", file=sys.stderr)
+                lengths = {"declared_duration": declared, "decoded_duration": log.decoded_end}  # seconds, where known
                 writer.set_attrs(
                     _provenance(source, "video", sha256_file(source), params, info.fps, info.frame_size)
                     | {"ffmpeg_version": ffmpeg_version(), "codec": info.codec, "rotation": info.rotation,
                        "n_frames": writer.n_frames}
+                    | {key: value for key, value in lengths.items() if value is not None}
                 )
                 return writer.n_frames
     finally:

@@ -539,3 +539,45 @@ def test_frames_of_another_size_than_the_streams_are_refused_naming_both(tmp_pat
     with pytest.raises(VideoError, match=rf"{turned}: ffmpeg decodes 64x48 frames but the stream is 48x64"):
         extract(turned, tmp_path / "t.h5", FrameParams())
     assert not (tmp_path / "t.h5").exists() and _leftovers(tmp_path) == []
+
+
+def _cut_avi_after(path, n_chunks):
+    """Cut an AVI right after its first ``n_chunks`` frame chunks, as an interrupted copy may."""
+    data = path.read_bytes()
+    at = data.index(b"movi") + 4  # the frames list's first chunk
+    for _ in range(n_chunks):
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        at += 8 + size + (size & 1)
+    path.write_bytes(data[:at])
+
+
+def test_an_avi_cut_between_frames_is_stored_with_a_warning_naming_both_lengths(tmp_path, capfd):
+    """ffmpeg decodes an AVI cut at a chunk boundary without an error, and scales the length its
+    header declares down by the share of the file that is missing: 40 frames of 100 were stored in
+    silence."""
+    video = tmp_path / "cut.avi"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+                    "-frames:v", "100", "-c:v", "mpeg4", str(video)], check=True)
+    assert extract(video, tmp_path / "whole.h5", FrameParams()) == 100
+    assert "WARNING" not in capfd.readouterr().err
+    _cut_avi_after(video, 40)
+    assert extract(video, tmp_path / "cut.h5", FrameParams()) == 40
+    assert (f"WARNING: {video}: the file declares 4.00 s of video, and ffmpeg decoded 40 frames ending at 1.60 s "
+            "without an error") in capfd.readouterr().err
+    with FrameReader(tmp_path / "whole.h5") as whole, FrameReader(tmp_path / "cut.h5") as cut:
+        assert (whole.attrs["declared_duration"], whole.attrs["decoded_duration"]) == (4.0, 4.0)
+        assert (cut.attrs["declared_duration"], cut.attrs["decoded_duration"]) == (4.0, 1.6)
+
+
+def test_a_whole_video_of_variable_frame_rate_gives_no_warning(tmp_path, capfd):
+    """10 frames at irregular times, the last at 8.1 s: the AVI muxer fills the gaps with empty
+    chunks, which its header counts (82 frames declared, 10 decoded), so lengths are compared in time."""
+    video = tmp_path / "vfr.avi"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
+                    "-frames:v", "10", "-vf", "setpts=N*N/(10*TB)", "-fps_mode", "passthrough", "-c:v", "mpeg4",
+                    str(video)], check=True)
+    assert extract(video, tmp_path / "vfr.h5", FrameParams()) == 10
+    assert "WARNING" not in capfd.readouterr().err
+    with FrameReader(tmp_path / "vfr.h5") as reader:
+        assert reader.attrs["declared_duration"] == pytest.approx(8.2)
+        assert reader.attrs["decoded_duration"] == pytest.approx(8.2)
