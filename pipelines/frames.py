@@ -37,6 +37,8 @@ from pipelines.resize import resized
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 PIXEL_FORMATS = {"rgb24": 3, "gray": 1}
+# What a frame folder's provenance names for the images each decoded.
+DECODERS = {"opencv": f"opencv {cv2.__version__}", "simplejpeg": f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo)"}
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,8 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, pixel_format: str) -> np.ndarray:
+def _read_image(path: Path, pixel_format: str) -> tuple[np.ndarray, str]:
+    """An image's pixels, and which of DECODERS decoded them."""
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as err:  # a broken link, a folder named like a frame, no permission
@@ -249,7 +252,7 @@ def _read_image(path: Path, pixel_format: str) -> np.ndarray:
         raise VideoError(f"{path}: truncated image (its end marker is missing)")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         return _read_jpeg(path, data, pixel_format)
-    return _decode_with_opencv(path, data, pixel_format)
+    return _decode_with_opencv(path, data, pixel_format), "opencv"
 
 
 def _decode_with_opencv(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
@@ -260,7 +263,7 @@ def _decode_with_opencv(path: Path, data: np.ndarray, pixel_format: str) -> np.n
     return image[..., None] if pixel_format == "gray" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
+def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> tuple[np.ndarray, str]:
     """A JPEG decoded by libjpeg-turbo in strict mode: damaged entropy-coded data is an error. OpenCV
     (and Pillow) decode such a file with only libjpeg's unnamed warning on stderr and store wrong
     pixels. The pixels of a sound file are OpenCV's, bit for bit (the same library, the same
@@ -273,8 +276,8 @@ def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
     except ValueError as err:
         raise VideoError(f"{path}: damaged JPEG ({err})") from None
     if b"Exif\x00\x00" not in raw[:65536]:
-        return image
-    return _decode_with_opencv(path, data, pixel_format)
+        return image, "simplejpeg"
+    return _decode_with_opencv(path, data, pixel_format), "opencv"
 
 
 def _image_is_complete(path: Path, data: np.ndarray) -> bool:
@@ -291,7 +294,8 @@ def _image_is_complete(path: Path, data: np.ndarray) -> bool:
 
 def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | None, threads: int) -> int:
     files = list_images(folder)
-    first = _read_image(files[0], params.pixel_format)
+    first, decoder = _read_image(files[0], params.pixel_format)
+    used = {decoder}  # the decoders that gave the stored pixels
     original = first.shape[:2]
     height, width = params.size or original
     channels = PIXEL_FORMATS[params.pixel_format]
@@ -302,7 +306,9 @@ def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | N
         return resized(image.reshape(1, *original, channels), params.size)[0]
 
     def load(path: Path) -> np.ndarray:
-        return fit(_read_image(path, params.pixel_format), path)
+        image, decoder = _read_image(path, params.pixel_format)
+        used.add(decoder)
+        return fit(image, path)
 
     blocks = [files[start : start + params.block_frames] for start in range(0, len(files), params.block_frames)]
     # Both decoders run outside the GIL: the pool decodes the next block while this thread writes
@@ -317,7 +323,7 @@ def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | N
                 writer.append(np.stack(block))
             writer.set_attrs(
                 _provenance(folder, "frame_folder", sha256_folder(folder, files), params, fps or 0.0, original)
-                | {"decoder": f"opencv {cv2.__version__}", "n_frames": writer.n_frames}
+                | {"decoder": " + ".join(DECODERS[name] for name in sorted(used)), "n_frames": writer.n_frames}
             )
             return writer.n_frames
 

@@ -581,3 +581,28 @@ def test_a_whole_video_of_variable_frame_rate_gives_no_warning(tmp_path, capfd):
     with FrameReader(tmp_path / "vfr.h5") as reader:
         assert reader.attrs["declared_duration"] == pytest.approx(8.2)
         assert reader.attrs["decoded_duration"] == pytest.approx(8.2)
+
+
+def test_a_frame_folder_records_the_decoders_that_decoded_its_images(tmp_path):
+    """Every frame folder recorded OpenCV, while libjpeg-turbo (simplejpeg) decodes JPEGs and OpenCV
+    only those with EXIF data and other image types."""
+    import cv2
+    import simplejpeg
+    from PIL import Image
+
+    jpeg, opencv = f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo)", f"opencv {cv2.__version__}"
+    pixels = moving_square_frames(3)
+    folders = {name: tmp_path / name for name in ("jpeg", "png", "mixed")}
+    for folder in folders.values():
+        folder.mkdir()
+    for index, frame in enumerate(pixels):
+        Image.fromarray(frame).save(folders["jpeg"] / f"{index:03d}.jpg", "JPEG", quality=95)
+        Image.fromarray(frame).save(folders["png"] / f"{index:03d}.png")
+        exif = Image.Exif()
+        exif[0x0112] = 1  # upright
+        Image.fromarray(frame).save(folders["mixed"] / f"{index:03d}.jpg", "JPEG", quality=95,
+                                    **({"exif": exif.tobytes()} if index == 1 else {}))
+    for name, expected in (("jpeg", jpeg), ("png", opencv), ("mixed", f"{opencv} + {jpeg}")):
+        assert extract(folders[name], tmp_path / f"{name}.h5", FrameParams(), fps=25.0) == 3
+        with FrameReader(tmp_path / f"{name}.h5") as reader:
+            assert reader.attrs["decoder"] == expected, name
