@@ -95,6 +95,7 @@ class VideoInfo:
 STREAM_LINE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) (?:fps|tbr)")
 _ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees", re.IGNORECASE)
+_NO_OUTPUT_USAGE = "At least one output file must be specified"
 
 
 def _whole_degrees(degrees: float) -> int:
@@ -127,8 +128,15 @@ def probe(path: str | Path) -> VideoInfo:
             fps = _FPS_RE.search(line)
             rate = float(fps["fps"]) * (1000 if fps and fps["k"] else 1) if fps else 0.0
             return VideoInfo(int(stream["w"]), int(stream["h"]), rate, stream["codec"], _stream_rotation(lines[index + 1:]))
-    detail = lines[-1].strip() if proc.stderr.strip() else "no output"
-    raise VideoError(f"{path}: no readable video stream ({detail})")
+    # Asked for no output, ffmpeg ends with its usage line: no reason for anything. A file it opened
+    # and described without a video stream holds none; one it could not open, its last line says why.
+    said = [line.strip() for line in lines if line.strip() and line.strip() != _NO_OUTPUT_USAGE]
+    video = next((line for line in said if ": Video: " in line), None)
+    if video:
+        raise VideoError(f"{path}: no readable video stream (ffmpeg gives it no size: {video})")
+    if not said or any(line.startswith("Input #") for line in said):
+        raise VideoError(f"{path}: the file holds no video stream")
+    raise VideoError(f"{path}: no readable video stream ({said[-1]})")
 
 
 def _stream_rotation(following: list[str]) -> int:
@@ -156,8 +164,10 @@ def _probe_with_ffprobe(ffprobe: str, path: Path) -> VideoInfo:
         errors="replace",
     )
     streams = json.loads(proc.stdout or "{}").get("streams", []) if proc.returncode == 0 else []
+    if proc.returncode == 0 and not streams:
+        raise VideoError(f"{path}: the file holds no video stream")
     if not streams:
-        raise VideoError(f"{path}: no readable video stream ({proc.stderr.strip() or 'ffprobe found none'})")
+        raise VideoError(f"{path}: no readable video stream ({proc.stderr.strip() or 'no output from ffprobe'})")
     s = streams[0]
     num, _, den = s.get("avg_frame_rate", "0/1").partition("/")
     fps = float(num) / float(den) if den and float(den) else 0.0

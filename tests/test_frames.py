@@ -606,3 +606,16 @@ def test_a_frame_folder_records_the_decoders_that_decoded_its_images(tmp_path):
         assert extract(folders[name], tmp_path / f"{name}.h5", FrameParams(), fps=25.0) == 3
         with FrameReader(tmp_path / f"{name}.h5") as reader:
             assert reader.attrs["decoder"] == expected, name
+
+
+def test_a_file_without_a_video_stream_is_named_as_such(tmp_path):
+    """ffmpeg opens an audio file and, asked for no output, ends with its usage line, which the error
+    quoted as its reason: "no readable video stream (At least one output file must be specified)"."""
+    audio = tmp_path / "speech.m4a"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac",
+                    str(audio)], check=True)
+    for attempt in (lambda: probe(audio), lambda: extract(audio, tmp_path / "out.h5", FrameParams())):
+        with pytest.raises(VideoError) as raised:
+            attempt()
+        assert str(raised.value) == f"{audio}: the file holds no video stream"
+    assert not (tmp_path / "out.h5").exists()
