@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -65,6 +66,15 @@ def ffmpeg_version() -> str:
     return _first_version_line(ffmpeg_exe())
 
 
+@functools.cache
+def crops_by_container() -> bool:
+    """Whether this ffmpeg crops decoded frames by their container's cropping metadata unless told
+    not to: release 7.1 and newer, whose ``ffmpeg -h long`` lists ``-apply_cropping``."""
+    help_text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-h", "long"], capture_output=True, text=True,
+                               errors="replace").stdout
+    return "-apply_cropping[" in help_text
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """The first video stream: its coded size, and the rotation its metadata asks players for."""
@@ -73,23 +83,26 @@ class VideoInfo:
     height: int
     fps: float
     codec: str
-    rotation: int = 0  # degrees, from the stream's display matrix (phones record portrait video so)
+    rotation: int = 0  # degrees, 0..359, from the stream's display matrix (phones record portrait video so)
 
     @property
     def frame_size(self) -> tuple[int, int]:
-        """(height, width) of the frames ffmpeg decodes: it applies the rotation, so a quarter turn
-        swaps the coded sides."""
-        return (self.width, self.height) if self.rotation % 180 == 90 else (self.height, self.width)
+        """(height, width) of the frames ffmpeg decodes, a container's cropping aside: a rotation of
+        90 or 270 degrees swaps the coded sides, any other one turns the picture within them."""
+        return (self.width, self.height) if self.rotation in (90, 270) else (self.height, self.width)
 
 
-_STREAM_RE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
+STREAM_LINE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) (?:fps|tbr)")
 _ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees", re.IGNORECASE)
+_NO_OUTPUT_USAGE = "At least one output file must be specified"
 
 
-def _quarter_turns(degrees: float) -> int:
-    """A rotation in degrees as 0, 90, 180 or 270 (the display matrices ffmpeg applies)."""
-    return int(round(degrees / 90.0)) % 4 * 90
+def _whole_degrees(degrees: float) -> int:
+    """A display rotation as ffmpeg takes it: rounded to whole degrees (halves away from zero), in
+    0..359. ffmpeg transposes the frames only when that is 90 or 270 (a 89.4 degree rotation is 89,
+    and turns the picture within the coded size)."""
+    return int(math.copysign(math.floor(abs(degrees) + 0.5), degrees)) % 360
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -110,13 +123,20 @@ def probe(path: str | Path) -> VideoInfo:
     )
     lines = proc.stderr.splitlines()
     for index, line in enumerate(lines):
-        stream = _STREAM_RE.search(line)
+        stream = STREAM_LINE.search(line)
         if stream:
             fps = _FPS_RE.search(line)
             rate = float(fps["fps"]) * (1000 if fps and fps["k"] else 1) if fps else 0.0
             return VideoInfo(int(stream["w"]), int(stream["h"]), rate, stream["codec"], _stream_rotation(lines[index + 1:]))
-    detail = lines[-1].strip() if proc.stderr.strip() else "no output"
-    raise VideoError(f"{path}: no readable video stream ({detail})")
+    # Asked for no output, ffmpeg ends with its usage line: no reason for anything. A file it opened
+    # and described without a video stream holds none; one it could not open, its last line says why.
+    said = [line.strip() for line in lines if line.strip() and line.strip() != _NO_OUTPUT_USAGE]
+    video = next((line for line in said if ": Video: " in line), None)
+    if video:
+        raise VideoError(f"{path}: no readable video stream (ffmpeg gives it no size: {video})")
+    if not said or any(line.startswith("Input #") for line in said):
+        raise VideoError(f"{path}: the file holds no video stream")
+    raise VideoError(f"{path}: no readable video stream ({said[-1]})")
 
 
 def _stream_rotation(following: list[str]) -> int:
@@ -126,7 +146,7 @@ def _stream_rotation(following: list[str]) -> int:
             break
         rotation = _ROTATION_RE.search(line)
         if rotation:
-            return _quarter_turns(float(rotation["deg"]))
+            return _whole_degrees(float(rotation["deg"]))
     return 0
 
 
@@ -144,12 +164,14 @@ def _probe_with_ffprobe(ffprobe: str, path: Path) -> VideoInfo:
         errors="replace",
     )
     streams = json.loads(proc.stdout or "{}").get("streams", []) if proc.returncode == 0 else []
+    if proc.returncode == 0 and not streams:
+        raise VideoError(f"{path}: the file holds no video stream")
     if not streams:
-        raise VideoError(f"{path}: no readable video stream ({proc.stderr.strip() or 'ffprobe found none'})")
+        raise VideoError(f"{path}: no readable video stream ({proc.stderr.strip() or 'no output from ffprobe'})")
     s = streams[0]
     num, _, den = s.get("avg_frame_rate", "0/1").partition("/")
     fps = float(num) / float(den) if den and float(den) else 0.0
     rotation = next((float(d["rotation"]) for d in s.get("side_data_list", []) if "rotation" in d), None)
     if rotation is None:  # older ffprobe: a "rotate" tag, clockwise (the display matrix is counter-clockwise)
         rotation = -float(s.get("tags", {}).get("rotate", 0))
-    return VideoInfo(int(s["width"]), int(s["height"]), fps, s.get("codec_name", "unknown"), _quarter_turns(rotation))
+    return VideoInfo(int(s["width"]), int(s["height"]), fps, s.get("codec_name", "unknown"), _whole_degrees(rotation))

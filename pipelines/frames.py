@@ -3,7 +3,8 @@
 Streaming: frames travel from ffmpeg's pipe to HDF5 in fixed-size blocks, so memory does
 not grow with the video's length. The output is written under a temporary name and
 renamed when complete. A video that ffmpeg reports as damaged, or that yields no frame,
-is an error naming the file; nothing is written for it.
+is an error naming the file; nothing is written for it. One whose frames end clearly before the
+length it declares is stored with a warning (``pipelines.declared_length``).
 
 Run by hand: ``python -m pipelines.frames SOURCE OUT.h5 [--size H W] [--pixel-format gray]``.
 """
@@ -26,7 +27,9 @@ import numpy as np
 import simplejpeg
 
 from pipelines.atomic import atomic_path
-from pipelines.ffmpeg_tools import VideoError, ffmpeg_exe, ffmpeg_version, input_url, probe
+from pipelines.declared_length import declared_seconds, shortfall
+from pipelines.ffmpeg_log import DecoderLog
+from pipelines.ffmpeg_tools import VideoError, crops_by_container, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_count import write_frame_count
 from pipelines.frame_store import COMPRESSIONS, FrameWriter
 from pipelines.provenance import sha256_file, sha256_folder, versions
@@ -34,6 +37,8 @@ from pipelines.resize import resized
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 PIXEL_FORMATS = {"rgb24": 3, "gray": 1}
+# What a frame folder's provenance names for the images each decoded.
+DECODERS = {"opencv": f"opencv {cv2.__version__}", "simplejpeg": f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo)"}
 
 
 @dataclass(frozen=True)
@@ -71,31 +76,48 @@ def extract(
 
 def _start_decoder(source: Path, params: FrameParams):
     """ffmpeg decoding ``source`` to raw frames of its own size on its stdout (``resized`` then
-    applies a configured size). The command does not depend on the probe, so decoding starts while
-    ffprobe reads the header."""
-    stream = ffmpeg.input(input_url(source))["v:0"]  # the stream probe() describes
+    applies a configured size), describing its input and output on stderr, each line with its level
+    (``DecoderLog`` reads it). A container's cropping (Matroska's PixelCrop, MP4's clap), which
+    ffmpeg 7.1 and newer apply by default while older releases and ``ffmpeg -i``'s size ignore it,
+    is not applied: a file gives the same frames with any ffmpeg. The command does not depend on
+    the probe, so decoding starts while ffprobe reads the header."""
+    cropping = {"apply_cropping": "codec"} if crops_by_container() else {}
+    stream = ffmpeg.input(input_url(source), **cropping)["v:0"]  # the stream probe() describes
     return (
         stream.output("pipe:", format="rawvideo", pix_fmt=params.pixel_format, fps_mode="passthrough")
-        .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-xerror")
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", "-xerror")
         .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
     )
 
 
 def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     process = _start_decoder(source, params)
+    log = DecoderLog()
+    drain = threading.Thread(target=log.read, args=(process.stderr,), daemon=True)
+    drain.start()
     free: queue.Queue[bytearray] = queue.Queue()
     reader = None
     try:
         info = probe(source)  # a missing or unreadable file stops here, naming it
-        # ffmpeg applies the stream's rotation, so its frames come out in the probe's frame_size.
+        _widen_pipe(process.stdout)
+        # ffmpeg states the size of the frames it writes before the first one: its bytes are read as
+        # frames only when that is the stream's size (turned by its rotation), never reshaped to another.
+        log.described.wait()
+        if log.output_size is None:  # ffmpeg ended before it wrote a frame
+            wrote = process.stdout.read(1)
+            process.wait()
+            drain.join()
+            if wrote:
+                raise VideoError(f"{source}: ffmpeg wrote frames without stating their size")
+            raise VideoError(f"{source}: the video has no frames (ffmpeg: {log.summary(1)})")
+        if log.output_size != info.frame_size:
+            (out_h, out_w), (stream_h, stream_w) = log.output_size, info.frame_size
+            raise VideoError(f"{source}: ffmpeg decodes {out_w}x{out_h} frames but the stream is {stream_w}x{stream_h} "
+                             f"(display rotation {info.rotation} degrees); its frames are not stored at another size")
         decoded_height, decoded_width = info.frame_size
         height, width = params.size or info.frame_size
         channels = PIXEL_FORMATS[params.pixel_format]
         frame_bytes = decoded_height * decoded_width * channels
-        errors: list[bytes] = []
-        drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
-        drain.start()
-        _widen_pipe(process.stdout)
         # A reader thread keeps ffmpeg decoding while this thread compresses. Blocks travel in a ring
         # of reused buffers: memory stays at RING blocks whatever the video's length, and no block's
         # pages are allocated (and zeroed by the kernel) anew.
@@ -121,15 +143,19 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
                         break
                 returncode = process.wait()
                 drain.join()
-                message = _decoding_errors(b"".join(errors).decode(errors="replace"))
                 if writer.n_frames == 0:
-                    raise VideoError(f"{source}: the video has no frames (ffmpeg: {_last_lines(message, 1)})")
-                if returncode != 0 or message:
-                    raise VideoError(f"{source}: ffmpeg could not decode the whole video: {_last_lines(message)}")
+                    raise VideoError(f"{source}: the video has no frames (ffmpeg: {log.summary(1)})")
+                if returncode != 0 or log.count:
+                    raise VideoError(f"{source}: ffmpeg could not decode the whole video: {log.summary()}")
+                declared = declared_seconds(source, log.input_format, log.input_streams, log.declared_duration)
+                if warning := shortfall(source, declared, log.decoded_end, writer.n_frames):
+                    print(f"WARNING: {warning}", file=sys.stderr)
+                lengths = {"declared_duration": declared, "decoded_duration": log.decoded_end}  # seconds, where known
                 writer.set_attrs(
                     _provenance(source, "video", sha256_file(source), params, info.fps, info.frame_size)
                     | {"ffmpeg_version": ffmpeg_version(), "codec": info.codec, "rotation": info.rotation,
                        "n_frames": writer.n_frames}
+                    | {key: value for key, value in lengths.items() if value is not None}
                 )
                 return writer.n_frames
     finally:
@@ -185,21 +211,6 @@ def _read_blocks(stream, free: "queue.Queue[bytearray]", filled: "queue.Queue[tu
         filled.put((buffer, err))
 
 
-# What the raw output muxer says about the timestamps it is handed (a source with repeated
-# timestamps): the frames are written all the same, and a raw pipe carries no timestamps.
-_OUTPUT_TIMESTAMP_NOTICE = re.compile(r"^\[rawvideo @ [^\]]*\] Application provided invalid, non monotonically increasing dts")
-
-
-def _decoding_errors(message: str) -> str:
-    """ffmpeg's error output less the output muxer's timestamp notices, which say nothing about decoding."""
-    return "\n".join(line for line in message.strip().splitlines() if not _OUTPUT_TIMESTAMP_NOTICE.match(line)).strip()
-
-
-def _last_lines(message: str, n: int = 3) -> str:
-    lines = [line for line in message.splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) if lines else "no message from ffmpeg"
-
-
 def natural_key(path: Path) -> list:
     """Sort key that orders 2.jpg before 10.jpg."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
@@ -231,7 +242,8 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, pixel_format: str) -> np.ndarray:
+def _read_image(path: Path, pixel_format: str) -> tuple[np.ndarray, str]:
+    """An image's pixels, and which of DECODERS decoded them."""
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as err:  # a broken link, a folder named like a frame, no permission
@@ -240,7 +252,7 @@ def _read_image(path: Path, pixel_format: str) -> np.ndarray:
         raise VideoError(f"{path}: truncated image (its end marker is missing)")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         return _read_jpeg(path, data, pixel_format)
-    return _decode_with_opencv(path, data, pixel_format)
+    return _decode_with_opencv(path, data, pixel_format), "opencv"
 
 
 def _decode_with_opencv(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
@@ -251,7 +263,7 @@ def _decode_with_opencv(path: Path, data: np.ndarray, pixel_format: str) -> np.n
     return image[..., None] if pixel_format == "gray" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
+def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> tuple[np.ndarray, str]:
     """A JPEG decoded by libjpeg-turbo in strict mode: damaged entropy-coded data is an error. OpenCV
     (and Pillow) decode such a file with only libjpeg's unnamed warning on stderr and store wrong
     pixels. The pixels of a sound file are OpenCV's, bit for bit (the same library, the same
@@ -264,8 +276,8 @@ def _read_jpeg(path: Path, data: np.ndarray, pixel_format: str) -> np.ndarray:
     except ValueError as err:
         raise VideoError(f"{path}: damaged JPEG ({err})") from None
     if b"Exif\x00\x00" not in raw[:65536]:
-        return image
-    return _decode_with_opencv(path, data, pixel_format)
+        return image, "simplejpeg"
+    return _decode_with_opencv(path, data, pixel_format), "opencv"
 
 
 def _image_is_complete(path: Path, data: np.ndarray) -> bool:
@@ -282,7 +294,8 @@ def _image_is_complete(path: Path, data: np.ndarray) -> bool:
 
 def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | None, threads: int) -> int:
     files = list_images(folder)
-    first = _read_image(files[0], params.pixel_format)
+    first, decoder = _read_image(files[0], params.pixel_format)
+    used = {decoder}  # the decoders that gave the stored pixels
     original = first.shape[:2]
     height, width = params.size or original
     channels = PIXEL_FORMATS[params.pixel_format]
@@ -293,7 +306,9 @@ def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | N
         return resized(image.reshape(1, *original, channels), params.size)[0]
 
     def load(path: Path) -> np.ndarray:
-        return fit(_read_image(path, params.pixel_format), path)
+        image, decoder = _read_image(path, params.pixel_format)
+        used.add(decoder)
+        return fit(image, path)
 
     blocks = [files[start : start + params.block_frames] for start in range(0, len(files), params.block_frames)]
     # Both decoders run outside the GIL: the pool decodes the next block while this thread writes
@@ -308,7 +323,7 @@ def _extract_folder(folder: Path, out: Path, params: FrameParams, fps: float | N
                 writer.append(np.stack(block))
             writer.set_attrs(
                 _provenance(folder, "frame_folder", sha256_folder(folder, files), params, fps or 0.0, original)
-                | {"decoder": f"opencv {cv2.__version__}", "n_frames": writer.n_frames}
+                | {"decoder": " + ".join(DECODERS[name] for name in sorted(used)), "n_frames": writer.n_frames}
             )
             return writer.n_frames
 

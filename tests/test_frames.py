@@ -444,3 +444,178 @@ def test_the_frames_job_writes_the_count_the_labels_job_reads(tmp_path):
     count.write_text('{"n_frames": 0}')
     with pytest.raises(VideoError, match=rf"{count}: frame count 0 is not a positive integer"):
         frame_counts([count])
+
+
+def _repeated_timestamps_video(path, n_frames):
+    """A tiny lossless video whose frames share timestamps in pairs: ffmpeg's raw output muxer
+    prints a notice for every second frame it writes."""
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=16x16:rate=10",
+                    "-frames:v", str(n_frames), "-vf", "setpts=floor(N/2)/(10*TB)", "-fps_mode", "passthrough",
+                    "-c:v", "ffv1", str(path)], check=True)
+    return path
+
+
+def test_ffmpegs_messages_do_not_grow_memory_with_the_videos_length(tmp_path):
+    """A notice for every second frame on ffmpeg's stderr (about 100 bytes each) was all kept until
+    ffmpeg ended: the Python heap's peak grew by 2.1 MB from 4,000 frames to 16,000. Both videos are
+    over a megabyte, so the source's hashing (1 MiB at a time) peaks alike."""
+    import tracemalloc
+
+    videos = {n: _repeated_timestamps_video(tmp_path / f"r{n}.mkv", n) for n in (4000, 16000)}
+    extract(videos[4000], tmp_path / "warm.h5", FrameParams(pixel_format="gray"))  # one-time allocations
+    peaks = {}
+    for n, video in videos.items():
+        tracemalloc.start()
+        try:
+            assert extract(video, tmp_path / f"r{n}.h5", FrameParams(pixel_format="gray")) == n
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peaks[16000] - peaks[4000] < 200_000, peaks
+
+
+def _mkv_cropped_at_the_bottom(path, frames, rows):
+    """A lossless mkv of ``frames`` whose track asks for ``rows`` rows to be cropped off the bottom
+    (Matroska's PixelCropBottom). ffmpeg's muxer writes no cropping of its own: the DisplayHeight
+    element it writes for a 2:1 pixel aspect becomes PixelCropBottom, an element of the same size."""
+    _, height, width, _ = frames.shape
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                    "-i", "pipe:", "-vf", "setsar=2", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)],
+                    input=frames.tobytes(), check=True)
+    data = path.read_bytes()
+    display_height = bytes([0x54, 0xBA, 0x81])  # the element's ID, then its size: one byte
+    assert data.count(display_height) == 1, "ffmpeg's muxer no longer writes DisplayHeight as expected"
+    at = data.index(display_height)
+    path.write_bytes(data[:at] + bytes([0x54, 0xAA, 0x81, rows]) + data[at + 4 :])
+    return path
+
+
+def test_a_video_cropped_by_its_container_gives_its_whole_frames_with_any_ffmpeg(tmp_path):
+    """ffmpeg 7.1 and newer apply a container's cropping by default, while `ffmpeg -i` prints the
+    uncropped size: the store read 30 frames of 64x32 as 20 scrambled frames of 64x48. Older
+    releases ignore the cropping, so the frames are decoded whole with every ffmpeg."""
+    from pipelines.ffmpeg_tools import ffmpeg_version, release_of
+
+    frames = moving_square_frames(30)
+    video = _mkv_cropped_at_the_bottom(tmp_path / "cropped.mkv", frames, 16)
+    if (release_of(ffmpeg_version()) or (99, 0)) >= (7, 1):  # the file is what the test needs: ffmpeg crops it
+        cropped = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(video), "-f", "rawvideo",
+                                  "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+        assert len(cropped) == 30 * 32 * 64 * 3
+    assert probe(video).frame_size == (48, 64)
+    assert extract(video, tmp_path / "c.h5", FrameParams()) == 30
+    with FrameReader(tmp_path / "c.h5") as reader:
+        assert reader.shape == (30, 48, 64, 3) and np.array_equal(reader.clip(0, 30), frames)
+        assert reader.attrs["original_size"] == [48, 64]
+
+
+@pytest.mark.parametrize(("degrees", "size"), [(60, (48, 64)), (89.4, (48, 64)), (90.4, (64, 48))])
+def test_a_rotation_other_than_a_quarter_turn_keeps_the_coded_size(tmp_path, degrees, size):
+    """ffmpeg transposes the frames only for a rotation of 90 or 270 whole degrees; any other angle
+    turns the picture within the coded 64x48. Rounding to the nearest quarter turn took 60 degrees
+    for 90 and stored 64x48 bytes as 48x64 frames."""
+    plain = encode_video(tmp_path / "plain.mp4", moving_square_frames(6))
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-display_rotation", str(degrees), "-i", str(plain),
+                    "-c", "copy", str(turned)], check=True)
+    assert probe(turned).frame_size == size
+    assert extract(turned, tmp_path / "t.h5", FrameParams()) == 6
+    decoded = subprocess.run([ffmpeg_exe(), "-loglevel", "quiet", "-i", str(turned), "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    with FrameReader(tmp_path / "t.h5") as reader:
+        assert reader.shape == (6, *size, 3) and reader.clip(0, 6).tobytes() == decoded
+        assert reader.attrs["original_size"] == list(size)
+
+
+def test_frames_of_another_size_than_the_streams_are_refused_naming_both(tmp_path):
+    """`ffmpeg -i` prints a rotation to hundredths: 89.499 degrees reads 89.50, a quarter turn, while
+    ffmpeg itself rounds 89.499 to 89 and keeps the coded 64x48; the bytes of its frames were read as
+    frames of 48x64."""
+    plain = encode_video(tmp_path / "plain.mp4", moving_square_frames(6))
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "89.499", "-i", str(plain),
+                    "-c", "copy", str(turned)], check=True)
+    assert probe(turned).frame_size == (64, 48)
+    with pytest.raises(VideoError, match=rf"{turned}: ffmpeg decodes 64x48 frames but the stream is 48x64"):
+        extract(turned, tmp_path / "t.h5", FrameParams())
+    assert not (tmp_path / "t.h5").exists() and _leftovers(tmp_path) == []
+
+
+def _cut_avi_after(path, n_chunks):
+    """Cut an AVI right after its first ``n_chunks`` frame chunks, as an interrupted copy may."""
+    data = path.read_bytes()
+    at = data.index(b"movi") + 4  # the frames list's first chunk
+    for _ in range(n_chunks):
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        at += 8 + size + (size & 1)
+    path.write_bytes(data[:at])
+
+
+def test_an_avi_cut_between_frames_is_stored_with_a_warning_naming_both_lengths(tmp_path, capfd):
+    """ffmpeg decodes an AVI cut at a chunk boundary without an error, and scales the length its
+    header declares down by the share of the file that is missing: 40 frames of 100 were stored in
+    silence."""
+    video = tmp_path / "cut.avi"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+                    "-frames:v", "100", "-c:v", "mpeg4", str(video)], check=True)
+    assert extract(video, tmp_path / "whole.h5", FrameParams()) == 100
+    assert "WARNING" not in capfd.readouterr().err
+    _cut_avi_after(video, 40)
+    assert extract(video, tmp_path / "cut.h5", FrameParams()) == 40
+    assert (f"WARNING: {video}: the file declares 4.00 s of video, and ffmpeg decoded 40 frames ending at 1.60 s "
+            "without an error") in capfd.readouterr().err
+    with FrameReader(tmp_path / "whole.h5") as whole, FrameReader(tmp_path / "cut.h5") as cut:
+        assert (whole.attrs["declared_duration"], whole.attrs["decoded_duration"]) == (4.0, 4.0)
+        assert (cut.attrs["declared_duration"], cut.attrs["decoded_duration"]) == (4.0, 1.6)
+
+
+def test_a_whole_video_of_variable_frame_rate_gives_no_warning(tmp_path, capfd):
+    """10 frames at irregular times, the last at 8.1 s: the AVI muxer fills the gaps with empty
+    chunks, which its header counts (82 frames declared, 10 decoded), so lengths are compared in time."""
+    video = tmp_path / "vfr.avi"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
+                    "-frames:v", "10", "-vf", "setpts=N*N/(10*TB)", "-fps_mode", "passthrough", "-c:v", "mpeg4",
+                    str(video)], check=True)
+    assert extract(video, tmp_path / "vfr.h5", FrameParams()) == 10
+    assert "WARNING" not in capfd.readouterr().err
+    with FrameReader(tmp_path / "vfr.h5") as reader:
+        assert reader.attrs["declared_duration"] == pytest.approx(8.2)
+        assert reader.attrs["decoded_duration"] == pytest.approx(8.2)
+
+
+def test_a_frame_folder_records_the_decoders_that_decoded_its_images(tmp_path):
+    """Every frame folder recorded OpenCV, while libjpeg-turbo (simplejpeg) decodes JPEGs and OpenCV
+    only those with EXIF data and other image types."""
+    import cv2
+    import simplejpeg
+    from PIL import Image
+
+    jpeg, opencv = f"simplejpeg {simplejpeg.__version__} (libjpeg-turbo)", f"opencv {cv2.__version__}"
+    pixels = moving_square_frames(3)
+    folders = {name: tmp_path / name for name in ("jpeg", "png", "mixed")}
+    for folder in folders.values():
+        folder.mkdir()
+    for index, frame in enumerate(pixels):
+        Image.fromarray(frame).save(folders["jpeg"] / f"{index:03d}.jpg", "JPEG", quality=95)
+        Image.fromarray(frame).save(folders["png"] / f"{index:03d}.png")
+        exif = Image.Exif()
+        exif[0x0112] = 1  # upright
+        Image.fromarray(frame).save(folders["mixed"] / f"{index:03d}.jpg", "JPEG", quality=95,
+                                    **({"exif": exif.tobytes()} if index == 1 else {}))
+    for name, expected in (("jpeg", jpeg), ("png", opencv), ("mixed", f"{opencv} + {jpeg}")):
+        assert extract(folders[name], tmp_path / f"{name}.h5", FrameParams(), fps=25.0) == 3
+        with FrameReader(tmp_path / f"{name}.h5") as reader:
+            assert reader.attrs["decoder"] == expected, name
+
+
+def test_a_file_without_a_video_stream_is_named_as_such(tmp_path):
+    """ffmpeg opens an audio file and, asked for no output, ends with its usage line, which the error
+    quoted as its reason: "no readable video stream (At least one output file must be specified)"."""
+    audio = tmp_path / "speech.m4a"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac",
+                    str(audio)], check=True)
+    for attempt in (lambda: probe(audio), lambda: extract(audio, tmp_path / "out.h5", FrameParams())):
+        with pytest.raises(VideoError) as raised:
+            attempt()
+        assert str(raised.value) == f"{audio}: the file holds no video stream"
+    assert not (tmp_path / "out.h5").exists()
