@@ -212,3 +212,41 @@ def test_training_jobs_get_only_the_keys_training_reads(tmp_path):
     # How frames are stored is not a number of the table; how they look is.
     row_config = json.loads(evaluation[evaluation.index("--run-config") + 1])
     assert "compression" not in json.dumps(row_config) and row_config["frames"]["pixel_format"] == "gray"
+
+
+def _weak_config(tmp_path, shanghaitech=False):
+    """AR-Net on random-backbone features of the synthetic demo's weak split; with ``shanghaitech`` a
+    second weak dataset too, a tiny one of placeholder files in ShanghaiTech's layout."""
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["arnet"]["enabled"] = True
+    config["features"]["allow_random_weights"] = True
+    if shanghaitech:
+        root = tmp_path / "shanghaitech"
+        _touch(root / "training" / "videos" / "01_001.avi")
+        (root / "test_frame_mask").mkdir()
+        for video in ("01_0014", "01_0015"):
+            (root / "testing" / "frames" / video).mkdir(parents=True)
+            np.save(root / "test_frame_mask" / f"{video}.npy", np.zeros(1, np.uint8))
+        (root / "lists").mkdir()
+        (root / "lists" / "SH_Train.txt").write_text("01_001\n01_0014\n")
+        (root / "lists" / "SH_Test.txt").write_text("01_0015\n")
+        config["datasets"]["shanghaitech"].update(enabled=True, root=str(root), labels=str(root / "test_frame_mask"),
+                                                  weak_lists=str(root / "lists"))
+    return config
+
+
+def test_cpu_feature_extraction_asks_for_no_gpu(tmp_path):
+    """features.device cpu: the extraction jobs run on the CPU, so they ask the cluster for no GPU."""
+    import re
+
+    def extraction_gpus(config, workdir):
+        out = run_snakemake(workdir, config, "-n").stdout
+        jobs = out.split("rule extract_features:")[1:]
+        assert jobs
+        return {re.search(r"resources:.*\bgpu=(\d+)", job).group(1) for job in jobs}
+
+    config = _weak_config(tmp_path)
+    assert extraction_gpus(config, tmp_path / "auto") == {"1"}
+    config["features"]["device"] = "cpu"
+    assert extraction_gpus(config, tmp_path / "cpu") == {"0"}
