@@ -20,6 +20,7 @@ from pipelines.config_check import ConfigError, dataset_config_error, no_videos_
 from pipelines.datasets import DatasetError, get_adapter
 from pipelines.frame_count import count_file
 from pipelines.poses.source import POSE_SOURCE_KEY
+from pipelines.presets import resolve_params
 from pipelines.provenance import config_hash
 from pipelines.synthetic.params import GENERATOR_VERSION
 
@@ -274,7 +275,7 @@ def train_inputs(wildcards):
 def released_checkpoint(wildcards):
     """The released checkpoint a stage reads instead of training, when the config names one."""
     key = get_method_class(wildcards.method).released_checkpoint_params.get(wildcards.stage)
-    path = config["methods"][wildcards.method].get(key) if key else None
+    path = resolve_params(config["methods"][wildcards.method], wildcards.dataset).get(key) if key else None
     return [path] if path else []
 
 
