@@ -214,6 +214,17 @@ def test_training_jobs_get_only_the_keys_training_reads(tmp_path):
     assert "compression" not in json.dumps(row_config) and row_config["frames"]["pixel_format"] == "gray"
 
 
+def _commands(out, module):
+    """The shell commands of a dry run (-p) that run ``python -m pipelines.<module>``, as argument lists."""
+    import shlex
+
+    return [shlex.split(line) for line in out.splitlines() if f"python -m pipelines.{module} " in line]
+
+
+def _option(tokens, name):
+    return tokens[tokens.index(name) + 1]
+
+
 def _weak_config(tmp_path, shanghaitech=False):
     """AR-Net on random-backbone features of the synthetic demo's weak split; with ``shanghaitech`` a
     second weak dataset too, a tiny one of placeholder files in ShanghaiTech's layout."""
@@ -234,6 +245,23 @@ def _weak_config(tmp_path, shanghaitech=False):
         config["datasets"]["shanghaitech"].update(enabled=True, root=str(root), labels=str(root / "test_frame_mask"),
                                                   weak_lists=str(root / "lists"))
     return config
+
+
+def test_another_dataset_leaves_a_rows_evaluation_and_config_hash_be(tmp_path):
+    """The descriptions the workflow adds to a method's entry per dataset (its features, their snippet
+    tail) reach each dataset's evaluation and row config for that dataset alone: enabling a second
+    dataset changed the first one's evaluation parameters and config_hash, and reran its evaluation."""
+    def synthetic_evaluation(config, workdir):
+        out = run_snakemake(workdir, config, "-n", "-p").stdout
+        found = {tokens[tokens.index("pipelines.evaluate") + 2]: tokens for tokens in _commands(out, "evaluate")}
+        return found, {option: found["synthetic"][found["synthetic"].index(option) + 1]
+                       for option in ("--params-json", "--run-config")}
+
+    _, alone = synthetic_evaluation(_weak_config(tmp_path), tmp_path / "alone")
+    evaluated, beside = synthetic_evaluation(_weak_config(tmp_path, shanghaitech=True), tmp_path / "beside")
+    assert set(evaluated) == {"synthetic", "shanghaitech"}
+    assert beside == alone
+    assert "feature_tail" in alone["--params-json"] and "shanghaitech" not in alone["--run-config"]
 
 
 def test_cpu_feature_extraction_asks_for_no_gpu(tmp_path):

@@ -18,6 +18,7 @@ from snakemake.exceptions import WorkflowError
 from models import get_method, get_method_class
 from pipelines.config_check import ConfigError, dataset_config_error, no_videos_message, validate
 from pipelines.datasets import DatasetError, get_adapter
+from pipelines.features.store import FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY
 from pipelines.frame_count import count_file
 from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.presets import resolve_params
@@ -80,16 +81,22 @@ def dataset_json(dataset):
     return json.dumps(config["datasets"][dataset], sort_keys=True)
 
 
+# What the workflow adds to a method's entry about each dataset (the description of its features or
+# skeletons, its snippet tail), keyed by dataset: one dataset's jobs and rows see their own only.
+PER_DATASET_KEYS = (POSE_SOURCE_KEY, FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
+
+
 def method_entry(method, dataset, skip):
     """A method's config entry without the keys in ``skip``, and with only the ``per_dataset``
-    overrides of ``dataset``: what one dataset's jobs read, so that a value changed for another
-    dataset, or one these jobs do not read, leaves them be."""
+    overrides and descriptions of ``dataset``: what one dataset's jobs read, so that a value changed
+    for another dataset, or one these jobs do not read, leaves them be."""
     entry = {k: v for k, v in config["methods"][method].items() if k not in skip and k != "per_dataset"}
     own = (config["methods"][method].get("per_dataset") or {}).get(dataset)
     if own:
         entry["per_dataset"] = {dataset: {k: v for k, v in own.items() if k not in skip}}
-    if POSE_SOURCE_KEY in entry:  # the description of every dataset's skeletons: keep this one's
-        entry[POSE_SOURCE_KEY] = {k: v for k, v in entry[POSE_SOURCE_KEY].items() if k == dataset}
+    for key in PER_DATASET_KEYS:
+        if key in entry:
+            entry[key] = {k: v for k, v in entry[key].items() if k == dataset}
     return entry
 
 
