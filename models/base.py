@@ -81,6 +81,10 @@ class Method(ABC):
     #: Stage -> config key that may name a released checkpoint the stage reads: the workflow makes
     #: the file an input of the stage (checked before anything runs, rerun when it changes).
     released_checkpoint_params: ClassVar[dict[str, str]] = {}
+    #: Config keys that change how a job runs, never a number it writes (resume-point intervals,
+    #: batch sizes of inference in evaluation mode, cache folders): the workflow passes them to the
+    #: jobs as resources, so changing them reruns nothing and leaves the rows' config_hash be.
+    runtime_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         self.params = params

@@ -117,6 +117,9 @@ class GENetMethod(Method):
     protocol_params = ("smoothing_sigmas", POSE_SOURCE_KEY)
     scoring_params = ("test_stride",)
     released_checkpoint_params = {"guidance": "guidance_pretrained"}
+    # I3D runs in evaluation mode, segment by segment; the cache folder only says where the weights
+    # file may be, and the workflow makes that file the tubes' input (pipelines.poses.tubes.tube_weights).
+    runtime_params = ("checkpoint_every_steps", "tube_batch_size", "i3d_cache_dir")
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:
         params = resolve_params(self.params, dataset_of(files))

@@ -299,6 +299,7 @@ class SSRL(Method):
     uses_gpu = True
     # The description of the features, which the workflow adds for the report rows only.
     protocol_params = (FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
+    runtime_params = ("checkpoint_every",)
     feature_patches = "ssrl_patches"
     paper_features = "rtfm_ssrl_patches"
 

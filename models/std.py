@@ -431,7 +431,9 @@ class STDMethod(Method):
     supervision = "one_class"
     stages = tuple(stage.name for stage in std_schedule(STDConfig()))
     uses_gpu = True
-    scoring_params = ("score_batch",)
+    # Scoring runs in evaluation mode (BatchNorm on its running statistics), clip by clip: a
+    # scoring batch changes no score beyond rounding.
+    runtime_params = ("checkpoint_every", "score_batch")
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         super().__init__(params, seed)

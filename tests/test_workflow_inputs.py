@@ -225,6 +225,39 @@ def _option(tokens, name):
     return tokens[tokens.index(name) + 1]
 
 
+def test_how_jobs_run_stays_out_of_the_jobs_params_and_the_rows_config(tmp_path):
+    """Resume-point intervals, inference batch sizes and GENet's weights cache folder change how jobs
+    run, not a number: they reach the jobs as resources (--runtime-json, --batch-size), never their
+    params (whose change reruns them) nor a row's config."""
+    import json
+
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["std"].update(enabled=True, checkpoint_every=7, score_batch=3)
+    config["methods"]["genet"].update(enabled=True, allow_random_backbone=True, checkpoint_every_steps=11,
+                                      tube_batch_size=5, i3d_cache_dir=str(tmp_path / "cache"))
+    out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
+    runtime = {"std": {"checkpoint_every": 7, "score_batch": 3},
+               "genet": {"checkpoint_every_steps": 11, "i3d_cache_dir": str(tmp_path / "cache"), "tube_batch_size": 5}}
+    for module in ("train", "score"):
+        commands = _commands(out, module)
+        assert {tokens[tokens.index(f"pipelines.{module}") + 1] for tokens in commands} == set(runtime)
+        for tokens in commands:
+            method = tokens[tokens.index(f"pipelines.{module}") + 1]
+            params = json.loads(_option(tokens, "--params-json"))
+            assert not set(runtime[method]) & set(params), (module, method, params)
+            assert json.loads(_option(tokens, "--runtime-json")) == runtime[method]
+    evaluations = _commands(out, "evaluate")
+    assert len(evaluations) == 2
+    for tokens in evaluations:
+        for option in ("--params-json", "--run-config"):
+            assert not any(key in _option(tokens, option) for key in ("checkpoint_every", "score_batch", "tube_batch",
+                                                                      "i3d_cache")), option
+    tubes = _commands(out, "poses.tubes")
+    assert tubes and all("--cache-dir" not in t and _option(t, "--batch-size") == "5" for t in tubes)
+    assert all("batch_size" not in json.loads(_option(t, "--settings-json")) for t in tubes)
+
+
 def _weak_config(tmp_path, shanghaitech=False):
     """AR-Net on random-backbone features of the synthetic demo's weak split; with ``shanghaitech`` a
     second weak dataset too, a tiny one of placeholder files in ShanghaiTech's layout."""

@@ -87,9 +87,11 @@ PER_DATASET_KEYS = (POSE_SOURCE_KEY, FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
 
 
 def method_entry(method, dataset, skip):
-    """A method's config entry without the keys in ``skip``, and with only the ``per_dataset``
-    overrides and descriptions of ``dataset``: what one dataset's jobs read, so that a value changed
-    for another dataset, or one these jobs do not read, leaves them be."""
+    """A method's config entry without the keys in ``skip`` or its runtime keys (given to its jobs as
+    resources: ``method_runtime``), and with only the ``per_dataset`` overrides and descriptions of
+    ``dataset``: what one dataset's jobs read, so that a value changed for another dataset, or one
+    these jobs do not read, leaves them be."""
+    skip = {*skip, *get_method_class(method).runtime_params}
     entry = {k: v for k, v in config["methods"][method].items() if k not in skip and k != "per_dataset"}
     own = (config["methods"][method].get("per_dataset") or {}).get(dataset)
     if own:
@@ -113,6 +115,13 @@ def training_json(wildcards):
     method = get_method_class(wildcards.method)
     skip = {"enabled", *method.protocol_params, *method.scoring_params}
     return json.dumps(method_entry(wildcards.method, wildcards.dataset, skip), sort_keys=True)
+
+def method_runtime(wildcards):
+    """The method's runtime keys (``Method.runtime_params``) for the dataset, as JSON: a resource of its
+    jobs, not a param, so that changing them reruns nothing (they change how a job runs, not a number)."""
+    params = resolve_params(config["methods"][wildcards.method], wildcards.dataset)
+    keys = get_method_class(wildcards.method).runtime_params
+    return json.dumps({k: params[k] for k in keys if params.get(k) is not None}, sort_keys=True)
 
 
 def method_protocol_json(wildcards):
