@@ -85,6 +85,10 @@ class Method(ABC):
     #: batch sizes of inference in evaluation mode, cache folders): the workflow passes them to the
     #: jobs as resources, so changing them reruns nothing and leaves the rows' config_hash be.
     runtime_params: ClassVar[tuple[str, ...]] = ()
+    #: Stage -> the config keys that stage reads, the ones its saved state (optimisers, random
+    #: streams) carries included: a stage gets only these, so a key of a later stage leaves the
+    #: earlier ones be. A stage not listed gets every key the training reads.
+    stage_params: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         self.params = params

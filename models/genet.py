@@ -54,6 +54,8 @@ from pipelines.presets import resolve_params
 from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
 
 _SCORING_BATCH = 64
+# What the flow is built from: both stages read them (the exploration's teacher is the guidance flow).
+_FLOW_KEYS = ("seg_len", "frame_size", "num_steps", "prior_mean", "max_hop")
 
 
 class TubeSet:
@@ -120,6 +122,11 @@ class GENetMethod(Method):
     # I3D runs in evaluation mode, segment by segment; the cache folder only says where the weights
     # file may be, and the workflow makes that file the tubes' input (pipelines.poses.tubes.tube_weights).
     runtime_params = ("checkpoint_every_steps", "tube_batch_size", "i3d_cache_dir")
+    stage_params = {
+        "guidance": (*_FLOW_KEYS, "flip_augmentation", "guidance_pretrained", "guidance_preset", "guidance_epochs",
+                     "guidance_batch_size", "guidance_max_train_segments"),
+        "exploration": (*_FLOW_KEYS, "epochs", "batch_size", "lr", "lr_decay", "mirrored_pairs"),
+    }
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:
         params = resolve_params(self.params, dataset_of(files))

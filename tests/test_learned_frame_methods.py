@@ -396,6 +396,10 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
     config["seed"] = [0, 1]
     assert planned_jobs(tmp_path, merge_config(copy.deepcopy(config), {"methods": {method: RUNTIME_ONLY[method]}})) == {}, \
         "how jobs run (resume points, the scoring batch) reruns nothing"
+    if method in LAST_STAGE_ONLY:
+        jobs = planned_jobs(tmp_path, merge_config(copy.deepcopy(config), {"methods": {method: LAST_STAGE_ONLY[method]}}))
+        assert jobs == {"train_stage": 2, "score_video": 4, "evaluate": 2, "plot_timelines": 1, "report_tables": 1,
+                        "all": 1}, "a key of the last stage reruns that stage of every seed and what follows, not the others"
     if method in SCORING_ONLY:
         config["methods"][method].update(SCORING_ONLY[method])
         jobs = planned_jobs(tmp_path, config)
@@ -405,6 +409,7 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
 
 SCORING_ONLY = {"lgn_net": {"test_lambda": 0.5}}
 RUNTIME_ONLY = {"lgn_net": {"checkpoint_every": 3}, "std": {"checkpoint_every": 3, "score_batch": 3}}
+LAST_STAGE_ONLY = {"std": {"joint_iterations": 5}}
 
 
 def test_the_paper_overlay_plans_three_seeds_of_gpu_training_on_ped2(shared_data, tmp_path):

@@ -258,6 +258,29 @@ def test_how_jobs_run_stays_out_of_the_jobs_params_and_the_rows_config(tmp_path)
     assert all("batch_size" not in json.loads(_option(t, "--settings-json")) for t in tubes)
 
 
+def test_a_training_stage_gets_only_the_keys_it_reads(tmp_path):
+    """STD and GENet list the keys of each stage: a key of a later stage leaves the earlier stages'
+    params, and so the earlier stages, be; the keys a stage's saved state carries (STD's two
+    optimisers) belong to every stage."""
+    import json
+
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["std"].update(enabled=True, joint_iterations=9)
+    config["methods"]["genet"].update(enabled=True, allow_random_backbone=True, epochs=3)
+    out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
+    stages = {tuple(tokens[tokens.index("pipelines.train") + 1:][:2]): json.loads(_option(tokens, "--params-json"))
+              for tokens in _commands(out, "train")}
+    assert set(stages) == {("std", "pretrain_ae"), ("std", "init_centres"), ("std", "joint"),
+                           ("genet", "guidance"), ("genet", "exploration")}
+    assert stages["std", "joint"]["joint_iterations"] == 9
+    for stage in ("pretrain_ae", "init_centres"):
+        assert "joint_iterations" not in stages["std", stage] and {"ae_lr", "cluster_lr"} <= set(stages["std", stage])
+    assert not {"epochs", "lr", "lr_decay", "batch_size", "mirrored_pairs"} & set(stages["genet", "guidance"])
+    assert stages["genet", "exploration"]["epochs"] == 3
+    assert not any(key.startswith("guidance_") for key in stages["genet", "exploration"])
+
+
 def _weak_config(tmp_path, shanghaitech=False):
     """AR-Net on random-backbone features of the synthetic demo's weak split; with ``shanghaitech`` a
     second weak dataset too, a tiny one of placeholder files in ShanghaiTech's layout."""

@@ -86,16 +86,20 @@ def dataset_json(dataset):
 PER_DATASET_KEYS = (POSE_SOURCE_KEY, FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
 
 
-def method_entry(method, dataset, skip):
+def method_entry(method, dataset, skip, keep=None):
     """A method's config entry without the keys in ``skip`` or its runtime keys (given to its jobs as
-    resources: ``method_runtime``), and with only the ``per_dataset`` overrides and descriptions of
-    ``dataset``: what one dataset's jobs read, so that a value changed for another dataset, or one
-    these jobs do not read, leaves them be."""
+    resources: ``method_runtime``), only those in ``keep`` when given, and with only the
+    ``per_dataset`` overrides and descriptions of ``dataset``: what one dataset's jobs read, so that a
+    value changed for another dataset, or one these jobs do not read, leaves them be."""
     skip = {*skip, *get_method_class(method).runtime_params}
-    entry = {k: v for k, v in config["methods"][method].items() if k not in skip and k != "per_dataset"}
-    own = (config["methods"][method].get("per_dataset") or {}).get(dataset)
+
+    def wanted(key):
+        return key not in skip and (keep is None or key in keep)
+
+    entry = {k: v for k, v in config["methods"][method].items() if wanted(k) and k != "per_dataset"}
+    own = {k: v for k, v in ((config["methods"][method].get("per_dataset") or {}).get(dataset) or {}).items() if wanted(k)}
     if own:
-        entry["per_dataset"] = {dataset: {k: v for k, v in own.items() if k not in skip}}
+        entry["per_dataset"] = {dataset: own}
     for key in PER_DATASET_KEYS:
         if key in entry:
             entry[key] = {k: v for k, v in entry[key].items() if k == dataset}
@@ -110,11 +114,14 @@ def method_json(wildcards):
 
 
 def training_json(wildcards):
-    """The method's config entry as JSON for training: without the keys only scoring or the
-    evaluation read, so changing those never retrains."""
+    """The method's config entry as JSON for one training stage: without the keys only scoring or the
+    evaluation read, so changing those never retrains, and with only the keys the stage reads where
+    the method lists them (``stage_params``), so a key of a later stage leaves the earlier ones be."""
     method = get_method_class(wildcards.method)
     skip = {"enabled", *method.protocol_params, *method.scoring_params}
-    return json.dumps(method_entry(wildcards.method, wildcards.dataset, skip), sort_keys=True)
+    keep = method.stage_params.get(wildcards.stage)
+    return json.dumps(method_entry(wildcards.method, wildcards.dataset, skip, keep), sort_keys=True)
+
 
 def method_runtime(wildcards):
     """The method's runtime keys (``Method.runtime_params``) for the dataset, as JSON: a resource of its
