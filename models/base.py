@@ -94,6 +94,14 @@ class Method(ABC):
         self.params = params
         self.seed = seed
 
+    @classmethod
+    def config_problem(cls, params: dict[str, Any]) -> tuple[str, str] | None:
+        """(key, problem) of settings that contradict each other, for one dataset's parameters
+        (``per_dataset`` applied), or None. The config check asks before the DAG is built, so a
+        contradiction stops the run naming its key instead of failing a job after the expensive
+        steps before it; the method's own in-job checks share its rule."""
+        return None
+
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         """Run one training stage, resuming from ``previous`` (the stage before), writing ``checkpoint_out``."""
         raise NotImplementedError(f"{self.name} has no training stages")

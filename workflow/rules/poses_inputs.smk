@@ -6,7 +6,7 @@ import functools
 import os
 
 from pipelines.poses.alphapose_weights import settings_problems as alphapose_settings_problems
-from pipelines.poses.source import POSE_SOURCE_KEY, describe_pose_source
+from pipelines.poses.source import POSE_SOURCE_KEY, backend_of, describe_pose_source
 from pipelines.provenance import sha256_file
 from pipelines.presets import resolve_params
 
@@ -16,9 +16,7 @@ POSES = config["poses"]
 
 def pose_backend(dataset):
     """alphapose, blazepose, ground_truth or precomputed, for one dataset."""
-    if dataset in POSES["precomputed"]:
-        return "precomputed"
-    backend = POSES["dataset_backends"].get(dataset, POSES["backend"])
+    backend = backend_of(POSES, dataset)
     if backend == "ground_truth" and dataset != "synthetic":
         raise WorkflowError(f"poses: dataset {dataset} has no ground-truth skeletons; choose another backend")
     if backend == "alphapose":
