@@ -20,18 +20,22 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 # The table is printed here, also after a run with nothing to do (Snakemake itself prints it at the
-# end of a run that did work, unless VADBENCH_PRINT_TABLE=0: see workflow/Snakefile's onsuccess).
+# end of a run that did work, unless VADBENCH_PRINT_TABLE=0: see workflow/Snakefile's onsuccess);
+# not after a dry run (-n, --dry-run, or n among short flags such as -np), whose table would be an
+# earlier run's, and only when there is one.
+PRINT_TABLE = for arg in $(ARGS); do case "$$arg" in --dry*) exit 0;; --*) ;; -*n*) case "$$arg" in \
+	*[!A-Za-z-]*) ;; *) exit 0;; esac;; esac; done; \
+	if [ -f results/report/auc_table.md ]; then echo; cat results/report/auc_table.md; fi
+
 demo: $(INSTALLED)
 	VADBENCH_PRINT_TABLE=0 $(BIN)/snakemake --profile profiles/local $(ARGS)
-	@echo
-	@cat results/report/auc_table.md
+	@$(PRINT_TABLE)
 
 # Run the DAG with an overlay config, e.g. `make run CONFIG=configs/ped2.yaml`; ARGS are passed
 # on to Snakemake (e.g. ARGS="-n" for a dry run).
 run: $(INSTALLED)
 	VADBENCH_PRINT_TABLE=0 $(BIN)/snakemake --profile profiles/local --configfile config.yaml $(CONFIG) $(ARGS)
-	@echo
-	@cat results/report/auc_table.md
+	@$(PRINT_TABLE)
 
 # After a run was killed outright (kill -9, the out-of-memory killer), Snakemake's lock on this
 # folder stays and the next run refuses to start: this removes it (same CONFIG as the run).

@@ -274,6 +274,7 @@ class ARNet(Method):
     uses_gpu = True
     # The description of the features, which the workflow adds for the report rows only.
     protocol_params = (FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
+    runtime_params = ("checkpoint_every",)
     feature_patches = None
     paper_features = "arnet"
 

@@ -81,10 +81,26 @@ class Method(ABC):
     #: Stage -> config key that may name a released checkpoint the stage reads: the workflow makes
     #: the file an input of the stage (checked before anything runs, rerun when it changes).
     released_checkpoint_params: ClassVar[dict[str, str]] = {}
+    #: Config keys that change how a job runs, never a number it writes (resume-point intervals,
+    #: batch sizes of inference in evaluation mode, cache folders): the workflow passes them to the
+    #: jobs as resources, so changing them reruns nothing and leaves the rows' config_hash be.
+    runtime_params: ClassVar[tuple[str, ...]] = ()
+    #: Stage -> the config keys that stage reads, the ones its saved state (optimisers, random
+    #: streams) carries included: a stage gets only these, so a key of a later stage leaves the
+    #: earlier ones be. A stage not listed gets every key the training reads.
+    stage_params: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         self.params = params
         self.seed = seed
+
+    @classmethod
+    def config_problem(cls, params: dict[str, Any]) -> tuple[str, str] | None:
+        """(key, problem) of settings that contradict each other, for one dataset's parameters
+        (``per_dataset`` applied), or None. The config check asks before the DAG is built, so a
+        contradiction stops the run naming its key instead of failing a job after the expensive
+        steps before it; the method's own in-job checks share its rule."""
+        return None
 
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         """Run one training stage, resuming from ``previous`` (the stage before), writing ``checkpoint_out``."""

@@ -45,15 +45,18 @@ from models.stg_nf import (
     segment_nll,
     training_schedule,
 )
+from pipelines.features.registry import REGISTRY
 from pipelines.metrics import Protocol
 from pipelines.poses.segment_data import dataset_of, frame_anomaly_scores
 from pipelines.poses.segments import hflip, model_input
 from pipelines.poses.source import POSE_SOURCE_KEY
-from pipelines.poses.tubes import Tubes, read_tubes
+from pipelines.poses.tubes import BACKBONE, Tubes, read_tubes, tube_weights
 from pipelines.presets import resolve_params
 from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
 
 _SCORING_BATCH = 64
+# What the flow is built from: both stages read them (the exploration's teacher is the guidance flow).
+_FLOW_KEYS = ("seg_len", "frame_size", "num_steps", "prior_mean", "max_hop")
 
 
 class TubeSet:
@@ -117,6 +120,24 @@ class GENetMethod(Method):
     protocol_params = ("smoothing_sigmas", POSE_SOURCE_KEY)
     scoring_params = ("test_stride",)
     released_checkpoint_params = {"guidance": "guidance_pretrained"}
+    # I3D runs in evaluation mode, segment by segment; the cache folder only says where the weights
+    # file may be, and the workflow makes that file the tubes' input (pipelines.poses.tubes.tube_weights).
+    runtime_params = ("checkpoint_every_steps", "tube_batch_size", "i3d_cache_dir")
+    stage_params = {
+        "guidance": (*_FLOW_KEYS, "flip_augmentation", "guidance_pretrained", "guidance_preset", "guidance_epochs",
+                     "guidance_batch_size", "guidance_max_train_segments"),
+        "exploration": (*_FLOW_KEYS, "epochs", "batch_size", "lr", "lr_decay", "mirrored_pairs"),
+    }
+
+    @classmethod
+    def config_problem(cls, params: dict[str, Any]) -> tuple[str, str] | None:
+        if params.get("allow_random_backbone") or tube_weights(params):
+            return None
+        cache = params.get("i3d_cache_dir")
+        return "i3d_weights", (
+            f"not set{f', and {cache} holds no rgb_imagenet.pt' if cache else ''}: the person tubes need the "
+            f"Kinetics RGB I3D weights ({REGISTRY[BACKBONE].url}); name the file here or put it in i3d_cache_dir, "
+            "or set allow_random_backbone: true for a test run whose rows are marked not comparable")
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:
         params = resolve_params(self.params, dataset_of(files))

@@ -427,6 +427,7 @@ class LGNNetMethod(Method):
     stages = ("train",)
     uses_gpu = True
     scoring_params = ("test_lambda", "test_gamma", "test_memory")
+    runtime_params = ("checkpoint_every",)
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         super().__init__(params, seed)

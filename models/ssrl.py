@@ -259,6 +259,23 @@ def train_config(params: Mapping[str, Any]) -> SSRLTrainConfig:
     return dataclasses.replace(SSRLTrainConfig(), **configured)
 
 
+def stage_init_problem(stage_init: str, params: Mapping[str, Any], every: int, has_next: bool) -> tuple[str, str] | None:
+    """(key, problem) when stages cannot start from the previous stage's best-on-test weights, else None:
+    ``best_on_test`` needs the test split followed while training (``every`` > 0, test_eval_every), and a
+    stage that a next one starts from must evaluate it at least once within its iterations."""
+    if stage_init != "best_on_test":
+        return None
+    if every <= 0:
+        return "stage_init", "stage_init best_on_test needs test_eval_every > 0 (the evaluation split)"
+    config = train_config(params)
+    if has_next and config.max_iterations < EvaluationCurve.first_due(every, config.eval_after):
+        return "test_eval_after", (
+            f"stage_init best_on_test: with iterations {config.max_iterations}, test_eval_every {every} "
+            f"and test_eval_after {config.eval_after} no stage evaluates its test split, so there are no "
+            "best-on-test weights for the next stage; lower test_eval_after or test_eval_every")
+    return None
+
+
 def snippet_scores(model: SSRLNetwork, reader: FeatureReader, device: str) -> np.ndarray:
     """The test-time forward pass over a whole video, the patch branches run block by block.
 
@@ -299,8 +316,14 @@ class SSRL(Method):
     uses_gpu = True
     # The description of the features, which the workflow adds for the report rows only.
     protocol_params = (FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
+    runtime_params = ("checkpoint_every",)
     feature_patches = "ssrl_patches"
     paper_features = "rtfm_ssrl_patches"
+
+    @classmethod
+    def config_problem(cls, params: dict[str, Any]) -> tuple[str, str] | None:
+        every = int(params.get("test_eval_every") or 0)
+        return stage_init_problem(params.get("stage_init", "last"), params, every, has_next=True)
 
     @property
     def stage_init(self) -> str:
@@ -320,16 +343,11 @@ class SSRL(Method):
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         schedule = self.schedule(stage)
         has_next = self.stages.index(stage) < len(self.stages) - 1
-        if self.stage_init == "best_on_test" and inputs.evaluation is None:
-            raise ValueError("ssrl stage_init best_on_test needs test_eval_every > 0 (the evaluation split)")
+        every = inputs.evaluation.every if inputs.evaluation is not None else 0
+        problem = stage_init_problem(self.stage_init, self.params, every, has_next)
+        if problem:
+            raise ValueError(f"ssrl {problem[1]}")
         config = train_config(self.params)
-        if self.stage_init == "best_on_test" and has_next:
-            every = inputs.evaluation.every
-            if config.max_iterations < EvaluationCurve.first_due(every, config.eval_after):
-                raise ValueError(
-                    f"ssrl stage_init best_on_test: with iterations {config.max_iterations}, test_eval_every {every} "
-                    f"and test_eval_after {config.eval_after} no stage evaluates its test split, so there are no "
-                    "best-on-test weights for the next stage; lower test_eval_after or test_eval_every")
         normal, abnormal = split_by_label(inputs)
         files = normal + abnormal
         described = training_features(files, schedule.grids)

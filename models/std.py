@@ -432,7 +432,20 @@ class STDMethod(Method):
     supervision = "one_class"
     stages = tuple(stage.name for stage in std_schedule(STDConfig()))
     uses_gpu = True
-    scoring_params = ("score_batch",)
+    # Scoring runs in evaluation mode (BatchNorm on its running statistics), clip by clip: a
+    # scoring batch changes no score beyond rounding.
+    runtime_params = ("checkpoint_every", "score_batch")
+    # Every stage saves both optimisers (so both learning rates) and the random streams its batches
+    # drew, which the next stage continues: the preset, frame size, batch and learning rates belong
+    # to each.
+    stage_params = {
+        "pretrain_ae": ("preset", "image_size", "batch_size", "ae_lr", "cluster_lr", "pretrain_iterations",
+                        "gdl_weight"),
+        "init_centres": ("preset", "image_size", "batch_size", "ae_lr", "cluster_lr", "kmeans_batches",
+                         "kmeans_n_init"),
+        "joint": ("preset", "image_size", "batch_size", "ae_lr", "cluster_lr", "joint_iterations", "gdl_weight",
+                  "cluster_loss_weight"),
+    }
 
     def __init__(self, params: dict[str, Any], seed: int = 0):
         super().__init__(params, seed)

@@ -556,6 +556,7 @@ class STGNFMethod(Method):
     uses_gpu = True
     protocol_params = ("smoothing_sigmas", POSE_SOURCE_KEY)
     scoring_params = ("test_stride",)
+    runtime_params = ("checkpoint_every_steps",)
     released_checkpoint_params = {"train": "pretrained"}
 
     def resolved(self, files: list[Path]) -> dict[str, Any]:

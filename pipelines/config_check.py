@@ -150,6 +150,7 @@ def validate(config: dict, schema_path: Path, rules_dir: Path) -> dict:
     if not any(entry.get("enabled") for entry in config["datasets"].values()):
         raise ConfigError("config key 'datasets': no dataset is enabled")
     check_method_files(config)
+    check_method_settings(config)
     return config
 
 
@@ -172,3 +173,33 @@ def check_method_files(config: dict) -> None:
                 if value is not None and not Path(value).is_file():
                     raise ConfigError(f"config key '{where}.{key}': {value} "
                                       f"{'is not a file' if Path(value).exists() else 'does not exist'}")
+
+
+def check_method_settings(config: dict) -> None:
+    """An enabled method's settings that contradict each other (its ``Method.config_problem``, for each
+    enabled dataset's values), and BlazePose's model files where a pose method reads its skeletons: a
+    job would fail on them only after the expensive steps before it."""
+    from models import get_method_class  # imported here: a method's module loads its libraries
+    from pipelines.poses.source import backend_of
+    from pipelines.presets import resolve_params
+
+    datasets = sorted(name for name, entry in config["datasets"].items() if entry.get("enabled"))
+    reads_poses = False
+    for method, entry in sorted(config["methods"].items()):
+        if not entry.get("enabled"):
+            continue
+        found = get_method_class(method)
+        reads_poses |= found.input_kind in ("poses", "person_tubes")
+        for dataset in datasets:
+            problem = found.config_problem(resolve_params(entry, dataset))
+            if problem:
+                key, text = problem
+                own = key in ((entry.get("per_dataset") or {}).get(dataset) or {})
+                where = f"methods.{method}.per_dataset.{dataset}" if own else f"methods.{method}"
+                raise ConfigError(f"config key '{where}.{key}': {text}")
+    if reads_poses and any(backend_of(config["poses"], dataset) == "blazepose" for dataset in datasets):
+        for key in ("detector_weights", "landmark_weights"):
+            value = config["poses"]["blazepose"].get(key)
+            if value is not None and not Path(value).is_file():
+                raise ConfigError(f"config key 'poses.blazepose.{key}': {value} "
+                                  f"{'is not a file' if Path(value).exists() else 'does not exist'}")

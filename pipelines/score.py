@@ -10,7 +10,8 @@ starts from the state stored in the previous video's score file (``--previous``)
 from the same checkpoint, method and parameters; the state it ends with is stored under
 ``state/`` for the next one, and the file records which file its own start came from.
 
-Run by hand: ``python -m pipelines.score METHOD INPUT.h5 OUT.h5 [--checkpoint C] [--params-json J] [--previous P.h5]``.
+Run by hand: ``python -m pipelines.score METHOD INPUT.h5 OUT.h5 [--checkpoint C] [--params-json J] [--runtime-json R]
+[--previous P.h5]``.
 """
 from __future__ import annotations
 
@@ -114,8 +115,11 @@ def scores_by_video(score_files: list[Path]) -> dict[str, Path]:
 
 
 def score(method_name: str, video: Path, out: Path, params: dict, seed: int, checkpoint: Path | None,
-          previous: Path | None = None) -> VideoScore:
-    method = get_method(method_name, params, seed)
+          previous: Path | None = None, runtime: dict | None = None) -> VideoScore:
+    """Score one video and write its file. ``runtime`` holds the method's runtime keys
+    (``Method.runtime_params``, e.g. a scoring batch): the method gets them, the file records ``params``
+    alone, since they change no score."""
+    method = get_method(method_name, params | (runtime or {}), seed)
     checkpoint_sha256 = sha256_file(checkpoint) if checkpoint else "none"
     provenance = {}
     if method.carries_state():
@@ -155,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--params-json", default="{}")
+    parser.add_argument("--runtime-json", default="{}", help="the method's runtime keys (Method.runtime_params)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--previous", type=Path,
                         help="score file of the video before this one in its split, for a method that carries state")
     args = parser.parse_args(argv)
     result = score(args.method, args.input, args.out, json.loads(args.params_json), args.seed, args.checkpoint,
-                   args.previous)
+                   args.previous, json.loads(args.runtime_json))
     print(f"{args.out}: {int(result.scored.sum())} of {result.scores.size} frames scored")
     return 0
 

@@ -1,7 +1,7 @@
 """Run one training stage of a method and write its checkpoint.
 
 Run by hand: ``python -m pipelines.train METHOD STAGE OUT.pt --labels LABELS.h5 INPUT.h5 ...
-[--previous PREV.pt] [--params-json J] [--seed S] [--eval-every N --eval-labels L.h5 --eval-inputs F ...]``.
+[--previous PREV.pt] [--params-json J] [--runtime-json R] [--seed S] [--eval-every N --eval-labels L.h5 --eval-inputs F ...]``.
 ``--labels`` gives the video-level labels of a weak training split; one-class stages train on
 normal videos only. ``--eval-every`` makes the weakly-supervised methods score the evaluation split
 every N iterations and keep the curve in the checkpoint (the papers' best-on-test number).
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, help="canonical labels file with the videos' labels")
     parser.add_argument("--previous", type=Path, help="checkpoint of the previous stage")
     parser.add_argument("--params-json", default="{}")
+    parser.add_argument("--runtime-json", default="{}",
+                        help="the method's runtime keys (Method.runtime_params: resume-point intervals and the like)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=0,
                         help="iterations between AUCs on the evaluation split (0: none); needs the two below")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.eval_labels or not args.eval_inputs:
             parser.error("--eval-every needs --eval-labels and --eval-inputs")
         evaluation = EvaluationSet(list(args.eval_inputs), args.eval_labels, args.eval_every)
-    method = get_method(args.method, json.loads(args.params_json), args.seed)
+    method = get_method(args.method, json.loads(args.params_json) | json.loads(args.runtime_json), args.seed)
     with kept_stage_log(args.out):
         method.train_stage(args.stage, TrainInputs(list(args.inputs), video_labels, evaluation), args.previous, args.out)
         print(f"{args.out}: {args.method} stage {args.stage} done")

@@ -100,6 +100,40 @@ def test_bad_config_names_the_key(config, edit, message):
         validate(config, SCHEMA, RULES)
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # each failed only inside a job, after the frames, features or tubes it needed were made
+        (lambda c, _: c["methods"]["ssrl"].update(enabled=True, stage_init="best_on_test"),
+         r"'methods\.ssrl\.stage_init': stage_init best_on_test needs test_eval_every > 0"),
+        (lambda c, _: c["methods"]["ssrl"].update(enabled=True, stage_init="best_on_test", test_eval_every=5, iterations=40),
+         r"'methods\.ssrl\.test_eval_after': stage_init best_on_test: with iterations 40, test_eval_every 5 and "
+         r"test_eval_after 50 no stage evaluates"),
+        (lambda c, _: c["methods"]["genet"].update(enabled=True),
+         r"'methods\.genet\.i3d_weights': not set: the person tubes need the Kinetics RGB I3D weights"),
+        (lambda c, tmp: c["methods"]["genet"].update(enabled=True, i3d_cache_dir=str(tmp)),
+         r"'methods\.genet\.i3d_weights': not set, and .* holds no rgb_imagenet\.pt"),
+        (lambda c, tmp: (c["methods"]["stg_nf"].update(enabled=True), c["poses"].update(dataset_backends={}),
+                         c["poses"]["blazepose"].update(landmark_weights=str(tmp / "lite.tflite"))),
+         r"'poses\.blazepose\.landmark_weights': .*lite\.tflite does not exist"),
+    ],
+)
+def test_settings_a_job_would_refuse_are_named_before_the_dag(config, tmp_path, edit, message):
+    edit(config, tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        validate(config, SCHEMA, RULES)
+
+
+def test_settings_that_fit_pass_the_check(config, tmp_path):
+    """GENet's weights in its cache folder, BlazePose's models for a dataset whose skeletons come from
+    elsewhere, best-on-test with a test split followed in time."""
+    (tmp_path / "rgb_imagenet.pt").write_bytes(b"")
+    config["methods"]["genet"].update(enabled=True, i3d_cache_dir=str(tmp_path))
+    config["poses"]["blazepose"]["detector_weights"] = str(tmp_path / "missing.tflite")  # synthetic: ground truth
+    config["methods"]["ssrl"].update(enabled=True, stage_init="best_on_test", test_eval_every=5, iterations=60)
+    validate(config, SCHEMA, RULES)
+
+
 def test_a_method_module_without_its_schema_says_what_is_missing(config, tmp_path, monkeypatch):
     """Adding a method without its schema file said "unknown method", of a method that is there."""
     import pipelines.config_check as config_check

@@ -3,6 +3,7 @@ methods: resumable staged training on frames files, deterministic streamed scori
 checkpoints and inputs, their paper protocols, and (slow) the DAG end to end on CPU."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -358,7 +359,7 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
     """`seed: [0, 1]`: the method trains and scores once per seed, the baseline (nothing to train)
     once; its row is the mean and sample std of the per-seed rows; adding a seed runs only that seed."""
     from pipelines.training import load_checkpoint
-    from tests.workflow_helpers import planned_jobs, run_snakemake, tiny_config
+    from tests.workflow_helpers import merge_config, planned_jobs, run_snakemake, tiny_config
 
     config = tiny_config(n_train=2, n_test=2, n_frames=24, height=48, width=64)
     config["methods"][method].update(tiny(method), enabled=True)
@@ -405,13 +406,22 @@ def test_the_dag_trains_scores_and_reports_each_seed_on_cpu(method, tmp_path):
     assert jobs == {"train_stage": len(stages), "score_video": 2, "evaluate": 1, "report_tables": 1, "all": 1}
 
     config["seed"] = [0, 1]
-    config["methods"][method].update(SCORING_ONLY[method])
-    jobs = planned_jobs(tmp_path, config)
-    assert jobs == {"score_video": 4, "evaluate": 2, "plot_timelines": 1, "report_tables": 1, "all": 1}, \
-        "a parameter only scoring reads reruns the scoring of every seed, never the training"
+    assert planned_jobs(tmp_path, merge_config(copy.deepcopy(config), {"methods": {method: RUNTIME_ONLY[method]}})) == {}, \
+        "how jobs run (resume points, the scoring batch) reruns nothing"
+    if method in LAST_STAGE_ONLY:
+        jobs = planned_jobs(tmp_path, merge_config(copy.deepcopy(config), {"methods": {method: LAST_STAGE_ONLY[method]}}))
+        assert jobs == {"train_stage": 2, "score_video": 4, "evaluate": 2, "plot_timelines": 1, "report_tables": 1,
+                        "all": 1}, "a key of the last stage reruns that stage of every seed and what follows, not the others"
+    if method in SCORING_ONLY:
+        config["methods"][method].update(SCORING_ONLY[method])
+        jobs = planned_jobs(tmp_path, config)
+        assert jobs == {"score_video": 4, "evaluate": 2, "plot_timelines": 1, "report_tables": 1, "all": 1}, \
+            "a parameter only scoring reads reruns the scoring of every seed, never the training"
 
 
-SCORING_ONLY = {"lgn_net": {"test_lambda": 0.5}, "std": {"score_batch": 3}}
+SCORING_ONLY = {"lgn_net": {"test_lambda": 0.5}}
+RUNTIME_ONLY = {"lgn_net": {"checkpoint_every": 3}, "std": {"checkpoint_every": 3, "score_batch": 3}}
+LAST_STAGE_ONLY = {"std": {"joint_iterations": 5}}
 
 
 def test_the_paper_overlay_plans_three_seeds_of_gpu_training_on_ped2(shared_data, tmp_path):
@@ -430,7 +440,7 @@ def test_the_paper_overlay_plans_three_seeds_of_gpu_training_on_ped2(shared_data
     n_test = len(list((shared_data / "ped2" / "testing" / "frames").iterdir()))
     assert int(counts["train_stage"]) == 3 * stages
     assert int(counts["score_video"]) == 3 * 2 * n_test + n_test  # the baseline once
-    trainings = re.findall(r"python -m pipelines\.train (\w+) (\w+) .*--params-json '(\{.*?\})' --seed (\d)", out)
+    trainings = re.findall(r"python -m pipelines\.train (\w+) (\w+) .*--params-json '(\{.*?\})' --runtime-json '\{.*?\}' --seed (\d)", out)
     assert sorted({(m, s) for m, _, _, s in trainings}) == [(m, s) for m in ("lgn_net", "std") for s in "012"]
     assert {json.loads(params)["preset"] for _, _, params, _ in trainings} == {"paper"}
     train_jobs = out.split("rule train_stage:")[1:]

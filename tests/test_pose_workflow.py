@@ -192,3 +192,22 @@ def test_a_released_checkpoint_is_an_input_of_its_stage(tmp_path, shared_data):
     assert "nowhere/ShanghaiTech_85_9.tar does not exist" in out.stdout
     config["methods"]["stg_nf"]["pretrained"] = str(shared_data.parent / "weights" / "stg_nf" / "ShanghaiTech_85_9.tar")
     assert planned_jobs(tmp_path / "released", config)["train_stage"] == 1
+
+
+def test_a_released_checkpoint_set_per_dataset_is_what_that_datasets_stage_reads(tmp_path, shared_data):
+    """The stage reads its dataset's value (per_dataset over the method's), so that one is its input: a
+    per-dataset file was no input (no rerun when it changed), and a per-dataset null declared the
+    method's file anyway."""
+    released = str(shared_data.parent / "weights" / "stg_nf" / "ShanghaiTech_85_9.tar")
+
+    def guidance_inputs(genet, workdir):
+        config = tiny_config()
+        config["methods"]["tde"]["enabled"] = False
+        config["methods"]["genet"].update(enabled=True, allow_random_backbone=True, **genet)
+        out = run_snakemake(workdir, config, "-n").stdout
+        job = next(job for job in out.split("rule train_stage:")[1:] if "guidance.pt" in job.split("log:")[0])
+        return job.split("input:")[1].splitlines()[0]
+
+    assert released in guidance_inputs({"per_dataset": {"synthetic": {"guidance_pretrained": released}}}, tmp_path / "own")
+    assert released not in guidance_inputs({"guidance_pretrained": released,
+                                             "per_dataset": {"synthetic": {"guidance_pretrained": None}}}, tmp_path / "null")

@@ -197,3 +197,30 @@ def test_snakemake_report_bundles_tables_and_plots(demo):
     run_snakemake(workdir, config, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text(errors="replace")
     assert "auc_table.csv" in html and "roc_synthetic.png" in html
+
+
+def test_make_run_prints_no_table_after_a_dry_run(tmp_path):
+    """`make run ARGS="-n"`, the README's dry run: it failed on a fresh clone (no table to print), and
+    after an earlier run printed that run's table as if it were this one's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    (tmp_path / "profiles").symlink_to(REPO / "profiles")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    table = tmp_path / "results" / "report" / "auc_table.md"
+
+    def make_run(args):
+        command = ["make", "-s", "-f", str(REPO / "Makefile"), "-o", ".venv/.installed", f"BIN={Path(sys.executable).parent}",
+                   "run", f"ARGS=--snakefile {REPO / 'workflow' / 'Snakefile'} {args}"]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    fresh = make_run("-n")
+    assert fresh.returncode == 0 and "This was a dry-run" in fresh.stdout + fresh.stderr, fresh.stderr[-2000:]
+    table.parent.mkdir(parents=True)
+    table.write_text("| an earlier run's table |\n")
+    for args in ("-n", "-np", "--dry-run"):
+        later = make_run(args)
+        assert later.returncode == 0 and "an earlier run's table" not in later.stdout, (args, later.stdout[-2000:])

@@ -215,3 +215,125 @@ def test_training_jobs_get_only_the_keys_training_reads(tmp_path):
     # How frames are stored is not a number of the table; how they look is.
     row_config = json.loads(evaluation[evaluation.index("--run-config") + 1])
     assert "compression" not in json.dumps(row_config) and row_config["frames"]["pixel_format"] == "gray"
+
+
+def _commands(out, module):
+    """The shell commands of a dry run (-p) that run ``python -m pipelines.<module>``, as argument lists."""
+    import shlex
+
+    return [shlex.split(line) for line in out.splitlines() if f"python -m pipelines.{module} " in line]
+
+
+def _option(tokens, name):
+    return tokens[tokens.index(name) + 1]
+
+
+def test_how_jobs_run_stays_out_of_the_jobs_params_and_the_rows_config(tmp_path):
+    """Resume-point intervals, inference batch sizes and GENet's weights cache folder change how jobs
+    run, not a number: they reach the jobs as resources (--runtime-json, --batch-size), never their
+    params (whose change reruns them) nor a row's config."""
+    import json
+
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["std"].update(enabled=True, checkpoint_every=7, score_batch=3)
+    config["methods"]["genet"].update(enabled=True, allow_random_backbone=True, checkpoint_every_steps=11,
+                                      tube_batch_size=5, i3d_cache_dir=str(tmp_path / "cache"))
+    out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
+    runtime = {"std": {"checkpoint_every": 7, "score_batch": 3},
+               "genet": {"checkpoint_every_steps": 11, "i3d_cache_dir": str(tmp_path / "cache"), "tube_batch_size": 5}}
+    for module in ("train", "score"):
+        commands = _commands(out, module)
+        assert {tokens[tokens.index(f"pipelines.{module}") + 1] for tokens in commands} == set(runtime)
+        for tokens in commands:
+            method = tokens[tokens.index(f"pipelines.{module}") + 1]
+            params = json.loads(_option(tokens, "--params-json"))
+            assert not set(runtime[method]) & set(params), (module, method, params)
+            assert json.loads(_option(tokens, "--runtime-json")) == runtime[method]
+    evaluations = _commands(out, "evaluate")
+    assert len(evaluations) == 2
+    for tokens in evaluations:
+        for option in ("--params-json", "--run-config"):
+            assert not any(key in _option(tokens, option) for key in ("checkpoint_every", "score_batch", "tube_batch",
+                                                                      "i3d_cache")), option
+    tubes = _commands(out, "poses.tubes")
+    assert tubes and all("--cache-dir" not in t and _option(t, "--batch-size") == "5" for t in tubes)
+    assert all("batch_size" not in json.loads(_option(t, "--settings-json")) for t in tubes)
+
+
+def test_a_training_stage_gets_only_the_keys_it_reads(tmp_path):
+    """STD and GENet list the keys of each stage: a key of a later stage leaves the earlier stages'
+    params, and so the earlier stages, be; the keys a stage's saved state carries (STD's two
+    optimisers) belong to every stage."""
+    import json
+
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["std"].update(enabled=True, joint_iterations=9)
+    config["methods"]["genet"].update(enabled=True, allow_random_backbone=True, epochs=3)
+    out = run_snakemake(tmp_path / "run", config, "-n", "-p").stdout
+    stages = {tuple(tokens[tokens.index("pipelines.train") + 1:][:2]): json.loads(_option(tokens, "--params-json"))
+              for tokens in _commands(out, "train")}
+    assert set(stages) == {("std", "pretrain_ae"), ("std", "init_centres"), ("std", "joint"),
+                           ("genet", "guidance"), ("genet", "exploration")}
+    assert stages["std", "joint"]["joint_iterations"] == 9
+    for stage in ("pretrain_ae", "init_centres"):
+        assert "joint_iterations" not in stages["std", stage] and {"ae_lr", "cluster_lr"} <= set(stages["std", stage])
+    assert not {"epochs", "lr", "lr_decay", "batch_size", "mirrored_pairs"} & set(stages["genet", "guidance"])
+    assert stages["genet", "exploration"]["epochs"] == 3
+    assert not any(key.startswith("guidance_") for key in stages["genet", "exploration"])
+
+
+def _weak_config(tmp_path, shanghaitech=False):
+    """AR-Net on random-backbone features of the synthetic demo's weak split; with ``shanghaitech`` a
+    second weak dataset too, a tiny one of placeholder files in ShanghaiTech's layout."""
+    config = tiny_config()
+    config["methods"]["tde"]["enabled"] = False
+    config["methods"]["arnet"]["enabled"] = True
+    config["features"]["allow_random_weights"] = True
+    if shanghaitech:
+        root = tmp_path / "shanghaitech"
+        _touch(root / "training" / "videos" / "01_001.avi")
+        (root / "test_frame_mask").mkdir()
+        for video in ("01_0014", "01_0015"):
+            (root / "testing" / "frames" / video).mkdir(parents=True)
+            np.save(root / "test_frame_mask" / f"{video}.npy", np.zeros(1, np.uint8))
+        (root / "lists").mkdir()
+        (root / "lists" / "SH_Train.txt").write_text("01_001\n01_0014\n")
+        (root / "lists" / "SH_Test.txt").write_text("01_0015\n")
+        config["datasets"]["shanghaitech"].update(enabled=True, root=str(root), labels=str(root / "test_frame_mask"),
+                                                  weak_lists=str(root / "lists"))
+    return config
+
+
+def test_another_dataset_leaves_a_rows_evaluation_and_config_hash_be(tmp_path):
+    """The descriptions the workflow adds to a method's entry per dataset (its features, their snippet
+    tail) reach each dataset's evaluation and row config for that dataset alone: enabling a second
+    dataset changed the first one's evaluation parameters and config_hash, and reran its evaluation."""
+    def synthetic_evaluation(config, workdir):
+        out = run_snakemake(workdir, config, "-n", "-p").stdout
+        found = {tokens[tokens.index("pipelines.evaluate") + 2]: tokens for tokens in _commands(out, "evaluate")}
+        return found, {option: found["synthetic"][found["synthetic"].index(option) + 1]
+                       for option in ("--params-json", "--run-config")}
+
+    _, alone = synthetic_evaluation(_weak_config(tmp_path), tmp_path / "alone")
+    evaluated, beside = synthetic_evaluation(_weak_config(tmp_path, shanghaitech=True), tmp_path / "beside")
+    assert set(evaluated) == {"synthetic", "shanghaitech"}
+    assert beside == alone
+    assert "feature_tail" in alone["--params-json"] and "shanghaitech" not in alone["--run-config"]
+
+
+def test_cpu_feature_extraction_asks_for_no_gpu(tmp_path):
+    """features.device cpu: the extraction jobs run on the CPU, so they ask the cluster for no GPU."""
+    import re
+
+    def extraction_gpus(config, workdir):
+        out = run_snakemake(workdir, config, "-n").stdout
+        jobs = out.split("rule extract_features:")[1:]
+        assert jobs
+        return {re.search(r"resources:.*\bgpu=(\d+)", job).group(1) for job in jobs}
+
+    config = _weak_config(tmp_path)
+    assert extraction_gpus(config, tmp_path / "auto") == {"1"}
+    config["features"]["device"] = "cpu"
+    assert extraction_gpus(config, tmp_path / "cpu") == {"0"}

@@ -131,6 +131,15 @@ def build_backbone(record: WeightsRecord) -> nn.Module:
     return ResNet50I3d()
 
 
+def cached_weights(record: WeightsRecord, cache_dir: str | Path | None) -> Path | None:
+    """``cache_dir/<the record's file name>`` when that file exists (where `load_backbone` looks when given no
+    path), else None."""
+    if cache_dir is None:
+        return None
+    found = Path(cache_dir) / record.file_name
+    return found if found.is_file() else None
+
+
 def load_backbone(record: str | WeightsRecord, path: str | Path | None = None, allow_random: bool = False, *,
                   cache_dir: str | Path | None = None, seed: int = 0, pinned_sha256: str | None = None) -> nn.Module:
     """The backbone of a registered record in eval mode, with `weights_checksum` set on it.
@@ -146,8 +155,8 @@ def load_backbone(record: str | WeightsRecord, path: str | Path | None = None, a
         if record not in REGISTRY:
             raise KeyError(f"unknown backbone weights '{record}'; registered: {', '.join(sorted(REGISTRY))}")
         record = REGISTRY[record]
-    if path is None and cache_dir is not None and (Path(cache_dir) / record.file_name).is_file():
-        path = Path(cache_dir) / record.file_name
+    if path is None:
+        path = cached_weights(record, cache_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_backbone(record)

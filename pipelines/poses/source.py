@@ -19,6 +19,14 @@ NOT_RECORDED = "skeletons not recorded (run outside the workflow)"
 _LOCATION_KEYS = {"cache_dir", "checkout"}
 
 
+def backend_of(poses: Mapping[str, Any], dataset: str) -> str:
+    """The backend that makes a dataset's skeletons under a config's ``poses`` section: ``precomputed``
+    where it names the dataset's folder, else the dataset's ``dataset_backends`` entry, else ``backend``."""
+    if dataset in poses["precomputed"]:
+        return "precomputed"
+    return poses["dataset_backends"].get(dataset, poses["backend"])
+
+
 def settings_digest(settings: Mapping[str, Any]) -> str:
     """Short sha256 of a backend's settings (locations left out), so two rows whose skeletons came
     from differently configured extractions never share a description or a config hash."""

@@ -14,7 +14,7 @@ settings, the backbone's weights checksum ("random-init" when no Kinetics weight
 random weights were explicitly allowed), and the poses file's sha256.
 
 Run by hand: ``python -m pipelines.poses.tubes POSES.h5 FRAMES.h5 OUT.h5 --settings-json J
-[--weights rgb_imagenet.pt] [--allow-random-backbone] [--seed S] [--dataset NAME]``.
+[--batch-size B] [--weights rgb_imagenet.pt] [--allow-random-backbone] [--seed S] [--dataset NAME]``.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.atomic import atomic_path
-from pipelines.features.weights import load_backbone
+from pipelines.features.registry import REGISTRY
+from pipelines.features.weights import cached_weights, load_backbone
 from pipelines.frame_store import FrameReader
 from pipelines.poses.segment_data import SegmentBank, WindowSettings
 from pipelines.poses.store import keypoint_boxes, read_poses
@@ -49,6 +50,16 @@ class TubeSettings:
     margin: float = 0.2  # box enlargement on each side, as a fraction of its width / height
     crop_size: int = 96  # square side every per-frame crop is resized to
     batch_size: int = 8  # segments per backbone forward pass
+
+
+def tube_weights(params: dict) -> str | None:
+    """The Kinetics I3D weights file the person tubes of a method's parameters (one dataset's) are taken
+    with: ``i3d_weights``, else rgb_imagenet.pt in ``i3d_cache_dir`` when it is there; None when neither
+    (a seeded random backbone, where ``allow_random_backbone`` allows it)."""
+    if params.get("i3d_weights"):
+        return str(params["i3d_weights"])
+    found = cached_weights(REGISTRY[BACKBONE], params.get("i3d_cache_dir"))
+    return str(found) if found else None
 
 
 def tube_boxes(keypoints: np.ndarray, margin: float) -> np.ndarray:
@@ -228,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("frames", type=Path, help="the video's frames file")
     parser.add_argument("out", type=Path)
     parser.add_argument("--settings-json", required=True,
-                        help="seg_len, stride, max_missing, released_rule, frame_size, margin, crop_size, batch_size")
+                        help="seg_len, stride, max_missing, released_rule, frame_size, margin, crop_size")
+    parser.add_argument("--batch-size", type=int, default=TubeSettings.batch_size,
+                        help="segments per I3D forward pass (in evaluation mode: no feature depends on it)")
     parser.add_argument("--weights", type=Path, help="Kinetics RGB I3D weights (rgb_imagenet.pt)")
     parser.add_argument("--cache-dir", type=Path, help="folder where the weights may already be")
     parser.add_argument("--allow-random-backbone", action="store_true",
@@ -239,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     values = json.loads(args.settings_json)
     window = WindowSettings(values["seg_len"], values["stride"], values["max_missing"], values["released_rule"],
                             tuple(values["frame_size"]))
-    settings = TubeSettings(window, values["margin"], values["crop_size"], values["batch_size"])
+    settings = TubeSettings(window, values["margin"], values["crop_size"], args.batch_size)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone = load_backbone(BACKBONE, args.weights, args.allow_random_backbone, cache_dir=args.cache_dir,
                              seed=args.seed).to(device)

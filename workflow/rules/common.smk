@@ -18,8 +18,10 @@ from snakemake.exceptions import WorkflowError
 from models import get_method, get_method_class
 from pipelines.config_check import ConfigError, dataset_config_error, no_videos_message, validate
 from pipelines.datasets import DatasetError, get_adapter
+from pipelines.features.store import FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY
 from pipelines.frame_count import count_file
 from pipelines.poses.source import POSE_SOURCE_KEY
+from pipelines.presets import resolve_params
 from pipelines.provenance import config_hash
 from pipelines.synthetic.params import GENERATOR_VERSION
 
@@ -79,16 +81,28 @@ def dataset_json(dataset):
     return json.dumps(config["datasets"][dataset], sort_keys=True)
 
 
-def method_entry(method, dataset, skip):
-    """A method's config entry without the keys in ``skip``, and with only the ``per_dataset``
-    overrides of ``dataset``: what one dataset's jobs read, so that a value changed for another
-    dataset, or one these jobs do not read, leaves them be."""
-    entry = {k: v for k, v in config["methods"][method].items() if k not in skip and k != "per_dataset"}
-    own = (config["methods"][method].get("per_dataset") or {}).get(dataset)
+# What the workflow adds to a method's entry about each dataset (the description of its features or
+# skeletons, its snippet tail), keyed by dataset: one dataset's jobs and rows see their own only.
+PER_DATASET_KEYS = (POSE_SOURCE_KEY, FEATURE_SOURCE_KEY, FEATURE_TAIL_KEY)
+
+
+def method_entry(method, dataset, skip, keep=None):
+    """A method's config entry without the keys in ``skip`` or its runtime keys (given to its jobs as
+    resources: ``method_runtime``), only those in ``keep`` when given, and with only the
+    ``per_dataset`` overrides and descriptions of ``dataset``: what one dataset's jobs read, so that a
+    value changed for another dataset, or one these jobs do not read, leaves them be."""
+    skip = {*skip, *get_method_class(method).runtime_params}
+
+    def wanted(key):
+        return key not in skip and (keep is None or key in keep)
+
+    entry = {k: v for k, v in config["methods"][method].items() if wanted(k) and k != "per_dataset"}
+    own = {k: v for k, v in ((config["methods"][method].get("per_dataset") or {}).get(dataset) or {}).items() if wanted(k)}
     if own:
-        entry["per_dataset"] = {dataset: {k: v for k, v in own.items() if k not in skip}}
-    if POSE_SOURCE_KEY in entry:  # the description of every dataset's skeletons: keep this one's
-        entry[POSE_SOURCE_KEY] = {k: v for k, v in entry[POSE_SOURCE_KEY].items() if k == dataset}
+        entry["per_dataset"] = {dataset: own}
+    for key in PER_DATASET_KEYS:
+        if key in entry:
+            entry[key] = {k: v for k, v in entry[key].items() if k == dataset}
     return entry
 
 
@@ -100,11 +114,21 @@ def method_json(wildcards):
 
 
 def training_json(wildcards):
-    """The method's config entry as JSON for training: without the keys only scoring or the
-    evaluation read, so changing those never retrains."""
+    """The method's config entry as JSON for one training stage: without the keys only scoring or the
+    evaluation read, so changing those never retrains, and with only the keys the stage reads where
+    the method lists them (``stage_params``), so a key of a later stage leaves the earlier ones be."""
     method = get_method_class(wildcards.method)
     skip = {"enabled", *method.protocol_params, *method.scoring_params}
-    return json.dumps(method_entry(wildcards.method, wildcards.dataset, skip), sort_keys=True)
+    keep = method.stage_params.get(wildcards.stage)
+    return json.dumps(method_entry(wildcards.method, wildcards.dataset, skip, keep), sort_keys=True)
+
+
+def method_runtime(wildcards):
+    """The method's runtime keys (``Method.runtime_params``) for the dataset, as JSON: a resource of its
+    jobs, not a param, so that changing them reruns nothing (they change how a job runs, not a number)."""
+    params = resolve_params(config["methods"][wildcards.method], wildcards.dataset)
+    keys = get_method_class(wildcards.method).runtime_params
+    return json.dumps({k: params[k] for k in keys if params.get(k) is not None}, sort_keys=True)
 
 
 def method_protocol_json(wildcards):
@@ -274,7 +298,7 @@ def train_inputs(wildcards):
 def released_checkpoint(wildcards):
     """The released checkpoint a stage reads instead of training, when the config names one."""
     key = get_method_class(wildcards.method).released_checkpoint_params.get(wildcards.stage)
-    path = config["methods"][wildcards.method].get(key) if key else None
+    path = resolve_params(config["methods"][wildcards.method], wildcards.dataset).get(key) if key else None
     return [path] if path else []
 
 

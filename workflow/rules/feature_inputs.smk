@@ -172,8 +172,9 @@ def extraction_args(wildcards):
 
 
 def extraction_gpus(wildcards):
-    """One GPU per extraction job (the step also runs on CPU, slowly)."""
-    return 1
+    """One GPU per extraction job, none with features.device cpu (the step runs there, slowly), so a
+    CPU run asks the cluster for no GPU."""
+    return 0 if FEATURES["device"] == "cpu" else 1
 
 
 def video_frames(wildcards):

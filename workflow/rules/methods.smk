@@ -16,14 +16,15 @@ rule train_stage:
     threads: 2  # profiles raise it (set-threads) on cluster nodes
     resources:
         **gpu_resources(method_resources),
+        method_runtime=method_runtime,
     log:
         "logs/train_stage/{method}/{dataset}/seed_{seed}/{stage}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m pipelines.train {wildcards.method} {wildcards.stage} {output:q} {input.inputs:q}"
-        " {params.previous} {params.labels} {params.evaluation} --params-json {params.method:q} --seed {wildcards.seed}"
-        " > {log:q} 2>&1"
+        " {params.previous} {params.labels} {params.evaluation} --params-json {params.method:q}"
+        " --runtime-json {resources.method_runtime:q} --seed {wildcards.seed} > {log:q} 2>&1"
 
 
 rule score_video:
@@ -39,10 +40,12 @@ rule score_video:
     threads: 1
     resources:
         **gpu_resources(method_resources),
+        method_runtime=method_runtime,
     log:
         "logs/score_video/{method}/{dataset}/seed_{seed}/{split}/{video}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m pipelines.score {wildcards.method} {input.video:q} {output:q} {params.checkpoint}"
-        " {params.previous} --params-json {params.method:q} --seed {wildcards.seed} > {log:q} 2>&1"
+        " {params.previous} --params-json {params.method:q} --runtime-json {resources.method_runtime:q}"
+        " --seed {wildcards.seed} > {log:q} 2>&1"

@@ -70,9 +70,11 @@ rule person_tubes:
         args=tube_command,
     resources:
         **gpu_resources(pose_gpus),
+        tube_batch_size=tube_batch_size,
     log:
         "logs/person_tubes/{method}/{dataset}/{split}/{video}.log",
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m pipelines.poses.tubes {input.poses:q} {input.frames:q} {output:q} {params.args} > {log:q} 2>&1"
+        "python -m pipelines.poses.tubes {input.poses:q} {input.frames:q} {output:q} {params.args}"
+        " --batch-size {resources.tube_batch_size} > {log:q} 2>&1"

@@ -6,7 +6,7 @@ import functools
 import os
 
 from pipelines.poses.alphapose_weights import settings_problems as alphapose_settings_problems
-from pipelines.poses.source import POSE_SOURCE_KEY, describe_pose_source
+from pipelines.poses.source import POSE_SOURCE_KEY, backend_of, describe_pose_source
 from pipelines.provenance import sha256_file
 from pipelines.presets import resolve_params
 
@@ -16,9 +16,7 @@ POSES = config["poses"]
 
 def pose_backend(dataset):
     """alphapose, blazepose, ground_truth or precomputed, for one dataset."""
-    if dataset in POSES["precomputed"]:
-        return "precomputed"
-    backend = POSES["dataset_backends"].get(dataset, POSES["backend"])
+    backend = backend_of(POSES, dataset)
     if backend == "ground_truth" and dataset != "synthetic":
         raise WorkflowError(f"poses: dataset {dataset} has no ground-truth skeletons; choose another backend")
     if backend == "alphapose":
@@ -59,11 +57,20 @@ def check_alphapose_pins():
             f"trust, then pin it there")
 
 
+@functools.cache
+def tube_weights_file(method, dataset):
+    """The I3D weights a method's person tubes of a dataset read (i3d_weights, else the one in
+    i3d_cache_dir), None for a random backbone: an input of the tube jobs, so the cache folder itself is
+    no param of theirs."""
+    from pipelines.poses.tubes import tube_weights  # imported here: the module loads OpenCV and torch
+
+    return tube_weights(resolve_params(config["methods"][method], dataset))
+
+
 def pose_source(method, dataset):
     """The phrase a pose method's report rows carry about the dataset's skeletons (and tubes)."""
     backend = pose_backend(dataset)
-    random_tubes = (get_method_class(method).input_kind == "person_tubes"
-                    and bool(resolve_params(config["methods"][method], dataset).get("allow_random_backbone")))
+    random_tubes = get_method_class(method).input_kind == "person_tubes" and tube_weights_file(method, dataset) is None
     settings = POSES[backend] if backend in ("alphapose", "blazepose") else None
     return describe_pose_source(backend, settings, POSES["precomputed"].get(dataset), random_tubes)
 
@@ -207,10 +214,16 @@ INPUT_FILES["person_tubes"] = tubes_file
 def tube_inputs(wildcards):
     d, s, v = wildcards.dataset, wildcards.split, wildcards.video
     inputs = {"poses": poses_file(d, s, v), "frames": frames_file(d, s, v)}
-    weights = config["methods"][wildcards.method].get("i3d_weights")
+    weights = tube_weights_file(wildcards.method, d)
     if weights:
         inputs["weights"] = weights
     return inputs
+
+
+def tube_batch_size(wildcards):
+    """Segments per I3D forward pass: a resource, not a param, since no feature depends on it (I3D runs
+    in evaluation mode, segment by segment)."""
+    return int(resolve_params(config["methods"][wildcards.method], wildcards.dataset)["tube_batch_size"])
 
 
 def tube_command(wildcards):
@@ -220,14 +233,11 @@ def tube_command(wildcards):
     stride = params["train_stride"] if wildcards.split == method_splits(wildcards.method)[0] else params["test_stride"]
     settings = {"seg_len": params["seg_len"], "stride": stride, "max_missing": params["max_missing"],
                 "released_rule": params["released_continuity_rule"], "frame_size": params["frame_size"],
-                "margin": params["tube_margin"], "crop_size": params["tube_crop_size"],
-                "batch_size": params["tube_batch_size"]}
+                "margin": params["tube_margin"], "crop_size": params["tube_crop_size"]}
     args = ["--settings-json", json.dumps(settings, sort_keys=True), "--dataset", wildcards.dataset]
-    weights = config["methods"][wildcards.method].get("i3d_weights")  # tube_inputs' weights
+    weights = tube_weights_file(wildcards.method, wildcards.dataset)  # tube_inputs' weights
     if weights:
         args += ["--weights", weights]
-    if params.get("i3d_cache_dir"):
-        args += ["--cache-dir", params["i3d_cache_dir"]]
     if params["allow_random_backbone"]:
         # The seed draws the random backbone only: with Kinetics weights it changes nothing.
         args += ["--allow-random-backbone", "--seed", str(DATA_SEED)]
