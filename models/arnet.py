@@ -290,7 +290,7 @@ class ARNet(Method):
         identity = {"feature_dim": described["feature_dim"], "variant": cfg.variant, "view": settings.view}
         device = torch_device()
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed, settings.checkpoint_every,
-                       sources=inputs.sources(previous))
+                       sources=inputs.sources(previous), runtime_keys=self.runtime_params)
         model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
         optimizer = make_optimizer(model, cfg)
         run.resume(model, {"adam": optimizer})

@@ -164,7 +164,7 @@ class GENetMethod(Method):
                                 "batch_size": params["guidance_batch_size"],
                                 "max_train_segments": params["guidance_max_train_segments"]}
         run = StageRun(out, self.name, "guidance", flow_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=sources)
+                       int(params["checkpoint_every_steps"]), sources=sources, runtime_keys=self.runtime_params)
         extra: dict[str, Any] = {"n_train_segments": len(tubes)}
         if params.get("guidance_pretrained"):
             model, extra["pretrained_sha256"] = load_released_flow(params["guidance_pretrained"], params,
@@ -185,7 +185,7 @@ class GENetMethod(Method):
         teacher = flow_from_params(params)
         teacher.load_state_dict(guidance["model"])
         run = StageRun(out, self.name, "exploration", exploration_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=sources)
+                       int(params["checkpoint_every_steps"]), sources=sources, runtime_keys=self.runtime_params)
         model = GuidedExploration(teacher, ExplorationNet())
         config = STGNFTrainingConfig(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
                                      lr=float(params["lr"]), lr_decay=float(params["lr_decay"]))

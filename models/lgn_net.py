@@ -453,7 +453,8 @@ class LGNNetMethod(Method):
                 raise ValueError(f"{self.name}: {sampler.n_clips} training clips, fewer than one batch of {cfg.batch_size}")
             total = cfg.epochs * steps_per_epoch
             run = StageRun(checkpoint_out, self.name, stage, self.identity, self.settings, self.seed,
-                           self.settings["checkpoint_every"], sources=inputs.sources(previous))
+                           self.settings["checkpoint_every"], sources=inputs.sources(previous),
+                           runtime_keys=self.runtime_params)
             model = LGNNet(cfg).to(device).train()  # built after StageRun seeded torch
             optimizers = {"adam": make_optimizer(model, cfg)}
             if run.resume(model, optimizers):

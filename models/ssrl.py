@@ -358,7 +358,7 @@ class SSRL(Method):
         device = torch_device()
         run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed,
                        int(self.params.get("checkpoint_every", 1000)),
-                       sources=inputs.sources(previous))
+                       sources=inputs.sources(previous), runtime_keys=self.runtime_params)
         model = SSRLNetwork(schedule.number, described["feature_dim"])
         loaded: dict[str, Any] = {}
         if schedule.loads_stage is not None:

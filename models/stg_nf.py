@@ -567,7 +567,8 @@ class STGNFMethod(Method):
         params = self.resolved(inputs.files)
         device = torch_device()
         run = StageRun(checkpoint_out, self.name, stage, flow_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=inputs.sources())
+                       int(params["checkpoint_every_steps"]), sources=inputs.sources(),
+                       runtime_keys=self.runtime_params)
         bank = SegmentBank.from_files(inputs.files, window_settings(params, "train_stride"))
         extra: dict[str, Any] = {"n_train_segments": len(bank)}
         if params.get("pretrained"):

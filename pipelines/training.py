@@ -149,6 +149,9 @@ class StageRun:
     #: The files the stage trains from (its inputs, the previous stage's checkpoint): a resume point
     #: made from other files, or under another config or seed, is not resumed from.
     sources: Sequence[Path] = ()
+    #: Config keys that change how the job runs, not its weights (Method.runtime_params, e.g. the
+    #: resume-point interval): a resume point made under other values of them is still resumed.
+    runtime_keys: Sequence[str] = ()
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -172,7 +175,8 @@ class StageRun:
         for path in self.sources:
             stat = Path(path).stat()
             files.append([str(path), stat.st_size, stat.st_mtime_ns])
-        record = {"config": self.config, "seed": self.seed, "identity": self.identity, "sources": files}
+        config = {key: value for key, value in self.config.items() if key not in self.runtime_keys}
+        record = {"config": config, "seed": self.seed, "identity": self.identity, "sources": files}
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
     def _state(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:

@@ -60,3 +60,16 @@ def test_training_chooses_deterministic_gpu_kernels(tmp_path):
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+
+
+def test_a_resume_point_made_under_another_runtime_value_is_resumed(tmp_path):
+    """The resume-point interval is a runtime key (it passes to the job outside its params): a
+    requeued job whose interval was changed meanwhile continues from its point; any other config
+    change still starts the stage over."""
+    def run(every, lr=1.0):
+        return StageRun(tmp_path / "stage.pt", "lgn_net", "train", {}, {"lr": lr, "checkpoint_every": every}, seed=0,
+                        every_steps=every, runtime_keys=("checkpoint_every",))
+
+    run(1).advance(_model(), {})
+    assert run(5).resume(_model(), {}) == 1
+    assert run(5, lr=2.0).resume(_model(), {}) == 0
