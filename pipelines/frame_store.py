@@ -8,6 +8,7 @@ parameters, fps and original size.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ def compression_options(name: str) -> dict[str, Any]:
     raise ValueError(f"unknown frame compression {name!r}; expected one of {COMPRESSIONS}")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a Slurm job's allocation, a taskset), not the node's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 class FrameWriter:
     """Append frames to a new HDF5 file, growing the dataset as blocks arrive.
 
@@ -51,6 +60,9 @@ class FrameWriter:
     def __init__(self, path: Path, height: int, width: int, channels: int, compression: str):
         self._direct = compression in _BLOSC_LEVELS or compression == "none"
         self._compression = compression
+        # Blosc starts as many threads as the node has cores: a one-CPU job on a 64-core node would
+        # run 64 on its one CPU.
+        blosc.set_nthreads(usable_cpus())
         self._file = h5py.File(path, "w")
         self._frames = self._file.create_dataset(
             FRAMES,

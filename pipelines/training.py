@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,23 @@ class CheckpointError(ValueError):
 def torch_device() -> str:
     """Where a method trains and scores: the GPU its job was given, else the CPU (every stage runs
     on either; on a CPU slowly)."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    _warn_of_an_unusable_gpu()
+    return "cpu"
+
+
+@functools.cache
+def _warn_of_an_unusable_gpu() -> None:
+    """Say it, once a process, when the job was given a GPU (Slurm's or CUDA's variables name one)
+    that torch cannot use (a CPU-only torch build, a driver that does not match): the job would
+    otherwise run a GPU-sized stage on the CPU, holding the GPU, without a word."""
+    given = {name: os.environ[name] for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES")
+             if os.environ.get(name, "").strip() not in ("", "-1", "NoDevFiles")}
+    if given:
+        build = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none (a CPU-only build)'}"
+        print(f"WARNING: this job was given a GPU ({', '.join(f'{k}={v}' for k, v in given.items())}) but {build} "
+              "cannot use it; running on the CPU", file=sys.stderr, flush=True)
 
 
 def deterministic_gpu_kernels() -> None:

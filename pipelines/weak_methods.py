@@ -88,13 +88,17 @@ def divided_segments(reader: FeatureReader, grids: Sequence[tuple[int, int]] = (
 class SegmentCache:
     """The 32-segment training items of a list of videos, divided once and kept in one HDF5 file.
 
-    Rebuilt (atomically) when the file is missing or was made from other files or grids; a training step
+    Rebuilt (atomically) when the file is missing or was made from other files (paths, sizes,
+    modification times) or grids; a training step
     then reads only the rows of its batch.
     """
 
     def __init__(self, path: Path, files: Sequence[Path], grids: Sequence[tuple[int, int]] = ()):
         self.path = Path(path)
-        key = json.dumps({"files": [str(f) for f in files], "grids": [list(g) for g in grids]})
+        # Each file's size and modification time too: features made again at the same paths (other
+        # weights, a stage interrupted meanwhile) must not be read from the old divisions.
+        made = [[str(f), Path(f).stat().st_size, Path(f).stat().st_mtime_ns] for f in files]
+        key = json.dumps({"files": made, "grids": [list(g) for g in grids]})
         if not self._matches(key):
             self._build(files, grids, key)
         self._file = h5py.File(self.path, "r")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -619,3 +621,19 @@ def test_a_file_without_a_video_stream_is_named_as_such(tmp_path):
             attempt()
         assert str(raised.value) == f"{audio}: the file holds no video stream"
     assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or os.cpu_count() < 2, reason="needs CPU affinity and 2 CPUs")
+def test_frame_compression_threads_follow_the_cpus_the_job_may_use(tmp_path):
+    """Blosc starts a thread per core of the node; a job given one CPU (Slurm, taskset) must use one."""
+    script = (
+        "import os, sys, blosc, numpy as np\n"
+        "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "from pipelines.frame_store import FrameWriter\n"
+        f"with FrameWriter(r'{tmp_path / 'f.h5'}', 8, 8, 3, 'lz4') as writer:\n"
+        "    writer.append(np.zeros((2, 8, 8, 3), np.uint8))\n"
+        "print(blosc.set_nthreads(1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "1", done.stdout + done.stderr

@@ -73,3 +73,21 @@ def test_a_resume_point_made_under_another_runtime_value_is_resumed(tmp_path):
     run(1).advance(_model(), {})
     assert run(5).resume(_model(), {}) == 1
     assert run(5, lr=2.0).resume(_model(), {}) == 0
+
+
+def test_a_gpu_the_job_was_given_but_torch_cannot_use_is_said(monkeypatch, capsys):
+    from pipelines import training
+
+    if torch.cuda.is_available():
+        pytest.skip("torch can use this machine's GPU")
+    training._warn_of_an_unusable_gpu.cache_clear()
+    monkeypatch.delenv("SLURM_JOB_GPUS", raising=False)
+    monkeypatch.delenv("SLURM_STEP_GPUS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert training.torch_device() == "cpu" and capsys.readouterr().err == ""
+    training._warn_of_an_unusable_gpu.cache_clear()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert training.torch_device() == "cpu" and training.torch_device() == "cpu"
+    err = capsys.readouterr().err
+    assert err.count("WARNING: this job was given a GPU (CUDA_VISIBLE_DEVICES=0) but torch") == 1, err
+    training._warn_of_an_unusable_gpu.cache_clear()

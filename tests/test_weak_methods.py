@@ -133,6 +133,16 @@ def test_segment_cache_is_rebuilt_for_other_files(tmp_path, split):
         assert cache.rows([0]).shape == (1, 16, 32, DIM)
 
 
+def test_segment_cache_is_rebuilt_for_features_made_again_at_the_same_paths(tmp_path):
+    """Features extracted again (other weights) while a stage's resume folder, and its cache, stayed."""
+    files = [write_features(tmp_path / f"v{i}.h5", 7, seed=i) for i in range(2)]
+    with SegmentCache(tmp_path / "cache.h5", files) as cache:
+        cache.rows([0])
+    write_features(files[0], 7, seed=5)
+    with SegmentCache(tmp_path / "cache.h5", files) as cache, FeatureReader(files[0]) as reader:
+        np.testing.assert_array_equal(cache.rows([0])[0], divided_segments(reader))
+
+
 def test_training_files_are_checked(tmp_path, split):
     normal, abnormal = split_by_label(split)
     assert [p.stem for p in normal] == ["n0", "n1", "n2"] and [p.stem for p in abnormal] == ["a0", "a1"]
