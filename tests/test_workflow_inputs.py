@@ -302,7 +302,7 @@ def _weak_config(tmp_path, shanghaitech=False):
         (root / "lists" / "SH_Train.txt").write_text("01_001\n01_0014\n")
         (root / "lists" / "SH_Test.txt").write_text("01_0015\n")
         config["datasets"]["shanghaitech"].update(enabled=True, root=str(root), labels=str(root / "test_frame_mask"),
-                                                  weak_lists=str(root / "lists"))
+                                                  weak_lists=str(root / "lists"), test_subset=["01_0014", "01_0015"])
     return config
 
 
