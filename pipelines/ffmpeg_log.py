@@ -15,7 +15,6 @@ import re
 import threading
 from collections import deque
 
-from pipelines.ffmpeg_tools import STREAM_LINE
 
 KEPT_LINES = 20  # the last error lines kept for an error message
 _MAX_LINE = 1 << 16  # a longer line is read in pieces of this many bytes
@@ -23,6 +22,10 @@ _MAX_LINE = 1 << 16  # a longer line is read in pieces of this many bytes
 # "[h264 @ 0x..] [error] message", "[info] message"; a message's further lines carry no level.
 _LEVEL = re.compile(r"^(?P<context>(?:\[[^\]]*\] )*)\[(?P<level>panic|fatal|error|warning|info|verbose|debug|trace)\] ")
 _ERROR_LEVELS = ("panic", "fatal", "error")
+# The output's video stream and its frame size. ffmpeg prints "Stream #0:0: Video: ..." in pieces, and
+# since ffmpeg 7 a decoder message can land between them, cutting the line after "Stream #0:0": the
+# size is read from the piece that holds it, whatever came before.
+_OUTPUT_VIDEO = re.compile(r": Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
 _INPUT = re.compile(r"Input #0, (?P<format>[^ ]+), from ")
 _INPUT_STREAM = re.compile(r"^Stream #0:\d+\S*: \w+: ")  # not the "Stream #0:0 -> #0:0" of the mapping
 _TIME = r"(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d(?:\.\d+)?)"
@@ -72,17 +75,17 @@ class DecoderLog:
         line = line.strip()
         if not line:
             return
-        if self._level in _ERROR_LEVELS:
+        if self._in_output and self.output_size is None and (stream := _OUTPUT_VIDEO.search(line)):
+            self.output_size = (int(stream["h"]), int(stream["w"]))
+            self.described.set()
+        elif self._level in _ERROR_LEVELS:
             if not _OUTPUT_TIMESTAMP_NOTICE.match(line):
                 self.count += 1
                 self.last.append(line)
         elif "Output #0, " in line:  # may follow a warning's last line on the same line
             self._in_output = True
         elif self._in_output:
-            if self.output_size is None and (stream := STREAM_LINE.search(line)):
-                self.output_size = (int(stream["h"]), int(stream["w"]))
-                self.described.set()
-            elif report := _LAST_REPORT.match(line):
+            if report := _LAST_REPORT.match(line):
                 self.decoded_end = _seconds(report)
         elif _ESTIMATED_DURATION in line:
             self.duration_estimated = True

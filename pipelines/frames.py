@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import os
 import queue
 import re
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from pipelines.declared_length import declared_seconds, shortfall
 from pipelines.ffmpeg_log import DecoderLog
 from pipelines.ffmpeg_tools import VideoError, crops_by_container, ffmpeg_exe, ffmpeg_version, input_url, probe
 from pipelines.frame_count import write_frame_count
-from pipelines.frame_store import COMPRESSIONS, FrameWriter
+from pipelines.frame_store import COMPRESSIONS, FrameWriter, usable_cpus
 from pipelines.provenance import sha256_file, sha256_folder, versions
 from pipelines.resize import resized
 
@@ -90,6 +90,20 @@ def _start_decoder(source: Path, params: FrameParams):
     )
 
 
+DESCRIBE_TIMEOUT_S = 120.0  # ffmpeg states its output before the first frame: seconds for a local file
+
+
+def _wait_for_output_size(log: DecoderLog, source: Path, timeout: float = DESCRIBE_TIMEOUT_S) -> None:
+    """Wait until ffmpeg has stated the size of the frames it writes, or has ended. A description
+    this code cannot read would otherwise leave ffmpeg blocked on a full pipe and the job waiting
+    for ever: after ``timeout`` seconds the video is refused, naming it (the caller stops ffmpeg)."""
+    deadline = time.monotonic() + timeout
+    while not log.described.wait(1.0):
+        if time.monotonic() > deadline:
+            raise VideoError(f"{source}: ffmpeg did not state the size of its output frames within {timeout:g} s "
+                             f"(its last messages: {log.summary()}); stopped")
+
+
 def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
     process = _start_decoder(source, params)
     log = DecoderLog()
@@ -102,7 +116,7 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
         _widen_pipe(process.stdout)
         # ffmpeg states the size of the frames it writes before the first one: its bytes are read as
         # frames only when that is the stream's size (turned by its rotation), never reshaped to another.
-        log.described.wait()
+        _wait_for_output_size(log, source)
         if log.output_size is None:  # ffmpeg ended before it wrote a frame
             wrote = process.stdout.read(1)
             process.wait()
@@ -169,14 +183,6 @@ def _extract_video(source: Path, out: Path, params: FrameParams) -> int:
 
 RING = 3  # blocks in flight between the reader thread and the writer
 READ_BYTES = 16 << 20  # a block holds at most block_frames frames and at most this many bytes
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (a Slurm job's allocation), or all of them where the
-    platform cannot tell."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _widen_pipe(stream) -> None:

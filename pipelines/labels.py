@@ -73,7 +73,7 @@ def write_labels(dataset: str, split: str, config: dict, frames_files: list[Path
                     "dataset": dataset,
                     "split": split,
                     "config": config,  # the dataset's entry: its paths, and a generated dataset's seed and size
-                    "label_convention": adapter.label_convention,
+                    "label_convention": adapter.split_label_convention(split),
                     "label_files": {str(p): sha256_file(p) for p in adapter.label_files(split)},
                     "n_videos": len(labels),
                     "n_frames": int(sum(v.size for v in labels.values())),

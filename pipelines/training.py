@@ -183,6 +183,12 @@ class StageRun:
             return []
         return sorted(self.resume_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
+    @property
+    def recorded_config(self) -> dict[str, Any]:
+        """The config a checkpoint records and a resume point must match: without the runtime keys,
+        so that neither a checkpoint's bytes (and the scores' digests of it) nor a resume depend on them."""
+        return {key: value for key, value in self.config.items() if key not in self.runtime_keys}
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """What a resume point must have been made under: the config, seed and identity, and each
@@ -192,8 +198,7 @@ class StageRun:
         for path in self.sources:
             stat = Path(path).stat()
             files.append([str(path), stat.st_size, stat.st_mtime_ns])
-        config = {key: value for key, value in self.config.items() if key not in self.runtime_keys}
-        record = {"config": config, "seed": self.seed, "identity": self.identity, "sources": files}
+        record = {"config": self.recorded_config, "seed": self.seed, "identity": self.identity, "sources": files}
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
     def _state(self, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
@@ -216,7 +221,7 @@ class StageRun:
             "stage": self.stage,
             "step": self.step,
             "identity": self.identity,
-            "config": self.config,
+            "config": self.recorded_config,
             "seed": self.seed,
             "model": state,
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},

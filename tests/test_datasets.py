@@ -515,7 +515,8 @@ def test_a_shanghaitech_test_set_with_videos_missing_is_refused_unless_a_subset_
     (frames / "13_0001").rmdir()
     subset = get_adapter("shanghaitech", config | {"test_subset": ["01_0015", "05_0017"]})
     assert [v.name for v in subset.videos("test")] == ["01_0015", "05_0017"]
-    assert subset.label_convention.endswith("; one-class test split: only 2 published videos (01_0015, 05_0017)")
+    assert subset.split_label_convention("test").endswith("; one-class test split: only 2 published videos (01_0015, 05_0017)")
+    assert subset.split_label_convention("weak_test") == subset.label_convention, "the weak splits are whole"
     assert [p.name for p in subset.label_files("test")] == ["01_0015.npy", "05_0017.npy"]
     with pytest.raises(DatasetError, match=r"does not hold the videos test_subset names; missing 1: 01_0014$"):
         get_adapter("shanghaitech", config | {"test_subset": ["01_0014", "01_0015"]}).videos("test")
@@ -542,7 +543,8 @@ def test_an_avenue_test_set_with_videos_missing_is_refused_unless_a_subset_is_na
     (tmp_path / "testing_videos" / "22.avi").unlink()
     assert [v.name for v in subset.videos("test")] == ["03", "21"]
     assert [p.name for p in subset.label_files("test")] == ["3_label.mat", "21_label.mat"]
-    assert subset.label_convention.startswith("avenue: masks,") and subset.label_convention.endswith("only 2 published videos (03, 21)")
+    convention = subset.split_label_convention("test")
+    assert convention.startswith("avenue: masks,") and convention.endswith("only 2 published videos (03, 21)")
     # liu2018's file holds all 21 videos end to end: a subset's labels are cut from it at the published lengths.
     liu = {"labels": str(gt / "frame_labels_avenue.npy"), "label_convention": "liu2018"}
     from pipelines.datasets.avenue import TEST_LENGTHS

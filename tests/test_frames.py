@@ -637,3 +637,24 @@ def test_frame_compression_threads_follow_the_cpus_the_job_may_use(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.stdout.strip() == "1", done.stdout + done.stderr
+
+
+def test_the_output_size_is_read_from_a_stream_line_a_decoder_message_cut():
+    """ffmpeg prints the output's stream line in pieces, and its decoding thread may print between
+    them: the size must still be read (else the job would wait for ever on ffmpeg's full pipe)."""
+    from pipelines.ffmpeg_log import DecoderLog
+
+    log = DecoderLog()
+    for line in ("[info] Output #0, rawvideo, to 'pipe:':\n",
+                 "[info]   Stream #0:0[mpeg4 @ 0x55d1] [warning] ac-tex damaged at 3 4\n",  # as readline gives it
+                 ": Video: rawvideo (RGB[24] / 0x18424752), rgb24(pc, progressive), 64x48, q=2-31, 30 fps, 30 tbn\n"):
+        log.add(line)
+    assert log.output_size == (48, 64) and log.described.is_set()
+
+
+def test_a_decoder_that_never_states_its_output_size_is_refused_in_time(tmp_path):
+    from pipelines.ffmpeg_log import DecoderLog
+    from pipelines.frames import _wait_for_output_size
+
+    with pytest.raises(VideoError, match=r"v\.avi: ffmpeg did not state the size of its output frames within 1\.5 s"):
+        _wait_for_output_size(DecoderLog(), tmp_path / "v.avi", timeout=1.5)

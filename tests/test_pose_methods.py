@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -260,6 +261,7 @@ def test_person_tubes_file(tmp_path):
     features = tubes.features(np.array([n - 1, 0]))
     assert features.shape == (2, 1024, 2, 3, 3) and np.isfinite(features).all() and features.std() > 0
     assert tubes.attrs["backbone_weights"] == "random-init" and tubes.attrs["dataset"] == "demo"
+    assert "batch_size" not in json.loads(tubes.attrs["settings"]), "a runtime key: the bytes must not depend on it"
     with h5py.File(tmp_path / "tubes.h5") as handle:
         assert handle["features"].dtype == np.float16
 

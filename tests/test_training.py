@@ -91,3 +91,15 @@ def test_a_gpu_the_job_was_given_but_torch_cannot_use_is_said(monkeypatch, capsy
     err = capsys.readouterr().err
     assert err.count("WARNING: this job was given a GPU (CUDA_VISIBLE_DEVICES=0) but torch") == 1, err
     training._warn_of_an_unusable_gpu.cache_clear()
+
+
+def test_a_final_checkpoints_bytes_do_not_depend_on_a_runtime_key(tmp_path):
+    """The scores record the checkpoint's digest: two runs that differ only in their resume-point
+    interval must write the same bytes."""
+    def finished(every, folder):
+        run = StageRun(tmp_path / folder / "stage.pt", "lgn_net", "train", {}, {"lr": 1.0, "checkpoint_every": every},
+                       seed=0, every_steps=every, runtime_keys=("checkpoint_every",))
+        run.finish(_model(), {})
+        return run.out.read_bytes()
+
+    assert finished(2, "a") == finished(3, "b")

@@ -60,7 +60,7 @@ class Avenue(DatasetAdapter):
     @property
     def label_convention(self) -> str:  # type: ignore[override]
         """The convention the labels were read with, as the reports record it."""
-        return self._CONVENTION_TEXT[self.convention] + self.test_subset_note()
+        return self._CONVENTION_TEXT[self.convention]
 
     @property
     def convention(self) -> str:

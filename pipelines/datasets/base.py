@@ -127,6 +127,11 @@ class DatasetAdapter(ABC):
             )
         return [video for video in found if video.name in wanted]
 
+    def split_label_convention(self, split: str) -> str:
+        """The label convention a split's labels file records: the one-class test split's with what a
+        configured ``test_subset`` leaves in (the other splits, e.g. the weak ones, are whole)."""
+        return self.label_convention + (self.test_subset_note() if split == "test" else "")
+
     def test_subset_note(self) -> str:
         """What the label convention records of a configured ``test_subset`` (empty without one)."""
         subset = self.config.get("test_subset")

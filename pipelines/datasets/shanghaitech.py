@@ -57,7 +57,7 @@ class ShanghaiTech(DatasetAdapter):
     @property
     def label_convention(self) -> str:  # type: ignore[override]
         """The labels' convention, and the test subset when one is configured."""
-        return "shanghaitech: test_frame_mask/<video>.npy per video, 1 = abnormal" + self.test_subset_note()
+        return "shanghaitech: test_frame_mask/<video>.npy per video, 1 = abnormal"
 
     def splits(self) -> tuple[str, ...]:
         weak = ("weak_train", "weak_test") if self.config.get("weak_lists") else ()

@@ -190,7 +190,9 @@ def extract(poses_file: Path, frames_file: Path, out: Path, settings: TubeSettin
             "n_frames": tracks.n_frames,
             "frame_width": tracks.frame_size[0],
             "frame_height": tracks.frame_size[1],
-            "settings": json.dumps(asdict(settings), sort_keys=True),
+            # How many segments a forward pass takes changes no number (evaluation mode): left out, so
+            # that the file's bytes depend only on what it was made from.
+            "settings": json.dumps({k: v for k, v in asdict(settings).items() if k != "batch_size"}, sort_keys=True),
             "backbone": BACKBONE,
             "backbone_weights": getattr(backbone, "weights_checksum", "unknown"),
             "poses_file": str(poses_file),
