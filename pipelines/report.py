@@ -49,8 +49,8 @@ RUN_KEY = ["dataset", "method", "split"]
 
 
 def describe_sigmas(sigmas) -> str:
-    """Gaussian smoothing passes in words: "gaussian sigmas 1,2,3", or "none"."""
-    return "gaussian sigmas " + ",".join(f"{s:g}" for s in sigmas) if len(sigmas) else "none"
+    """Gaussian smoothing passes in words: "gaussian sigmas 1,2,3", or "no smoothing"."""
+    return "gaussian sigmas " + ",".join(f"{s:g}" for s in sigmas) if len(sigmas) else "no smoothing"
 
 
 def describe_protocol(record: dict, notes: tuple[str, ...] = ()) -> str:
@@ -184,8 +184,7 @@ def withheld_papers_of_other_protocols(table: pd.DataFrame) -> None:
         if sigmas[i]:
             paper = [] if sigmas[i] == "none" else [float(s) for s in sigmas[i].split()]
             if paper != list(table.at[i, "row_sigmas"]):
-                reasons.append(f"the paper's smoothing is {describe_sigmas(paper)}, "
-                               f"this row's {describe_sigmas(table.at[i, 'row_sigmas'])}")
+                reasons.append(f"the paper's {describe_sigmas(paper)}, this row's {describe_sigmas(table.at[i, 'row_sigmas'])}")
         if reasons:
             table.at[i, "paper_ref"] += f"; its {table.at[i, 'paper_auc']:g} is not shown: " + "; ".join(reasons)
             table.loc[i, ["paper_auc", "paper_far"]] = float("nan")

@@ -75,8 +75,8 @@ def test_a_paper_number_of_another_smoothing_is_not_shown_beside_a_row():
 
     table = build_table([stg_nf([])], pd.read_csv(PAPERS)).set_index("method")
     assert np.isnan(table.loc["stg_nf"].paper_auc)
-    assert table.loc["stg_nf"].paper_ref.endswith("its 85.9 is not shown: the paper's smoothing is gaussian sigmas "
-                                                  "1,2,3,4,5,6, this row's none")
+    assert table.loc["stg_nf"].paper_ref.endswith("its 85.9 is not shown: the paper's gaussian sigmas "
+                                                  "1,2,3,4,5,6, this row's no smoothing")
     table = build_table([stg_nf([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])], pd.read_csv(PAPERS)).set_index("method")
     assert table.loc["stg_nf"].paper_auc == 85.9 and "not shown" not in table.loc["stg_nf"].paper_ref
     # Both differences are named; a paper that smooths nothing is withheld beside a smoothed row.
@@ -84,7 +84,7 @@ def test_a_paper_number_of_another_smoothing_is_not_shown_beside_a_row():
     lgn["protocol"]["smoothing_sigmas"] = [2.0]
     table = build_table([lgn], pd.read_csv(PAPERS)).set_index("method")
     assert table.loc["lgn_net"].paper_ref.endswith("its 89.3 is not shown: the paper's labels are avenue: liu2018, "
-                                                   "this row's avenue: masks; the paper's smoothing is none, this "
+                                                   "this row's avenue: masks; the paper's no smoothing, this "
                                                    "row's gaussian sigmas 2")
 
 
@@ -226,6 +226,7 @@ def test_the_protocol_column_says_when_frames_are_counted_to_whole_snippets():
 
     row = record("ssrl", 0, 0.3)
     assert "multiple of" not in describe_protocol(row)
+    assert "; normalisation minmax_per_video; no smoothing; " in describe_protocol(row)
     row["protocol"] |= {"snippet_length": 16, "pad_to_multiple_of": 16}
     text = describe_protocol(row)
     assert "each video counted to a multiple of 16 frames, its last frame's score and label repeated (as RTFM's " \
