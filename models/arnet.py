@@ -25,7 +25,7 @@ from models.base import Method, TrainInputs, VideoScore
 from pipelines.features.presets import TEN_CROP_ORDER
 from pipelines.features.store import FeatureReader
 from pipelines.metrics import Protocol
-from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
+from pipelines.training import check_finite, load_checkpoint, torch_device
 from pipelines.weak_methods import (
     FEATURE_SOURCE_KEY,
     FEATURE_TAIL_KEY,
@@ -289,8 +289,8 @@ class ARNet(Method):
         described = training_features(normal + abnormal)
         identity = {"feature_dim": described["feature_dim"], "variant": cfg.variant, "view": settings.view}
         device = torch_device()
-        run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed, settings.checkpoint_every,
-                       sources=inputs.sources(previous), runtime_keys=self.runtime_params)
+        run = self.stage_run(checkpoint_out, stage, identity, self.params, settings.checkpoint_every,
+                             inputs.sources(previous))
         model = build_arnet(cfg.variant, described["feature_dim"]).to(device)
         optimizer = make_optimizer(model, cfg)
         run.resume(model, {"adam": optimizer})

@@ -10,6 +10,7 @@ modules as pure ``nn.Module``s; a ``Method`` is the thin glue around them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipelines.metrics import Protocol
+from pipelines.training import StageRun
 
 
 @dataclass
@@ -101,6 +103,14 @@ class Method(ABC):
         contradiction stops the run naming its key instead of failing a job after the expensive
         steps before it; the method's own in-job checks share its rule."""
         return None
+
+    def stage_run(self, out: Path, stage: str, identity: dict[str, Any], config: dict[str, Any], every_steps: int,
+                  sources: Sequence[Path] = ()) -> StageRun:
+        """The bookkeeping of one of this method's training stages (resume, periodic and final
+        checkpoints), under its name and seed, with its ``runtime_params`` left out of what a
+        checkpoint records and a resume point must match."""
+        return StageRun(out, self.name, stage, identity, config, self.seed, every_steps, sources=sources,
+                        runtime_keys=self.runtime_params)
 
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         """Run one training stage, resuming from ``previous`` (the stage before), writing ``checkpoint_out``."""

@@ -52,7 +52,7 @@ from pipelines.poses.segments import hflip, model_input
 from pipelines.poses.source import POSE_SOURCE_KEY
 from pipelines.poses.tubes import BACKBONE, Tubes, read_tubes, tube_weights
 from pipelines.presets import resolve_params
-from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
+from pipelines.training import check_finite, load_checkpoint, torch_device
 
 _SCORING_BATCH = 64
 # What the flow is built from: both stages read them (the exploration's teacher is the guidance flow).
@@ -163,8 +163,8 @@ class GENetMethod(Method):
         flow_params = params | {"preset": params["guidance_preset"], "epochs": params["guidance_epochs"],
                                 "batch_size": params["guidance_batch_size"],
                                 "max_train_segments": params["guidance_max_train_segments"]}
-        run = StageRun(out, self.name, "guidance", flow_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=sources, runtime_keys=self.runtime_params)
+        run = self.stage_run(out, "guidance", flow_identity(params), params, int(params["checkpoint_every_steps"]),
+                             sources)
         extra: dict[str, Any] = {"n_train_segments": len(tubes)}
         if params.get("guidance_pretrained"):
             model, extra["pretrained_sha256"] = load_released_flow(params["guidance_pretrained"], params,
@@ -184,8 +184,8 @@ class GENetMethod(Method):
         guidance = load_checkpoint(previous, self.name, flow_identity(params))
         teacher = flow_from_params(params)
         teacher.load_state_dict(guidance["model"])
-        run = StageRun(out, self.name, "exploration", exploration_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=sources, runtime_keys=self.runtime_params)
+        run = self.stage_run(out, "exploration", exploration_identity(params), params,
+                             int(params["checkpoint_every_steps"]), sources)
         model = GuidedExploration(teacher, ExplorationNet())
         config = STGNFTrainingConfig(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
                                      lr=float(params["lr"]), lr_decay=float(params["lr_decay"]))

@@ -68,7 +68,7 @@ from models.base import Method, TrainInputs, VideoScore
 from pipelines.frame_clips import ClipSampler, FrameFormat, clip_starts, sliding_clips, video_length
 from pipelines.metrics import Protocol
 from pipelines.presets import resolve_preset
-from pipelines.training import StageRun, check_finite, load_checkpoint, torch_device
+from pipelines.training import check_finite, load_checkpoint, torch_device
 
 
 @dataclass
@@ -452,9 +452,8 @@ class LGNNetMethod(Method):
             if steps_per_epoch < 1:
                 raise ValueError(f"{self.name}: {sampler.n_clips} training clips, fewer than one batch of {cfg.batch_size}")
             total = cfg.epochs * steps_per_epoch
-            run = StageRun(checkpoint_out, self.name, stage, self.identity, self.settings, self.seed,
-                           self.settings["checkpoint_every"], sources=inputs.sources(previous),
-                           runtime_keys=self.runtime_params)
+            run = self.stage_run(checkpoint_out, stage, self.identity, self.settings,
+                                 self.settings["checkpoint_every"], inputs.sources(previous))
             model = LGNNet(cfg).to(device).train()  # built after StageRun seeded torch
             optimizers = {"adam": make_optimizer(model, cfg)}
             if run.resume(model, optimizers):

@@ -30,7 +30,7 @@ from models.base import Method, TrainInputs, VideoScore
 from models.rtfm import DROPOUT, Aggregate, ScoreHead, rtfm_loss, select_top_k, xavier_init
 from pipelines.features.store import FeatureReader
 from pipelines.metrics import Protocol
-from pipelines.training import CheckpointError, StageRun, check_finite, load_checkpoint, torch_device
+from pipelines.training import CheckpointError, check_finite, load_checkpoint, torch_device
 from pipelines.weak_methods import (
     BEST_WEIGHTS_NOTE,
     FEATURE_SOURCE_KEY,
@@ -356,9 +356,8 @@ class SSRL(Method):
                              f"{described['n_views']} views")
         identity = {"feature_dim": described["feature_dim"], "clip_views": CLIP_CROPS}
         device = torch_device()
-        run = StageRun(checkpoint_out, self.name, stage, identity, self.params, self.seed,
-                       int(self.params.get("checkpoint_every", 1000)),
-                       sources=inputs.sources(previous), runtime_keys=self.runtime_params)
+        run = self.stage_run(checkpoint_out, stage, identity, self.params,
+                             int(self.params.get("checkpoint_every", 1000)), inputs.sources(previous))
         model = SSRLNetwork(schedule.number, described["feature_dim"])
         loaded: dict[str, Any] = {}
         if schedule.loads_stage is not None:

@@ -465,8 +465,7 @@ class STDMethod(Method):
         # The official loader skips the last full clip of every training video.
         with ClipSampler(inputs.files, cfg.clip_length, self.frame_format, tail=1) as sampler:
             every = cfg.checkpoint_every if spec.optimisers else 0  # K-means keeps its codes in memory
-            run = StageRun(checkpoint_out, self.name, stage, self.identity, self.settings, self.seed, every,
-                           sources=inputs.sources(previous), runtime_keys=self.runtime_params)
+            run = self.stage_run(checkpoint_out, stage, self.identity, self.settings, every, inputs.sources(previous))
             model = STDNet(cfg).to(torch_device())  # built after StageRun seeded torch
             optimisers = make_optimizers(model, cfg)
             index = self.stages.index(stage)

@@ -566,9 +566,8 @@ class STGNFMethod(Method):
     def train_stage(self, stage: str, inputs: TrainInputs, previous: Path | None, checkpoint_out: Path) -> None:
         params = self.resolved(inputs.files)
         device = torch_device()
-        run = StageRun(checkpoint_out, self.name, stage, flow_identity(params), params, self.seed,
-                       int(params["checkpoint_every_steps"]), sources=inputs.sources(),
-                       runtime_keys=self.runtime_params)
+        run = self.stage_run(checkpoint_out, stage, flow_identity(params), params,
+                             int(params["checkpoint_every_steps"]), inputs.sources())
         bank = SegmentBank.from_files(inputs.files, window_settings(params, "train_stride"))
         extra: dict[str, Any] = {"n_train_segments": len(bank)}
         if params.get("pretrained"):

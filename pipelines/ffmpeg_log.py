@@ -15,6 +15,8 @@ import re
 import threading
 from collections import deque
 
+from pipelines.ffmpeg_tools import VIDEO_DESCRIPTION
+
 
 KEPT_LINES = 20  # the last error lines kept for an error message
 _MAX_LINE = 1 << 16  # a longer line is read in pieces of this many bytes
@@ -25,7 +27,7 @@ _ERROR_LEVELS = ("panic", "fatal", "error")
 # The output's video stream and its frame size. ffmpeg prints "Stream #0:0: Video: ..." in pieces, and
 # since ffmpeg 7 a decoder message can land between them, cutting the line after "Stream #0:0": the
 # size is read from the piece that holds it, whatever came before.
-_OUTPUT_VIDEO = re.compile(r": Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
+_OUTPUT_VIDEO = re.compile(VIDEO_DESCRIPTION)
 _INPUT = re.compile(r"Input #0, (?P<format>[^ ]+), from ")
 _INPUT_STREAM = re.compile(r"^Stream #0:\d+\S*: \w+: ")  # not the "Stream #0:0 -> #0:0" of the mapping
 _TIME = r"(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d(?:\.\d+)?)"

@@ -92,7 +92,9 @@ class VideoInfo:
         return (self.width, self.height) if self.rotation in (90, 270) else (self.height, self.width)
 
 
-STREAM_LINE = re.compile(r"Stream #\S+.*?: Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]")
+# A video stream's codec and frame size, as ffmpeg describes them after "Stream #0:0...".
+VIDEO_DESCRIPTION = r": Video: (?P<codec>\w+).*?, (?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,\[]"
+_STREAM_RE = re.compile(r"Stream #\S+.*?" + VIDEO_DESCRIPTION)
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) (?:fps|tbr)")
 _ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees", re.IGNORECASE)
 _NO_OUTPUT_USAGE = "At least one output file must be specified"
@@ -123,7 +125,7 @@ def probe(path: str | Path) -> VideoInfo:
     )
     lines = proc.stderr.splitlines()
     for index, line in enumerate(lines):
-        stream = STREAM_LINE.search(line)
+        stream = _STREAM_RE.search(line)
         if stream:
             fps = _FPS_RE.search(line)
             rate = float(fps["fps"]) * (1000 if fps and fps["k"] else 1) if fps else 0.0
