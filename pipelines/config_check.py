@@ -169,10 +169,13 @@ def check_method_files(config: dict) -> None:
             for dataset, values in (entry.get("per_dataset") or {}).items()]
         for where, values in places:
             for key in keys:
-                value = values.get(key)
-                if value is not None and not Path(value).is_file():
-                    raise ConfigError(f"config key '{where}.{key}': {value} "
-                                      f"{'is not a file' if Path(value).exists() else 'does not exist'}")
+                check_file_key(f"{where}.{key}", values.get(key))
+
+
+def check_file_key(key: str, value) -> None:
+    """A config key naming a file (None: unset) must name one that exists."""
+    if value is not None and not Path(value).is_file():
+        raise ConfigError(f"config key '{key}': {value} {'is not a file' if Path(value).exists() else 'does not exist'}")
 
 
 def check_method_settings(config: dict) -> None:
@@ -199,7 +202,4 @@ def check_method_settings(config: dict) -> None:
                 raise ConfigError(f"config key '{where}.{key}': {text}")
     if reads_poses and any(backend_of(config["poses"], dataset) == "blazepose" for dataset in datasets):
         for key in ("detector_weights", "landmark_weights"):
-            value = config["poses"]["blazepose"].get(key)
-            if value is not None and not Path(value).is_file():
-                raise ConfigError(f"config key 'poses.blazepose.{key}': {value} "
-                                  f"{'is not a file' if Path(value).exists() else 'does not exist'}")
+            check_file_key(f"poses.blazepose.{key}", config["poses"]["blazepose"].get(key))
